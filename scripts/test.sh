@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: the C++ tests (CPU build), the CUDA compile (and the CUDA
+# tests where a GPU is present), the fuzz target for a bounded time, and the Python tests.
+#   FUZZ_SECONDS=60 (default)   SINKATTN_SKIP_CUDA=1 skips the CUDA build
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$SINKATTN_ROOT"
+start=$(date +%s)
+step() { printf '\n=== %s (%ds) ===\n' "$*" $(( $(date +%s) - start )); }
+
+step "C++ build, CPU only (a machine without nvcc builds exactly this)"
+build_lib cpu -DSINKATTN_CUDA=OFF
+step "C++ tests (CPU backend)"
+ctest --test-dir build/cpu --output-on-failure -j "$SINKATTN_JOBS"
+
+lib="$SINKATTN_ROOT/build/cpu/libsinkattn.so"
+if [ -z "${SINKATTN_SKIP_CUDA:-}" ] && command -v nvcc >/dev/null; then
+  step "CUDA build (${SINKATTN_CUDA_ARCHS:=80})"
+  build_lib cuda -DSINKATTN_CUDA=ON -DSINKATTN_PORTABLE_ARCHS="$SINKATTN_CUDA_ARCHS" \
+    -DSINKATTN_BUILD_BENCH=OFF
+  if nvidia-smi -L >/dev/null 2>&1; then
+    step "C++ tests (CUDA build, GPU present)"
+    ctest --test-dir build/cuda --output-on-failure -j 1
+    lib="$SINKATTN_ROOT/build/cuda/libsinkattn.so"
+  fi
+fi
+
+step "fuzzing the C ABI validation for ${FUZZ_SECONDS:=60} s"
+bash fuzz/run.sh "$FUZZ_SECONDS"
+
+step "Python tests ($("$SINKATTN_PY" -c 'import torch; print("torch", torch.__version__)'))"
+SINKATTN_LIBRARY="$lib" PYTHONPATH="$SINKATTN_ROOT/python${PYTHONPATH:+:$PYTHONPATH}" \
+  "$SINKATTN_PY" -m pytest -q -p no:cacheprovider tests/python
+step "all tests passed"

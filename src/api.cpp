@@ -1,0 +1,343 @@
+// The C ABI: argument validation with reasons, then dispatch to a backend by device.
+// Every rule below has a refusal test in tests/cpp/test_validation.cpp; keep them in step.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "backend.h"
+#include "sinkattn/sinkattn.h"
+
+namespace sinkattn {
+namespace {
+
+thread_local std::string g_last_error;
+
+template <class... Args>
+std::string cat(Args&&... args) {
+  std::ostringstream os;
+  (os << ... << std::forward<Args>(args));
+  return os.str();
+}
+
+// Every refusal reads "<entry>: <argument>: got <value>, <what is accepted>".
+struct Checker {
+  const char* entry;
+  template <class... Args>
+  [[noreturn]] void fail(sinkattn_status status, const std::string& arg, Args&&... why) const {
+    throw Error(status, cat(entry, ": ", arg, ": ", std::forward<Args>(why)...));
+  }
+  template <class... Args>
+  void require(bool ok, const std::string& arg, Args&&... why) const {
+    if (!ok) fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, std::forward<Args>(why)...);
+  }
+};
+
+int64_t dtype_bytes(int32_t dtype) { return dtype == SINKATTN_FLOAT32 ? 4 : 2; }
+
+const char* dtype_name(int32_t dtype) {
+  switch (dtype) {
+    case SINKATTN_FLOAT32: return "float32";
+    case SINKATTN_FLOAT16: return "float16";
+    case SINKATTN_BFLOAT16: return "bfloat16";
+    default: return "unknown";
+  }
+}
+
+bool aligned(const void* ptr, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
+}
+
+// One dimension of a strided view: its extent and its stride in elements.
+struct Dim {
+  int64_t extent;
+  int64_t stride;
+  const char* name;
+};
+
+// Layout of a (batch, row, head, head_dim) tensor of the problem, checked the same way for
+// inputs and outputs; outputs must in addition not overlap themselves.
+struct TensorCheck {
+  const Checker& c;
+  const sinkattn_problem& p;
+
+  void operator()(const std::string& name, const sinkattn_tensor& t, int64_t rows, int64_t heads,
+                  bool is_output) const {
+    const bool varlen = is_varlen(p);
+    Dim dims[3] = {{varlen ? 1 : p.batch, t.batch_stride, "batch_stride"},
+                   {rows, t.row_stride, "row_stride"},
+                   {heads, t.head_stride, "head_stride"}};
+    const int64_t numel = dims[0].extent * rows * heads * p.head_dim;
+    if (numel == 0) return;  // nothing is read or written
+    c.require(t.data != nullptr, name + ".data", "got NULL, expected a pointer to ", numel,
+              " elements");
+    const int64_t elem = dtype_bytes(p.dtype);
+    // CUDA kernels move 16-byte vectors: the base and every stride that is used must keep them
+    // aligned. Strides of extent-1 dimensions are never used, so they are not checked.
+    const int64_t align = p.device_type == SINKATTN_DEVICE_CUDA ? 16 : elem;
+    c.require(aligned(t.data, align), name + ".data", "got address ", t.data, ", expected ",
+              align, "-byte alignment");
+    __int128 last = p.head_dim - 1;  // offset of the last element
+    for (const Dim& d : dims) {
+      if (d.extent <= 1) continue;
+      c.require(d.stride >= 0, name + "." + d.name, "got ", d.stride,
+                ", expected a non-negative stride");
+      c.require(d.stride * elem % align == 0, name + "." + d.name, "got ", d.stride,
+                ", expected a multiple of ", align / elem, " elements (", align,
+                "-byte alignment) for ", dtype_name(p.dtype), " on this device");
+      last += static_cast<__int128>(d.extent - 1) * d.stride;
+    }
+    c.require(last < (static_cast<__int128>(1) << 62), name, "spans more than 2^62 elements");
+    if (is_output) check_no_self_overlap(name, dims);
+  }
+
+  // Sufficient test: with the used dimensions sorted by stride, each stride must step past
+  // everything the smaller dimensions (head_dim included) span.
+  void check_no_self_overlap(const std::string& name, Dim (&dims)[3]) const {
+    Dim sorted[4] = {{p.head_dim, 1, "head_dim"}, dims[0], dims[1], dims[2]};
+    int n = 0;
+    for (const Dim& d : sorted)
+      if (d.extent > 1) sorted[n++] = d;
+    for (int i = 1; i < n; ++i)
+      for (int j = i; j > 0 && sorted[j].stride < sorted[j - 1].stride; --j)
+        std::swap(sorted[j], sorted[j - 1]);
+    __int128 span = 0;
+    for (int i = 0; i < n; ++i) {
+      c.require(sorted[i].stride > span, name + "." + sorted[i].name, "got ", sorted[i].stride,
+                ", which makes the output overlap itself (expected more than ",
+                static_cast<int64_t>(span), ")");
+      span += static_cast<__int128>(sorted[i].extent - 1) * sorted[i].stride;
+    }
+  }
+};
+
+// fp32 arrays (lse, sinks, dsink) and int32 cu_seqlens: non-null, 4-byte aligned.
+void check_array(const Checker& c, const std::string& name, const void* ptr, int64_t count) {
+  if (count == 0) return;
+  c.require(ptr != nullptr, name, "got NULL, expected ", count, " 4-byte elements");
+  c.require(aligned(ptr, 4), name, "got address ", ptr, ", expected 4-byte alignment");
+}
+
+void check_problem(const Checker& c, const sinkattn_problem& p) {
+  c.require(p.device_type == SINKATTN_DEVICE_CPU || p.device_type == SINKATTN_DEVICE_CUDA,
+            "problem.device_type", "got ", p.device_type, ", expected 0 (CPU) or 1 (CUDA)");
+  c.require(p.dtype == SINKATTN_FLOAT32 || p.dtype == SINKATTN_FLOAT16 ||
+                p.dtype == SINKATTN_BFLOAT16,
+            "problem.dtype", "got ", p.dtype, ", expected 0 (float32), 1 (float16) or 2 (bfloat16)");
+  c.require(p.head_dim == 32 || p.head_dim == 64 || p.head_dim == 96 || p.head_dim == 128 ||
+                p.head_dim == 256,
+            "problem.head_dim", "got ", p.head_dim, ", expected 32, 64, 96, 128 or 256");
+  c.require(p.batch >= 1, "problem.batch", "got ", p.batch, ", expected >= 1");
+  c.require(p.seqlen_q >= 0, "problem.seqlen_q", "got ", p.seqlen_q, ", expected >= 0");
+  c.require(p.seqlen_k >= 0, "problem.seqlen_k", "got ", p.seqlen_k, ", expected >= 0");
+  c.require(p.heads_q >= 1, "problem.heads_q", "got ", p.heads_q, ", expected >= 1");
+  c.require(p.heads_kv >= 1, "problem.heads_kv", "got ", p.heads_kv, ", expected >= 1");
+  c.require(p.heads_q % p.heads_kv == 0, "problem.heads_q", "got ", p.heads_q,
+            " with heads_kv ", p.heads_kv, ", expected a multiple of heads_kv (GQA)");
+  c.require(std::isfinite(p.scale), "problem.scale", "got ", p.scale, ", expected a finite value");
+  c.require(p.window_left >= -1, "problem.window_left", "got ", p.window_left,
+            ", expected -1 (unbounded) or >= 0");
+  c.require(p.window_right >= -1, "problem.window_right", "got ", p.window_right,
+            ", expected -1 (unbounded) or >= 0");
+  c.require(!p.causal || p.window_right <= 0, "problem.window_right", "got ", p.window_right,
+            " with causal set, expected -1 or 0");
+
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  c.require(varlen == (p.cu_seqlens_k != nullptr), varlen ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q",
+            "got NULL while the other cu_seqlens is set, expected both or neither");
+  int64_t rows_q = p.seqlen_q, rows_k = p.seqlen_k;
+  if (varlen) {
+    c.require(p.total_q >= 0, "problem.total_q", "got ", p.total_q, ", expected >= 0");
+    c.require(p.total_k >= 0, "problem.total_k", "got ", p.total_k, ", expected >= 0");
+    check_array(c, "problem.cu_seqlens_q", p.cu_seqlens_q, p.batch + 1);
+    check_array(c, "problem.cu_seqlens_k", p.cu_seqlens_k, p.batch + 1);
+    rows_q = p.total_q;
+    rows_k = p.total_k;
+    if (p.device_type == SINKATTN_DEVICE_CPU) {
+      // Host memory: check the offsets themselves (the CUDA kernels clamp them instead).
+      struct {
+        const char* name;
+        const int32_t* cu;
+        int64_t total, max_len;
+      } lists[2] = {{"problem.cu_seqlens_q", p.cu_seqlens_q, p.total_q, p.seqlen_q},
+                    {"problem.cu_seqlens_k", p.cu_seqlens_k, p.total_k, p.seqlen_k}};
+      for (const auto& l : lists) {
+        c.require(l.cu[0] >= 0, cat(l.name, "[0]"), "got ", l.cu[0], ", expected >= 0");
+        for (int64_t b = 0; b < p.batch; ++b) {
+          const int64_t len = int64_t(l.cu[b + 1]) - l.cu[b];
+          c.require(len >= 0, cat(l.name, "[", b + 1, "]"), "got ", l.cu[b + 1], " after ",
+                    l.cu[b], ", expected non-decreasing offsets");
+          c.require(len <= l.max_len, cat(l.name, "[", b + 1, "]"), "got a sequence of length ",
+                    len, ", expected at most the max length ", l.max_len,
+                    " (problem.seqlen_q / seqlen_k)");
+        }
+        c.require(l.cu[p.batch] <= l.total, cat(l.name, "[", p.batch, "]"), "got ",
+                  l.cu[p.batch], ", expected at most the row count ", l.total,
+                  " (problem.total_q / total_k)");
+      }
+    }
+  }
+  const TensorCheck tensor{c, p};
+  tensor("problem.q", p.q, rows_q, p.heads_q, false);
+  tensor("problem.k", p.k, rows_k, p.heads_kv, false);
+  tensor("problem.v", p.v, rows_k, p.heads_kv, false);
+  check_array(c, "problem.sinks", p.sinks, p.sinks ? p.heads_q : 0);
+  if (p.device_type == SINKATTN_DEVICE_CUDA) {
+    c.require(p.device_index >= 0, "problem.device_index", "got ", p.device_index,
+              ", expected a CUDA device ordinal >= 0");
+    if (!cuda::compiled())
+      c.fail(SINKATTN_ERROR_NOT_SUPPORTED, "problem.device_type",
+             "got CUDA, but this build of libsinkattn has no CUDA backend (nvcc was not found "
+             "when it was built)");
+    if (p.dtype == SINKATTN_FLOAT32)
+      c.fail(SINKATTN_ERROR_NOT_SUPPORTED, "problem.dtype",
+             "got float32, the CUDA backend accepts float16 and bfloat16");
+    cuda::check_supported(p);
+  }
+}
+
+// Rows of q (and out, lse) and of k and v the tensors hold.
+int64_t q_rows(const sinkattn_problem& p) { return is_varlen(p) ? p.total_q : p.seqlen_q; }
+int64_t lse_count(const sinkattn_problem& p) {
+  return p.heads_q * (is_varlen(p) ? p.total_q : p.batch * p.seqlen_q);
+}
+
+void check_workspace(const Checker& c, const void* ws, size_t have, size_t need) {
+  if (need == 0) return;
+  c.require(have >= need, "workspace_size", "got ", have, " bytes, expected at least ", need);
+  c.require(ws != nullptr, "workspace", "got NULL, expected ", need, " bytes");
+  c.require(aligned(ws, 16), "workspace", "got address ", ws, ", expected 16-byte alignment");
+}
+
+size_t fwd_workspace(const sinkattn_fwd_params& p) {
+  return p.problem.device_type == SINKATTN_DEVICE_CUDA ? cuda::fwd_workspace_size(p)
+                                                        : cpu::fwd_workspace_size(p);
+}
+size_t bwd_workspace(const sinkattn_bwd_params& p) {
+  return p.problem.device_type == SINKATTN_DEVICE_CUDA ? cuda::bwd_workspace_size(p)
+                                                        : cpu::bwd_workspace_size(p);
+}
+
+// Everything but the workspace, which the size query skips.
+void check_fwd(const Checker& c, const sinkattn_fwd_params* params) {
+  c.require(params != nullptr, "params", "got NULL, expected a sinkattn_fwd_params");
+  const sinkattn_problem& p = params->problem;
+  check_problem(c, p);
+  TensorCheck{c, p}("out", params->out, q_rows(p), p.heads_q, true);
+  if (params->lse) check_array(c, "lse", params->lse, lse_count(p));
+}
+
+void check_bwd(const Checker& c, const sinkattn_bwd_params* params) {
+  c.require(params != nullptr, "params", "got NULL, expected a sinkattn_bwd_params");
+  const sinkattn_problem& p = params->problem;
+  check_problem(c, p);
+  const TensorCheck tensor{c, p};
+  const int64_t rows_k = is_varlen(p) ? p.total_k : p.seqlen_k;
+  tensor("out", params->out, q_rows(p), p.heads_q, false);
+  tensor("dout", params->dout, q_rows(p), p.heads_q, false);
+  check_array(c, "lse", params->lse, lse_count(p));
+  tensor("dq", params->dq, q_rows(p), p.heads_q, true);
+  tensor("dk", params->dk, rows_k, p.heads_kv, true);
+  tensor("dv", params->dv, rows_k, p.heads_kv, true);
+  if (params->dsink) {
+    c.require(p.sinks != nullptr, "dsink", "got a pointer while problem.sinks is NULL, expected "
+              "NULL (there is no sink to differentiate)");
+    check_array(c, "dsink", params->dsink, p.heads_q);
+  }
+}
+
+template <class F>
+sinkattn_status guarded(F&& f) {
+  try {
+    f();
+    return SINKATTN_OK;
+  } catch (const Error& e) {
+    g_last_error = e.what();
+    return e.status;
+  } catch (const std::exception& e) {
+    g_last_error = cat("sinkattn: internal error: ", e.what());
+    return SINKATTN_ERROR_INTERNAL;
+  } catch (...) {
+    g_last_error = "sinkattn: internal error: unknown exception";
+    return SINKATTN_ERROR_INTERNAL;
+  }
+}
+
+}  // namespace
+}  // namespace sinkattn
+
+using namespace sinkattn;
+
+extern "C" {
+
+int sinkattn_version(void) {
+  return SINKATTN_VERSION_MAJOR * 10000 + SINKATTN_VERSION_MINOR * 100 + SINKATTN_VERSION_PATCH;
+}
+int sinkattn_abi_version(void) { return SINKATTN_ABI_VERSION; }
+const char* sinkattn_last_error(void) { return g_last_error.c_str(); }
+int sinkattn_has_cuda(void) { return cuda::compiled() ? 1 : 0; }
+
+sinkattn_status sinkattn_fwd_can_implement(const sinkattn_fwd_params* params) {
+  return guarded([&] {
+    const Checker c{"sinkattn_fwd_can_implement"};
+    check_fwd(c, params);
+    check_workspace(c, params->workspace, params->workspace_size, fwd_workspace(*params));
+  });
+}
+
+sinkattn_status sinkattn_bwd_can_implement(const sinkattn_bwd_params* params) {
+  return guarded([&] {
+    const Checker c{"sinkattn_bwd_can_implement"};
+    check_bwd(c, params);
+    check_workspace(c, params->workspace, params->workspace_size, bwd_workspace(*params));
+  });
+}
+
+sinkattn_status sinkattn_fwd_workspace_size(const sinkattn_fwd_params* params, size_t* bytes) {
+  return guarded([&] {
+    const Checker c{"sinkattn_fwd_workspace_size"};
+    c.require(bytes != nullptr, "bytes", "got NULL, expected a size_t to write to");
+    c.require(params != nullptr, "params", "got NULL, expected a sinkattn_fwd_params");
+    check_problem(c, params->problem);
+    *bytes = fwd_workspace(*params);
+  });
+}
+
+sinkattn_status sinkattn_bwd_workspace_size(const sinkattn_bwd_params* params, size_t* bytes) {
+  return guarded([&] {
+    const Checker c{"sinkattn_bwd_workspace_size"};
+    c.require(bytes != nullptr, "bytes", "got NULL, expected a size_t to write to");
+    c.require(params != nullptr, "params", "got NULL, expected a sinkattn_bwd_params");
+    check_problem(c, params->problem);
+    *bytes = bwd_workspace(*params);
+  });
+}
+
+sinkattn_status sinkattn_fwd(const sinkattn_fwd_params* params) {
+  return guarded([&] {
+    const Checker c{"sinkattn_fwd"};
+    check_fwd(c, params);
+    check_workspace(c, params->workspace, params->workspace_size, fwd_workspace(*params));
+    if (params->problem.device_type == SINKATTN_DEVICE_CUDA)
+      cuda::fwd(*params);
+    else
+      cpu::fwd(*params);
+  });
+}
+
+sinkattn_status sinkattn_bwd(const sinkattn_bwd_params* params) {
+  return guarded([&] {
+    const Checker c{"sinkattn_bwd"};
+    check_bwd(c, params);
+    check_workspace(c, params->workspace, params->workspace_size, bwd_workspace(*params));
+    if (params->problem.device_type == SINKATTN_DEVICE_CUDA)
+      cuda::bwd(*params);
+    else
+      cpu::bwd(*params);
+  });
+}
+
+}  // extern "C"
