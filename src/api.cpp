@@ -36,6 +36,10 @@ struct Checker {
   }
 };
 
+// No tensor of the problem may hold this many elements (a bound far beyond any real input that
+// keeps every byte count and offset inside int64).
+constexpr __int128 kMaxElements = static_cast<__int128>(1) << 48;
+
 int64_t dtype_bytes(int32_t dtype) { return dtype == SINKATTN_FLOAT32 ? 4 : 2; }
 
 const char* dtype_name(int32_t dtype) {
@@ -137,7 +141,14 @@ void check_problem(const Checker& c, const sinkattn_problem& p) {
   c.require(p.heads_kv >= 1, "problem.heads_kv", "got ", p.heads_kv, ", expected >= 1");
   c.require(p.heads_q % p.heads_kv == 0, "problem.heads_q", "got ", p.heads_q,
             " with heads_kv ", p.heads_kv, ", expected a multiple of heads_kv (GQA)");
-  c.require(std::isfinite(p.scale), "problem.scale", "got ", p.scale, ", expected a finite value");
+  // Positions are int32 in cu_seqlens and in the kernels; element counts must fit a byte count.
+  constexpr int64_t kMaxRows = INT32_MAX;
+  c.require(p.seqlen_q <= kMaxRows, "problem.seqlen_q", "got ", p.seqlen_q, ", expected <= ", kMaxRows);
+  c.require(p.seqlen_k <= kMaxRows, "problem.seqlen_k", "got ", p.seqlen_k, ", expected <= ", kMaxRows);
+  c.require(p.heads_q <= kMaxRows, "problem.heads_q", "got ", p.heads_q, ", expected <= ", kMaxRows);
+  c.require(p.batch <= kMaxRows, "problem.batch", "got ", p.batch, ", expected <= ", kMaxRows);
+  c.require(std::isfinite(p.scale) && p.scale > 0, "problem.scale", "got ", p.scale,
+            ", expected a finite value > 0");
   c.require(p.window_left >= -1, "problem.window_left", "got ", p.window_left,
             ", expected -1 (unbounded) or >= 0");
   c.require(p.window_right >= -1, "problem.window_right", "got ", p.window_right,
@@ -149,11 +160,26 @@ void check_problem(const Checker& c, const sinkattn_problem& p) {
   c.require(varlen == (p.cu_seqlens_k != nullptr), varlen ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q",
             "got NULL while the other cu_seqlens is set, expected both or neither");
   int64_t rows_q = p.seqlen_q, rows_k = p.seqlen_k;
-  if (varlen) {
+  if (!varlen) {
+    c.require(static_cast<__int128>(p.batch) * p.seqlen_q * p.heads_q * p.head_dim < kMaxElements,
+              "problem.seqlen_q", "got batch ", p.batch, " x seqlen_q ", p.seqlen_q, " x heads_q ",
+              p.heads_q, " x head_dim ", p.head_dim, " elements, expected fewer than 2^48");
+    c.require(static_cast<__int128>(p.batch) * p.seqlen_k * p.heads_kv * p.head_dim < kMaxElements,
+              "problem.seqlen_k", "got batch ", p.batch, " x seqlen_k ", p.seqlen_k, " x heads_kv ",
+              p.heads_kv, " x head_dim ", p.head_dim, " elements, expected fewer than 2^48");
+  } else {
     c.require(p.total_q >= 0, "problem.total_q", "got ", p.total_q, ", expected >= 0");
     c.require(p.total_k >= 0, "problem.total_k", "got ", p.total_k, ", expected >= 0");
     check_array(c, "problem.cu_seqlens_q", p.cu_seqlens_q, p.batch + 1);
     check_array(c, "problem.cu_seqlens_k", p.cu_seqlens_k, p.batch + 1);
+    c.require(p.total_q <= kMaxRows, "problem.total_q", "got ", p.total_q, ", expected <= ", kMaxRows);
+    c.require(p.total_k <= kMaxRows, "problem.total_k", "got ", p.total_k, ", expected <= ", kMaxRows);
+    c.require(static_cast<__int128>(p.total_q) * p.heads_q * p.head_dim < kMaxElements,
+              "problem.total_q", "got ", p.total_q, " rows x ", p.heads_q, " heads x ", p.head_dim,
+              " elements, expected fewer than 2^48");
+    c.require(static_cast<__int128>(p.total_k) * p.heads_kv * p.head_dim < kMaxElements,
+              "problem.total_k", "got ", p.total_k, " rows x ", p.heads_kv, " heads x ",
+              p.head_dim, " elements, expected fewer than 2^48");
     rows_q = p.total_q;
     rows_k = p.total_k;
     if (p.device_type == SINKATTN_DEVICE_CPU) {
