@@ -68,8 +68,15 @@ struct Plain {
   std::vector<std::vector<float>> p;  // probabilities per query head, kept for the backward
 
   Plain(const Inputs& i, Shape s)
-      : in(i), shape(s), out(i.q.size()), dq(i.q.size()), dk(i.k.size()), dv(i.k.size()),
-        dsink(kHq), lse(kHq * kSeq), p(kHq, std::vector<float>(kSeq * kSeq)) {}
+      : in(i),
+        shape(s),
+        out(i.q.size()),
+        dq(i.q.size()),
+        dk(i.k.size()),
+        dv(i.k.size()),
+        dsink(kHq),
+        lse(kHq * kSeq),
+        p(kHq, std::vector<float>(kSeq * kSeq)) {}
 
   // Row-major (S, D) copy of head h of a token-major tensor.
   static std::vector<float> head(const std::vector<float>& x, int64_t heads, int64_t h) {
@@ -161,8 +168,12 @@ struct Plain {
     for (int64_t hk = 0; hk < kHkv; ++hk) t.emplace_back(f, hk);
     for (auto& x : t) x.join();
   }
-  void forward() { per_group([this](int64_t hk) { forward_group(hk); }); }
-  void backward() { per_group([this](int64_t hk) { backward_group(hk); }); }
+  void forward() {
+    per_group([this](int64_t hk) { forward_group(hk); });
+  }
+  void backward() {
+    per_group([this](int64_t hk) { backward_group(hk); });
+  }
 };
 
 // ---- sinkattn through the C ABI -------------------------------------------------------------
@@ -182,9 +193,11 @@ struct Ours {
 
   std::vector<unsigned char> convert(const std::vector<float>& x) const {
     std::vector<unsigned char> r(x.size() * (dtype == SINKATTN_FLOAT32 ? 4 : 2));
-    if (dtype == SINKATTN_FLOAT32) std::memcpy(r.data(), x.data(), r.size());
+    if (dtype == SINKATTN_FLOAT32)
+      std::memcpy(r.data(), x.data(), r.size());
     else
-      for (size_t i = 0; i < x.size(); ++i) reinterpret_cast<uint16_t*>(r.data())[i] = to_bf16(x[i]);
+      for (size_t i = 0; i < x.size(); ++i)
+        reinterpret_cast<uint16_t*>(r.data())[i] = to_bf16(x[i]);
     return r;
   }
   static sinkattn_tensor view(std::vector<unsigned char>& x, int64_t heads) {
@@ -210,9 +223,11 @@ struct Ours {
     bp.deterministic = 1;
     size_t bytes = 0;
     check(sinkattn_fwd_workspace_size(&fp, &bytes));
-    fws.resize(bytes + 256), fp.workspace = bytes ? aligned(fws) : nullptr, fp.workspace_size = bytes;
+    fws.resize(bytes + 256), fp.workspace = bytes ? aligned(fws) : nullptr,
+                             fp.workspace_size = bytes;
     check(sinkattn_bwd_workspace_size(&bp, &bytes));
-    bws.resize(bytes + 256), bp.workspace = bytes ? aligned(bws) : nullptr, bp.workspace_size = bytes;
+    bws.resize(bytes + 256), bp.workspace = bytes ? aligned(bws) : nullptr,
+                             bp.workspace_size = bytes;
   }
   static void* aligned(std::vector<unsigned char>& x) {
     return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(x.data()) + 255) & ~uintptr_t(255));
@@ -250,15 +265,17 @@ void register_all() {
             ->MinWarmUpTime(0.2)
             // On a shared machine other load only slows runs down: best-of-N is the cleaner
             // figure (min of times, max of rates), the median is kept beside it.
-            ->ComputeStatistics("min", [](const std::vector<double>& v) {
-              return *std::min_element(v.begin(), v.end());
-            })
+            ->ComputeStatistics(
+                "min",
+                [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); })
             ->ComputeStatistics("max", [](const std::vector<double>& v) {
               return *std::max_element(v.begin(), v.end());
             });
       };
-      reg("sinkattn_fp32", [=](benchmark::State& s) { run<Ours>(s, shape, bwd, SINKATTN_FLOAT32); });
-      reg("sinkattn_bf16", [=](benchmark::State& s) { run<Ours>(s, shape, bwd, SINKATTN_BFLOAT16); });
+      reg("sinkattn_fp32",
+          [=](benchmark::State& s) { run<Ours>(s, shape, bwd, SINKATTN_FLOAT32); });
+      reg("sinkattn_bf16",
+          [=](benchmark::State& s) { run<Ours>(s, shape, bwd, SINKATTN_BFLOAT16); });
       reg("plain_fp32", [=](benchmark::State& s) { run<Plain>(s, shape, bwd); });
     }
   }

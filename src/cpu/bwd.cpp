@@ -27,10 +27,10 @@ struct BwdTiles {
     kt = c.take(size_t(dpad) * kBlockK);
     v = c.take(size_t(kBlockK) * dpad);
     vt = c.take(size_t(dpad) * kBlockK);
-    s = c.take(size_t(kBlockQ) * kBlockK);    // scores, then P
-    dp = c.take(size_t(kBlockQ) * kBlockK);   // dP = dout V^T, then dS
-    acc1 = c.take(size_t(kBlockQ) * dpad);    // dq, or dk
-    acc2 = c.take(size_t(kBlockK) * dpad);    // dv
+    s = c.take(size_t(kBlockQ) * kBlockK);   // scores, then P
+    dp = c.take(size_t(kBlockQ) * kBlockK);  // dP = dout V^T, then dS
+    acc1 = c.take(size_t(kBlockQ) * dpad);   // dq, or dk
+    acc2 = c.take(size_t(kBlockK) * dpad);   // dv
     lse = c.take(kBlockQ);
     delta = c.take(kBlockQ);
     row_mul = c.take(kBlockQ);
@@ -50,7 +50,8 @@ struct Ctx {
 void load_query_side(const Ctx& c, const BwdTiles& t, const Seq& s, int64_t h, int64_t i0, int nq,
                      int nq_pad) {
   const sinkattn_problem& p = c.p;
-  load_rows(p.dtype, q_row(p, p.q, s, i0, h), p.q.row_stride, nq, c.d, p.scale, t.q, c.dpad, nq_pad);
+  load_rows(p.dtype, q_row(p, p.q, s, i0, h), p.q.row_stride, nq, c.d, p.scale, t.q, c.dpad,
+            nq_pad);
   load_rows(p.dtype, q_row(p, c.bp.dout, s, i0, h), c.bp.dout.row_stride, nq, c.d, 1.f, t.dout,
             c.dpad, nq_pad);
   const int64_t off = lse_offset(p, s, h) + i0;
@@ -183,8 +184,7 @@ void bwd(const sinkattn_bwd_params& bp) {
   const int64_t nkt = static_cast<int64_t>(kblocks.size()) * hkv;
   const double rows = static_cast<double>(lse_elements(p));
 
-  parallel_for(nqt, 2.0 * rows * d,
-               [&](int64_t t) { delta_block(c, qblocks[t / hq], t % hq); });
+  parallel_for(nqt, 2.0 * rows * d, [&](int64_t t) { delta_block(c, qblocks[t / hq], t % hq); });
   if (bp.dsink) parallel_for(hq, 20.0 * rows, [&](int64_t h) { dsink_head(c, h); });
   parallel_for(nqt, 6.0 * q_pairs * hq * d,
                [&](int64_t t) { dq_block(c, qblocks[t / hq], t % hq); });

@@ -17,13 +17,12 @@ namespace cpu {
 // for one tile (Q, K, V, S, O at D = 128) inside a 2 MB L2.
 constexpr int kBlockQ = 64;
 constexpr int kBlockK = 64;
-// The GEMM micro-kernels work on register blocks of up to 8 rows x 32 columns (x86-64-v4):
-// tiles are padded to that.
+// The GEMM micro-kernels work on register blocks of up to 8 rows x 32 columns (x86-64-v4; 4 x 16
+// elsewhere): tiles are padded to that.
 constexpr int kRowAlign = 8;
 constexpr int kColAlign = 32;
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -31,9 +30,9 @@ inline size_t element_size(int32_t dtype) { return dtype == SINKATTN_FLOAT32 ? 4
 
 // One sequence of the batch: its lengths and where its rows start.
 struct Seq {
-  int64_t b = 0;        // index in the batch
-  int64_t q0 = 0;       // first row in q-like tensors (varlen: cu_seqlens_q[b]; fixed: 0)
-  int64_t k0 = 0;       // first row in k-like tensors
+  int64_t b = 0;   // index in the batch
+  int64_t q0 = 0;  // first row in q-like tensors (varlen: cu_seqlens_q[b]; fixed: 0)
+  int64_t k0 = 0;  // first row in k-like tensors
   int64_t sq = 0, sk = 0;
 };
 
@@ -60,12 +59,12 @@ inline char* row_ptr(const sinkattn_problem& p, const sinkattn_tensor& t, int64_
   if (!is_varlen(p)) off += b * t.batch_stride;
   return static_cast<char*>(t.data) + off * static_cast<int64_t>(element_size(p.dtype));
 }
-inline char* q_row(const sinkattn_problem& p, const sinkattn_tensor& t, const Seq& s,
-                   int64_t i, int64_t h) {
+inline char* q_row(const sinkattn_problem& p, const sinkattn_tensor& t, const Seq& s, int64_t i,
+                   int64_t h) {
   return row_ptr(p, t, s.b, s.q0 + i, h);
 }
-inline char* k_row(const sinkattn_problem& p, const sinkattn_tensor& t, const Seq& s,
-                   int64_t j, int64_t h) {
+inline char* k_row(const sinkattn_problem& p, const sinkattn_tensor& t, const Seq& s, int64_t j,
+                   int64_t h) {
   return row_ptr(p, t, s.b, s.k0 + j, h);
 }
 
@@ -129,6 +128,7 @@ inline float* thread_scratch(size_t floats) {
   thread_local size_t cap = 0;
   if (cap < floats) {
     size_t bytes = round_up(static_cast<int64_t>(floats * sizeof(float)), 64);
+    cap = 0;
     buf.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
     if (!buf) throw Error(SINKATTN_ERROR_INTERNAL, "sinkattn cpu: out of host memory for tiles");
     cap = floats;

@@ -54,7 +54,8 @@ void fwd_block(const sinkattn_fwd_params& fp, const Block& blk, int64_t h, int d
     load_rows(p.dtype, k_row(p, p.v, s, j0, hk), p.v.row_stride, nk, d, 1.f, t.v, dp, nk_pad);
     transpose(t.k, dp, nk_pad, dp, t.kt, nk_pad);
     gemm(nq_pad, nk_pad, dp, t.q, dp, 1, t.kt, nk_pad, t.s, kBlockK, false);
-    if (nk != nk_pad || !mask.full(i0, nq, j0, nk)) mask.apply(t.s, kBlockK, i0, nq, j0, nk, nk_pad);
+    if (nk != nk_pad || !mask.full(i0, nq, j0, nk))
+      mask.apply(t.s, kBlockK, i0, nq, j0, nk, nk_pad);
     // Padding rows keep their raw scores: zero rows of q give S = 0, so P V stays finite there.
     softmax_step(t.s, kBlockK, nq, nk_pad, t.m, t.l, t.o, dp, dp);
     gemm(nq_pad, dp, nk_pad, t.s, kBlockK, 1, t.v, dp, t.o, dp, true);
@@ -62,8 +63,7 @@ void fwd_block(const sinkattn_fwd_params& fp, const Block& blk, int64_t h, int d
 
   // l == 0 only for a row with no visible key and no sink: out 0, lse -inf.
   for (int r = 0; r < nq; ++r) t.inv[r] = t.l[r] > 0.f ? 1.f / t.l[r] : 0.f;
-  store_rows(p.dtype, t.o, dp, nq, d, t.inv, q_row(p, fp.out, s, i0, h),
-             fp.out.row_stride);
+  store_rows(p.dtype, t.o, dp, nq, d, t.inv, q_row(p, fp.out, s, i0, h), fp.out.row_stride);
   if (fp.lse) {
     float* lse = fp.lse + lse_offset(p, s, h) + i0;
     for (int r = 0; r < nq; ++r) lse[r] = t.l[r] > 0.f ? t.m[r] + std::log(t.l[r]) : -kInf;

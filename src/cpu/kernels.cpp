@@ -17,14 +17,18 @@
 
 #define SINKATTN_INLINE inline __attribute__((always_inline))
 
+// The x86-64-v3 / v4 builds need GCC's target attributes and __builtin_cpu_supports levels;
+// other compilers and CPUs get the baseline build only.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SINKATTN_X86_ISAS 1
+#endif
+
 namespace sinkattn {
 namespace cpu {
 namespace {
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
 
 template <class V>
 struct Lanes;
@@ -33,11 +37,15 @@ struct Lanes<v8> {
   using I = v8i;
   static constexpr int n = 8;
 };
+#ifdef SINKATTN_X86_ISAS
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
 template <>
 struct Lanes<v16> {
   using I = v16i;
   static constexpr int n = 16;
 };
+#endif
 
 template <class V>
 SINKATTN_INLINE V load(const float* p) {
@@ -67,8 +75,8 @@ SINKATTN_INLINE V exp_v(V x) {
   using I = typename Lanes<V>::I;
   const V lo = splat<V>(-87.0f), hi = splat<V>(88.0f);
   const V in = x;
-  x = x > hi ? hi : x;  // comparisons are false for NaN, so NaN stays NaN
-  x = x < lo ? lo : x;  // keeps the integer conversion below in range
+  x = x > hi ? hi : x;              // comparisons are false for NaN, so NaN stays NaN
+  x = x < lo ? lo : x;              // keeps the integer conversion below in range
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   V n = (x * 1.44269504088896341f + magic) - magic;
   V r = x - n * 0.693359375f;  // ln2 split in two so n * ln2 is exact
@@ -98,7 +106,9 @@ SINKATTN_INLINE uint32_t float_to_bits(float f) {
   return u;
 }
 
-SINKATTN_INLINE float bf16_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
+SINKATTN_INLINE float bf16_to_float(uint16_t h) {
+  return bits_to_float(static_cast<uint32_t>(h) << 16);
+}
 
 SINKATTN_INLINE uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays quiet NaN
   uint32_t u = float_to_bits(f);
@@ -141,7 +151,8 @@ SINKATTN_INLINE void load_typed(const T* src, int64_t row_stride, int rows, int 
     for (int c = 0; c < d; ++c) o[c] = cvt(s[c]) * mul;
     for (int c = d; c < ldd; ++c) o[c] = 0.f;
   }
-  for (int r = rows; r < rows_pad; ++r) std::memset(dst + static_cast<int64_t>(r) * ldd, 0, sizeof(float) * ldd);
+  for (int r = rows; r < rows_pad; ++r)
+    std::memset(dst + static_cast<int64_t>(r) * ldd, 0, sizeof(float) * ldd);
 }
 
 template <typename T, typename Cvt>
@@ -160,8 +171,8 @@ SINKATTN_INLINE void store_typed(const float* src, int lds, int rows, int d, con
 // R x (2 vectors) register block: 2 loads of B and R broadcasts of A per k step. A is only
 // broadcast, so reading it transposed (a_rs = 1) costs the same as row-major.
 template <class V, int R>
-SINKATTN_INLINE void gemm_t(int m, int n, int k, const float* a, int a_rs, int a_cs,
-                            const float* b, int ldb, float* c, int ldc, bool accumulate) {
+SINKATTN_INLINE void gemm_t(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,
+                            int ldb, float* c, int ldc, bool accumulate) {
   constexpr int W = Lanes<V>::n;
   for (int i = 0; i < m; i += R) {
     for (int j = 0; j < n; j += 2 * W) {
@@ -199,22 +210,22 @@ SINKATTN_INLINE void transpose_t(const float* src, int lds, int rows, int cols, 
       v8 r[8], t[8], u[8];
       for (int i = 0; i < 8; ++i) r[i] = load<v8>(s + static_cast<int64_t>(i) * lds);
       for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], v8i{0, 8, 1, 9, 4, 12, 5, 13});
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], v8i{2, 10, 3, 11, 6, 14, 7, 15});
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
       }
       for (int i = 0; i < 8; i += 4)
         for (int h = 0; h < 2; ++h) {
-          u[i + 2 * h] = __builtin_shuffle(t[i + h], t[i + h + 2], v8i{0, 1, 8, 9, 4, 5, 12, 13});
+          u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
           u[i + 2 * h + 1] =
-              __builtin_shuffle(t[i + h], t[i + h + 2], v8i{2, 3, 10, 11, 6, 7, 14, 15});
+              __builtin_shufflevector(t[i + h], t[i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
         }
       // u[0..3]: columns 0..3 (low half) and 4..7 (high half) of rows 0..3; u[4..7]: rows 4..7.
       float* d = dst + static_cast<int64_t>(c0) * ldd + r0;
       for (int i = 0; i < 4; ++i) {
         store(d + static_cast<int64_t>(i) * ldd,
-              __builtin_shuffle(u[i], u[i + 4], v8i{0, 1, 2, 3, 8, 9, 10, 11}));
+              __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
         store(d + static_cast<int64_t>(i + 4) * ldd,
-              __builtin_shuffle(u[i], u[i + 4], v8i{4, 5, 6, 7, 12, 13, 14, 15}));
+              __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
       }
     }
   for (int r = 0; r < rows; ++r)
@@ -337,41 +348,40 @@ struct Kernels {
 
 // Wrappers compiled for one ISA (ATTR) around the bodies above, with vector type V and GEMM
 // block rows R, collected in a Kernels table named ns::table.
-#define SINKATTN_ISA_KERNELS(ns, ATTR, V, R)                                                    \
-  namespace ns {                                                                                \
-  ATTR void gemm(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,      \
-                 int ldb, float* c, int ldc, bool accumulate) {                                 \
-    gemm_t<V, R>(m, n, k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate);                           \
-  }                                                                                             \
-  ATTR void transpose(const float* src, int lds, int rows, int cols, float* dst, int ldd) {     \
-    transpose_t(src, lds, rows, cols, dst, ldd);                                                \
-  }                                                                                             \
-  ATTR void softmax_step(float* s, int lds, int rows, int cols, float* m, float* l, float* o,   \
-                         int ldo, int ocols) {                                                  \
-    softmax_step_t<V>(s, lds, rows, cols, m, l, o, ldo, ocols);                                 \
-  }                                                                                             \
-  ATTR void softmax_grad(float* s, float* dp, int ld, int rows, int cols, const float* lse,     \
-                         const float* delta) {                                                  \
-    softmax_grad_t<V>(s, dp, ld, rows, cols, lse, delta);                                       \
-  }                                                                                             \
-  ATTR void load_rows(int dtype, const void* src, int64_t row_stride, int rows, int d,          \
-                      float mul, float* dst, int ldd, int rows_pad) {                           \
-    load_rows_t(dtype, src, row_stride, rows, d, mul, dst, ldd, rows_pad);                      \
-  }                                                                                             \
-  ATTR void store_rows(int dtype, const float* src, int lds, int rows, int d,                   \
-                       const float* row_mul, void* dst, int64_t row_stride) {                   \
-    store_rows_t(dtype, src, lds, rows, d, row_mul, dst, row_stride);                           \
-  }                                                                                             \
-  ATTR void dot_rows(const float* a, const float* b, int ld, int rows, int d, float* out) {     \
-    dot_rows_t<V>(a, b, ld, rows, d, out);                                                      \
-  }                                                                                             \
-  const Kernels table{gemm, transpose, softmax_step, softmax_grad, load_rows, store_rows,       \
-                      dot_rows};                                                                \
+#define SINKATTN_ISA_KERNELS(ns, ATTR, V, R)                                                       \
+  namespace ns {                                                                                   \
+  ATTR void gemm(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b, int ldb, \
+                 float* c, int ldc, bool accumulate) {                                             \
+    gemm_t<V, R>(m, n, k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate);                              \
+  }                                                                                                \
+  ATTR void transpose(const float* src, int lds, int rows, int cols, float* dst, int ldd) {        \
+    transpose_t(src, lds, rows, cols, dst, ldd);                                                   \
+  }                                                                                                \
+  ATTR void softmax_step(float* s, int lds, int rows, int cols, float* m, float* l, float* o,      \
+                         int ldo, int ocols) {                                                     \
+    softmax_step_t<V>(s, lds, rows, cols, m, l, o, ldo, ocols);                                    \
+  }                                                                                                \
+  ATTR void softmax_grad(float* s, float* dp, int ld, int rows, int cols, const float* lse,        \
+                         const float* delta) {                                                     \
+    softmax_grad_t<V>(s, dp, ld, rows, cols, lse, delta);                                          \
+  }                                                                                                \
+  ATTR void load_rows(int dtype, const void* src, int64_t row_stride, int rows, int d, float mul,  \
+                      float* dst, int ldd, int rows_pad) {                                         \
+    load_rows_t(dtype, src, row_stride, rows, d, mul, dst, ldd, rows_pad);                         \
+  }                                                                                                \
+  ATTR void store_rows(int dtype, const float* src, int lds, int rows, int d,                      \
+                       const float* row_mul, void* dst, int64_t row_stride) {                      \
+    store_rows_t(dtype, src, lds, rows, d, row_mul, dst, row_stride);                              \
+  }                                                                                                \
+  ATTR void dot_rows(const float* a, const float* b, int ld, int rows, int d, float* out) {        \
+    dot_rows_t<V>(a, b, ld, rows, d, out);                                                         \
+  }                                                                                                \
+  const Kernels table{                                                                             \
+      gemm, transpose, softmax_step, softmax_grad, load_rows, store_rows, dot_rows};               \
   }
 
 SINKATTN_ISA_KERNELS(baseline, , v8, 4)
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SINKATTN_X86_ISAS 1
+#ifdef SINKATTN_X86_ISAS
 SINKATTN_ISA_KERNELS(x86_64_v3, __attribute__((target("arch=x86-64-v3"))), v8, 4)
 SINKATTN_ISA_KERNELS(x86_64_v4, __attribute__((target("arch=x86-64-v4"))), v16, 8)
 #endif
@@ -424,14 +434,6 @@ void store_rows(int dtype, const float* src, int lds, int rows, int d, const flo
 }
 void dot_rows(const float* a, const float* b, int ld, int rows, int d, float* out) {
   kernels().dot_rows(a, b, ld, rows, d, out);
-}
-const char* isa_name() {
-  const Kernels* k = &kernels();
-#ifdef SINKATTN_X86_ISAS
-  if (k == &x86_64_v4::table) return "x86-64-v4";
-  if (k == &x86_64_v3::table) return "x86-64-v3";
-#endif
-  return k == &baseline::table ? "baseline" : "?";
 }
 
 }  // namespace cpu

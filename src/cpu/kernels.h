@@ -42,8 +42,5 @@ void store_rows(int dtype, const float* src, int lds, int rows, int d, const flo
 // out[r] = sum_c a[r][c] * b[r][c].
 void dot_rows(const float* a, const float* b, int ld, int rows, int d, float* out);
 
-// Name of the build in use: "x86-64-v4", "x86-64-v3" or "baseline".
-const char* isa_name();
-
 }  // namespace cpu
 }  // namespace sinkattn
