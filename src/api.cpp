@@ -89,7 +89,7 @@ struct TensorCheck {
       if (d.extent <= 1) continue;
       c.require(d.stride >= 0, name + "." + d.name, "got ", d.stride,
                 ", expected a non-negative stride");
-      c.require(d.stride * elem % align == 0, name + "." + d.name, "got ", d.stride,
+      c.require(static_cast<__int128>(d.stride) * elem % align == 0, name + "." + d.name, "got ", d.stride,
                 ", expected a multiple of ", align / elem, " elements (", align,
                 "-byte alignment) for ", dtype_name(p.dtype), " on this device");
       last += static_cast<__int128>(d.extent - 1) * d.stride;

@@ -18,6 +18,17 @@ enum class Device { kCpu, kCuda };
 bool cuda_device_present(std::string* why);
 void cuda_synchronize();  // waits for the default stream; fails the test on a CUDA error
 
+// First statement of a test body that runs on `dev`: skips the test (before any device memory
+// is touched) when dev is CUDA and no device can run it. GTEST_SKIP only leaves the function it
+// is written in, hence a macro.
+#define SINKATTN_SKIP_WITHOUT_DEVICE(dev)                                                   \
+  do {                                                                                      \
+    std::string why_no_device_;                                                             \
+    if ((dev) == ::sinkattn_test::Device::kCuda &&                                          \
+        !::sinkattn_test::cuda_device_present(&why_no_device_))                             \
+      GTEST_SKIP() << why_no_device_;                                                       \
+  } while (0)
+
 // Bytes the library reads or writes: host memory, plus a device copy for Device::kCuda.
 class Blob {
  public:

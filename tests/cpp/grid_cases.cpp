@@ -6,8 +6,7 @@ namespace sinkattn_test {
 
 namespace {
 constexpr sinkattn_dtype F32 = SINKATTN_FLOAT32, BF16 = SINKATTN_BFLOAT16, F16 = SINKATTN_FLOAT16;
-constexpr Layout kContig = Layout::kContiguous, kHeadMajor = Layout::kHeadMajor,
-                 kPadded = Layout::kPadded;
+constexpr Layout kHeadMajor = Layout::kHeadMajor, kPadded = Layout::kPadded;
 
 // Documents of different lengths, Sq != Sk per document, and empty ones on either side.
 const std::vector<std::pair<int, int>> kMixedDocs = {{5, 9},   {0, 7},   {13, 13}, {6, 0},

@@ -70,7 +70,10 @@ INSTANTIATE_TEST_SUITE_P(EmptyRows, CpuEmptyRows,
 
 #ifdef SINKATTN_TEST_CUDA
 class CudaEmptyRows : public ::testing::TestWithParam<Case> {};
-TEST_P(CudaEmptyRows, ZeroOutputsNoNan) { check_empty_rows(GetParam(), Device::kCuda); }
+TEST_P(CudaEmptyRows, ZeroOutputsNoNan) {
+  SINKATTN_SKIP_WITHOUT_DEVICE(Device::kCuda);
+  check_empty_rows(GetParam(), Device::kCuda);
+}
 INSTANTIATE_TEST_SUITE_P(EmptyRows, CudaEmptyRows,
                          ::testing::ValuesIn(empty_row_cases({BF16, F16})), case_name);
 #endif

@@ -15,7 +15,10 @@ INSTANTIATE_TEST_SUITE_P(Grid, CpuGrid, ::testing::ValuesIn(cpu_grid()), case_na
 
 #ifdef SINKATTN_TEST_CUDA
 class CudaGrid : public ::testing::TestWithParam<Case> {};
-TEST_P(CudaGrid, MatchesReference) { run_and_check(GetParam(), Device::kCuda); }
+TEST_P(CudaGrid, MatchesReference) {
+  SINKATTN_SKIP_WITHOUT_DEVICE(Device::kCuda);
+  run_and_check(GetParam(), Device::kCuda);
+}
 INSTANTIATE_TEST_SUITE_P(Grid, CudaGrid, ::testing::ValuesIn(cuda_grid()), case_name);
 #endif
 

@@ -15,10 +15,6 @@ constexpr sinkattn_dtype F32 = SINKATTN_FLOAT32, BF16 = SINKATTN_BFLOAT16;
 bool same_bytes(Blob& a, const std::vector<uint8_t>& b) { return a.host_bytes() == b; }
 std::vector<uint8_t> bytes_of(Blob& b) { return b.host_bytes(); }
 
-bool skip_cuda(Device dev, std::string* why) {
-  return dev == Device::kCuda && !cuda_device_present(why);
-}
-
 // GQA and packed documents: the shapes where dk, dv and dsink gather from many query rows.
 Case determinism_case(sinkattn_dtype t) {
   return Case::varlen(t, {{300, 300}, {0, 9}, {77, 130}}, 8, 2, 64).with_causal();
@@ -26,8 +22,7 @@ Case determinism_case(sinkattn_dtype t) {
 
 void check_deterministic(const Case& c, Device dev) {
   SCOPED_TRACE(replay_hint());
-  std::string why;
-  if (skip_cuda(dev, &why)) GTEST_SKIP() << why;
+  SINKATTN_SKIP_WITHOUT_DEVICE(dev);
   Attention a(c, dev, test_seed());
   sinkattn_status st = a.forward();
   if (dev == Device::kCuda && st == SINKATTN_ERROR_NOT_SUPPORTED) GTEST_SKIP() << sinkattn_last_error();
@@ -52,8 +47,7 @@ TEST(Deterministic, CudaBf16BitIdentical) { check_deterministic(determinism_case
 
 void check_optional_outputs(const Case& c, Device dev) {
   SCOPED_TRACE(replay_hint());
-  std::string why;
-  if (skip_cuda(dev, &why)) GTEST_SKIP() << why;
+  SINKATTN_SKIP_WITHOUT_DEVICE(dev);
   Attention a(c, dev, test_seed());
   sinkattn_status st = a.forward();
   if (dev == Device::kCuda && st == SINKATTN_ERROR_NOT_SUPPORTED) GTEST_SKIP() << sinkattn_last_error();

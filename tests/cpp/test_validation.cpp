@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <climits>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -129,11 +130,34 @@ std::vector<Rule> rules() {
       {"HeadsQZero", kInvalid, "problem.heads_q", [](P& p) { p.heads_q = 0; }},
       {"HeadsKvZero", kInvalid, "problem.heads_kv", [](P& p) { p.heads_kv = 0; }},
       {"HeadsNotMultiple", kInvalid, "problem.heads_q", [](P& p) { p.heads_kv = 3; }},
+      // problem: bounds that keep positions in int32 and byte counts in int64
+      {"SeqlenQAboveInt32", kInvalid, "problem.seqlen_q",
+       [](P& p) { p.seqlen_q = int64_t(INT32_MAX) + 1; }},
+      {"SeqlenKAboveInt32", kInvalid, "problem.seqlen_k",
+       [](P& p) { p.seqlen_k = int64_t(INT32_MAX) + 1; }},
+      {"HeadsQAboveInt32", kInvalid, "problem.heads_q", [](P& p) { p.heads_q = int64_t(1) << 31; }},
+      {"BatchAboveInt32", kInvalid, "problem.batch", [](P& p) { p.batch = int64_t(1) << 31; }},
+      {"QElementsAbove2e48", kInvalid, "problem.seqlen_q",  // 2^12 x 2^30 x 4 x 32 = 2^49
+       [](P& p) { p.batch = int64_t(1) << 12, p.seqlen_q = int64_t(1) << 30; }},
+      {"KElementsAbove2e48", kInvalid, "problem.seqlen_k",
+       [](P& p) { p.batch = int64_t(1) << 12, p.seqlen_k = int64_t(1) << 30; }},
+      {"TotalQAboveInt32", kInvalid, "problem.total_q",
+       [](P& p) { p.total_q = int64_t(INT32_MAX) + 1; }, nullptr, nullptr, true},
+      {"TotalKAboveInt32", kInvalid, "problem.total_k",
+       [](P& p) { p.total_k = int64_t(INT32_MAX) + 1; }, nullptr, nullptr, true},
+      {"PackedQElementsAbove2e48", kInvalid, "problem.total_q",  // 2^30 x 2^20 x 32 = 2^55
+       [](P& p) { p.total_q = int64_t(1) << 30, p.heads_q = int64_t(1) << 20; }, nullptr, nullptr,
+       true},
+      {"PackedKElementsAbove2e48", kInvalid, "problem.total_k",
+       [](P& p) {
+         p.total_k = int64_t(1) << 30, p.heads_q = p.heads_kv = int64_t(1) << 20;
+       },
+       nullptr, nullptr, true},
       // problem: scale and mask
       {"ScaleNan", kInvalid, "problem.scale", [](P& p) { p.scale = kNan; }},
       {"ScaleInf", kInvalid, "problem.scale", [](P& p) { p.scale = kInf; }},
       {"ScaleMinusInf", kInvalid, "problem.scale", [](P& p) { p.scale = -kInf; }},
-      {"ScaleZero", kInvalid, "problem.scale", [](P& p) { p.scale = 0.0f; }},  // "finite and > 0"
+      {"ScaleZero", kInvalid, "problem.scale", [](P& p) { p.scale = 0.0f; }},
       {"ScaleNegative", kInvalid, "problem.scale", [](P& p) { p.scale = -0.5f; }},
       {"WindowLeftBelowMinusOne", kInvalid, "problem.window_left", [](P& p) { p.window_left = -2; }},
       {"WindowRightBelowMinusOne", kInvalid, "problem.window_right",

@@ -1,0 +1,233 @@
+// sinkattn::cuda (src/backend.h) over the portable sm_80+ kernels: support checks, workspace
+// layout, Params construction and the single (dtype, head dim) dispatch. api.cpp has already
+// validated shapes, strides, alignment and pointers; everything here is CUDA-specific.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "backend.h"
+#include "cuda/sm80/bwd_prep.h"
+#include "cuda/sm80/launch.h"
+#include "cuda/sm80/tile_size.h"
+
+namespace sinkattn {
+namespace cuda {
+namespace {
+
+using sm80::Params;
+
+[[noreturn]] void cuda_fail(const char* what, cudaError_t err) {
+  throw Error(SINKATTN_ERROR_CUDA, std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+// Runs f(T{}, std::integral_constant<int, D>{}) for the problem's dtype and head dim: the only
+// place that maps runtime values onto instantiations.
+template <typename F>
+void dispatch(const sinkattn_problem& p, F&& f) {
+  auto by_dim = [&](auto type) {
+    switch (p.head_dim) {
+      case 32: return f(type, std::integral_constant<int, 32>{});
+      case 64: return f(type, std::integral_constant<int, 64>{});
+      case 96: return f(type, std::integral_constant<int, 96>{});
+      case 128: return f(type, std::integral_constant<int, 128>{});
+      case 256: return f(type, std::integral_constant<int, 256>{});
+    }
+    throw Error(SINKATTN_ERROR_INTERNAL, "sinkattn CUDA dispatch: unexpected head_dim " +
+                                             std::to_string(p.head_dim));
+  };
+  if (p.dtype == SINKATTN_BFLOAT16) return by_dim(__nv_bfloat16{});
+  if (p.dtype == SINKATTN_FLOAT16) return by_dim(__half{});
+  throw Error(SINKATTN_ERROR_INTERNAL,
+              "sinkattn CUDA dispatch: unexpected dtype " + std::to_string(p.dtype));
+}
+
+// Makes the problem's device current for the duration of a call.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    cudaError_t err = cudaGetDevice(&previous_);
+    if (err != cudaSuccess) cuda_fail("cudaGetDevice", err);
+    if (previous_ != device && (err = cudaSetDevice(device)) != cudaSuccess)
+      cuda_fail("cudaSetDevice", err);
+  }
+  ~DeviceGuard() {
+    int now = previous_;
+    if (cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+int64_t q_rows(const sinkattn_problem& p) {
+  return is_varlen(p) ? p.total_q : p.batch * p.seqlen_q;
+}
+
+int32_t dsink_blocks(const sinkattn_problem& p) {
+  const int64_t n = (p.seqlen_q + sm80::kPrepRows - 1) / sm80::kPrepRows;
+  return static_cast<int32_t>(n > 0 ? n : 1);
+}
+
+// Backward workspace: delta (lse layout), dsink partials, and the fp32 dq accumulator of the
+// atomic (non-deterministic) mode; each region starts on a 256-byte boundary.
+struct BwdWorkspace {
+  size_t delta = 0, dsink = 0, dq_accum = 0, total = 0;
+  explicit BwdWorkspace(const sinkattn_bwd_params& b) {
+    const sinkattn_problem& p = b.problem;
+    auto region = [this](size_t bytes) {
+      const size_t at = total;
+      total += (bytes + 255) / 256 * 256;
+      return at;
+    };
+    delta = region(sizeof(float) * q_rows(p) * p.heads_q);
+    dsink = region(sizeof(float) * p.heads_q * p.batch * dsink_blocks(p));
+    if (!b.deterministic)
+      dq_accum = region(sizeof(float) * q_rows(p) * p.heads_q * p.head_dim);
+  }
+};
+
+Params make_params(const sinkattn_problem& p) {
+  Params k{};
+  k.q = p.q;
+  k.k = p.k;
+  k.v = p.v;
+  k.sinks = p.sinks;
+  k.cu_seqlens_q = p.cu_seqlens_q;
+  k.cu_seqlens_k = p.cu_seqlens_k;
+  k.total_q = p.total_q;
+  k.total_k = p.total_k;
+  k.batch = p.batch;
+  k.seqlen_q = p.seqlen_q;
+  k.seqlen_k = p.seqlen_k;
+  k.heads_q = p.heads_q;
+  k.heads_kv = p.heads_kv;
+  k.group = static_cast<int32_t>(p.heads_q / p.heads_kv);
+  k.scale = p.scale;
+  k.scale_log2 = p.scale * 1.4426950408889634f;
+  const MaskBounds m = mask_bounds(p);
+  k.window_left = m.left;
+  k.window_right = m.right;
+  return k;
+}
+
+}  // namespace
+
+bool compiled() { return true; }
+
+void check_supported(const sinkattn_problem& p) {
+  auto refuse = [](const std::string& msg) { throw Error(SINKATTN_ERROR_NOT_SUPPORTED, msg); };
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) cuda_fail("sinkattn: cudaGetDeviceCount", err);
+  if (p.device_index >= count)
+    throw Error(SINKATTN_ERROR_INVALID_ARGUMENT,
+                "problem.device_index: got " + std::to_string(p.device_index) + ", expected < " +
+                    std::to_string(count) + " (the number of CUDA devices)");
+  int major = 0, minor = 0, smem = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p.device_index);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, p.device_index);
+  err = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, p.device_index);
+  if (err != cudaSuccess) cuda_fail("sinkattn: cudaDeviceGetAttribute", err);
+  if (major < 8)
+    refuse("problem.device_index: CUDA device " + std::to_string(p.device_index) +
+           " has compute capability " + std::to_string(major) + "." + std::to_string(minor) +
+           " (sm_" + std::to_string(major * 10 + minor) +
+           "); the sinkattn CUDA kernels need 8.0 (sm_80) or newer");
+  if (smem < sm80::kMaxSmemBytes)
+    refuse("problem.device_index: CUDA device " + std::to_string(p.device_index) + " offers " +
+           std::to_string(smem) + " bytes of shared memory per block, the kernels need " +
+           std::to_string(sm80::kMaxSmemBytes));
+  if (p.dtype != SINKATTN_FLOAT16 && p.dtype != SINKATTN_BFLOAT16)
+    refuse("problem.dtype: got " + std::to_string(p.dtype) +
+           ", the CUDA backend accepts float16 (1) and bfloat16 (2)");
+  if (p.head_dim != 32 && p.head_dim != 64 && p.head_dim != 96 && p.head_dim != 128 &&
+      p.head_dim != 256)
+    refuse("problem.head_dim: got " + std::to_string(p.head_dim) +
+           ", the CUDA backend accepts 32, 64, 96, 128 and 256");
+  constexpr int64_t kGridMax = 65535;  // gridDim.y (query / kv heads) and gridDim.z (batch)
+  if (p.heads_q > kGridMax || p.batch > kGridMax)
+    refuse("problem.heads_q / problem.batch: got " + std::to_string(p.heads_q) + " / " +
+           std::to_string(p.batch) + ", the CUDA backend accepts at most 65535 of each");
+  if (p.seqlen_q > (int64_t{1} << 36) || p.seqlen_k > (int64_t{1} << 36))
+    refuse("problem.seqlen_q / seqlen_k: longer than the CUDA grid can cover");
+  // The tensors must live on the named device (or be managed memory it can reach).
+  const struct {
+    const char* name;
+    const void* ptr;
+  } tensors[] = {{"problem.q.data", p.q.data}, {"problem.k.data", p.k.data},
+                 {"problem.v.data", p.v.data}};
+  for (const auto& t : tensors) {
+    if (t.ptr == nullptr) continue;
+    cudaPointerAttributes attr{};
+    err = cudaPointerGetAttributes(&attr, t.ptr);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky-free error of a failed query
+      attr.type = cudaMemoryTypeUnregistered;
+    }
+    const bool device_ok = attr.type == cudaMemoryTypeManaged ||
+                           (attr.type == cudaMemoryTypeDevice && attr.device == p.device_index);
+    if (!device_ok)
+      throw Error(SINKATTN_ERROR_INVALID_ARGUMENT,
+                  std::string(t.name) + ": expected memory of CUDA device " +
+                      std::to_string(p.device_index) +
+                      (attr.type == cudaMemoryTypeDevice
+                           ? ", got memory of device " + std::to_string(attr.device)
+                           : ", got host memory"));
+  }
+}
+
+size_t fwd_workspace_size(const sinkattn_fwd_params&) { return 0; }
+
+size_t bwd_workspace_size(const sinkattn_bwd_params& p) { return BwdWorkspace(p).total; }
+
+void fwd(const sinkattn_fwd_params& f) {
+  const sinkattn_problem& p = f.problem;
+  if (p.seqlen_q == 0) return;  // no query rows, nothing to write
+  DeviceGuard guard(p.device_index);
+  Params k = make_params(p);
+  k.out = f.out;
+  k.lse = f.lse;
+  dispatch(p, [&](auto type, auto dim) {
+    sm80::launch_fwd<decltype(type), decltype(dim)::value>(k, static_cast<cudaStream_t>(p.stream));
+  });
+}
+
+void bwd(const sinkattn_bwd_params& b) {
+  const sinkattn_problem& p = b.problem;
+  DeviceGuard guard(p.device_index);
+  Params k = make_params(p);
+  k.out = b.out;
+  k.dout = b.dout;
+  k.dq = b.dq;
+  k.dk = b.dk;
+  k.dv = b.dv;
+  k.lse = const_cast<float*>(b.lse);  // read only in the backward
+  k.dsink = p.sinks ? b.dsink : nullptr;
+  const BwdWorkspace ws(b);
+  char* base = static_cast<char*>(b.workspace);
+  k.delta = reinterpret_cast<float*>(base + ws.delta);
+  k.dsink_partial = reinterpret_cast<float*>(base + ws.dsink);
+  k.dsink_blocks = dsink_blocks(p);
+  k.dq_atomic = b.deterministic ? 0 : 1;
+  k.dq_accum = b.deterministic ? nullptr : reinterpret_cast<float*>(base + ws.dq_accum);
+  dispatch(p, [&](auto type, auto dim) {
+    sm80::launch_bwd<decltype(type), decltype(dim)::value>(k, static_cast<cudaStream_t>(p.stream));
+  });
+}
+
+}  // namespace cuda
+
+namespace cuda::sm80 {
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) cuda_fail(what, err);
+}
+}  // namespace cuda::sm80
+
+}  // namespace sinkattn

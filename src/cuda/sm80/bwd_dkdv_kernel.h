@@ -1,0 +1,221 @@
+// Backward, dk/dv kernel: one block per (key block, kv head, sequence). It walks the query
+// blocks that can see its keys, for every query head of the GQA group, so dk and dv are
+// reduced over the group in registers (no atomics, no k/v copies). Per query block:
+//   A: S^T = K Q^T, dP^T = V dO^T; P^T = exp(S^T * scale - lse), dS^T = P^T (dP^T - delta)
+//      (kept in registers when a warp spans the whole query block, else shared as T);
+//   B: dV += P^T dO, dK += dS^T Q;
+//   C: (params.dq_atomic only) dQ += dS K, added into the fp32 accumulator with atomics.
+// Without dq_atomic, dq comes from bwd_dq_kernel.h (deterministic, recomputes S and dP).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common/ptx.h"
+#include "cuda/sm80/mask.h"
+#include "cuda/sm80/params.h"
+#include "cuda/sm80/sequence.h"
+#include "cuda/sm80/smem_tile.h"
+#include "cuda/sm80/tile_size.h"
+
+namespace sinkattn::cuda::sm80 {
+
+template <typename T, int D>
+__global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D).warps * 32)
+    bwd_dkdv_kernel(const __grid_constant__ Params p) {
+  constexpr TileSize kT = tile_size(Kernel::kBwdDkDv, D);
+  constexpr int BM = kT.block_m, BN = kT.block_n, kThreads = kT.warps * 32;
+  constexpr int kS = smem_stride(D), kPS = smem_stride(BM);
+  constexpr int WN = BN / 16, WM = kT.warps_m;
+  constexpr int MA = BM / WM;        // queries per warp in phase A
+  constexpr int DB = D / WM;         // head-dim columns per warp in phase B
+  constexpr int WCM = BM / 16;               // phase C: warps along queries ...
+  constexpr int DC = D / (kT.warps / WCM);   // ... and head-dim columns per warp
+  static_assert(kT.warps == WN * WM && kT.warps % WCM == 0, "warp tiling");
+  static_assert(MA % 16 == 0 && DB % 16 == 0 && DC % 16 == 0, "pairs of n-tiles");
+
+  extern __shared__ __align__(16) char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);
+  T* sV = sK + BN * kS;
+  constexpr int kStages = kT.q_stages;
+  T* sQ = sV + BN * kS;              // [kStages][BM][kS]
+  T* sdO = sQ + kStages * BM * kS;   // [kStages][BM][kS]
+  // [kStages][BM] pairs {lse in the exp2 domain, delta} per query row.
+  float2* sLD = reinterpret_cast<float2*>(sdO + kStages * BM * kS);
+  T* sdS = reinterpret_cast<T*>(sLD + kStages * BM);  // [BN][kPS] dS^T (WM > 1 or dq_atomic)
+  T* sP = sdS + BN * kPS;                              // [BN][kPS] P^T (only if WM > 1)
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t head_kv = blockIdx.y, b = blockIdx.z;
+  const Sequence seq(p, b);
+  const int64_t n0 = (int64_t)blockIdx.x * BN;
+  if (n0 >= seq.len_k) return;
+  const Mask mask{seq.len_q, seq.len_k, p.window_left, p.window_right};
+  int64_t q_lo, q_hi;
+  mask.query_range(n0, n0 + BN, q_lo, q_hi);
+  const int64_t mb_first = q_lo / BM;
+  const int64_t mb_count = q_hi > q_lo ? (q_hi + BM - 1) / BM - mb_first : 0;
+  const int64_t iters = mb_count * p.group;
+
+  load_tile_async<BN, D, kThreads>(sK, static_cast<const T*>(p.k.data) +
+                                           seq.offset(p.k, false, n0, head_kv),
+                                   p.k.row_stride, seq.len_k - n0);
+  load_tile_async<BN, D, kThreads>(sV, static_cast<const T*>(p.v.data) +
+                                           seq.offset(p.v, false, n0, head_kv),
+                                   p.v.row_stride, seq.len_k - n0);
+  // Iteration it covers query head head_kv * group + it / mb_count, block mb_first + it % ...
+  auto load_q = [&](int64_t it, int buf) {
+    const int64_t head = head_kv * p.group + it / mb_count;
+    const int64_t m0 = (mb_first + it % mb_count) * BM;
+    load_tile_async<BM, D, kThreads>(sQ + buf * BM * kS, static_cast<const T*>(p.q.data) +
+                                                             seq.offset(p.q, true, m0, head),
+                                     p.q.row_stride, seq.len_q - m0);
+    load_tile_async<BM, D, kThreads>(sdO + buf * BM * kS,
+                                     static_cast<const T*>(p.dout.data) +
+                                         seq.offset(p.dout, true, m0, head),
+                                     p.dout.row_stride, seq.len_q - m0);
+    for (int i = threadIdx.x; i < BM; i += kThreads) {
+      float lse2 = INFINITY, delta = 0.f;  // rows past the end: P = 0
+      if (m0 + i < seq.len_q) {
+        const int64_t li = seq.lse_index(p, head, m0 + i);
+        const float lse = p.lse[li];
+        // A row with no key and no sink has lse = -inf and P = 0: use +inf, not -inf.
+        lse2 = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
+        delta = p.delta[li];
+      }
+      sLD[buf * BM + i] = make_float2(lse2, delta);
+    }
+  };
+  if (iters > 0) load_q(0, 0);
+  ptx::cp_async_commit();
+
+  const int wn = warp % WN, wm = warp / WN;
+  float acc_dv[DB / 8][4], acc_dk[DB / 8][4];
+  zero(acc_dv);
+  zero(acc_dk);
+  // With one warp per 16 keys across the whole query block (WM == 1), the k and v fragments
+  // live in registers and P^T / dS^T feed the dV / dK products without a trip through
+  // shared memory (dS^T still goes there for phase C).
+  constexpr bool kRegP = WM == 1;
+  uint32_t k_frag[kRegP ? D / 16 : 1][4], v_frag[kRegP ? D / 16 : 1][4];
+  if constexpr (kRegP) {
+    ptx::cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      load_a(k_frag[kk], sK, kS, wn * 16, kk * 16, lane);
+      load_a(v_frag[kk], sV, kS, wn * 16, kk * 16, lane);
+    }
+  }
+
+  for (int64_t it = 0; it < iters; ++it) {
+    const int buf = (int)(it % kStages);
+    ptx::cp_async_wait<0>();
+    __syncthreads();
+    if (kStages == 2 && it + 1 < iters) {
+      load_q(it + 1, buf ^ 1);
+      ptx::cp_async_commit();
+    }
+    const int64_t head = head_kv * p.group + it / mb_count;
+    const int64_t m0 = (mb_first + it % mb_count) * BM;
+    const T* q_tile = sQ + buf * BM * kS;
+    const T* do_tile = sdO + buf * BM * kS;
+    const float2* ld = sLD + buf * BM;
+
+    // Phase A: this warp's 16 keys x MA queries.
+    float s[MA / 8][4], dp[MA / 8][4];
+    zero(s);
+    zero(dp);
+    if constexpr (kRegP) {
+      gemm_rs<true, D / 16>(s, k_frag, q_tile, kS, 0, lane);
+      gemm_rs<true, D / 16>(dp, v_frag, do_tile, kS, 0, lane);
+    } else {
+      gemm_ss1<false, true, D / 16>(s, sK, kS, wn * 16, q_tile, kS, wm * MA, lane);
+      gemm_ss1<false, true, D / 16>(dp, sV, kS, wn * 16, do_tile, kS, wm * MA, lane);
+    }
+    // Visible query columns [lo, hi] (block-local) of this thread's two key rows.
+    int lo[2] = {0, 0}, hi[2] = {BM, BM};
+    if (!mask.all_visible(m0, m0 + BM, n0, n0 + BN)) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) mask.key_row_bounds(n0 + wn * 16 + g + 8 * r, m0, BM, lo[r], hi[r]);
+    }
+#pragma unroll
+    for (int n = 0; n < MA / 8; ++n) {
+      const int q0 = wm * MA + n * 8 + 2 * t;  // this thread's two query columns: q0, q0 + 1
+      const float4 ld2 = *reinterpret_cast<const float4*>(ld + q0);  // {lse2, delta} x 2
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qi = q0 + e % 2;
+        const float lse2 = e % 2 ? ld2.z : ld2.x, delta = e % 2 ? ld2.w : ld2.y;
+        float pe = ptx::exp2f_approx(fmaf(s[n][e], p.scale_log2, -lse2));
+        if (qi < lo[e / 2] || qi > hi[e / 2]) pe = 0.f;
+        s[n][e] = pe;                           // P^T
+        dp[n][e] = pe * (dp[n][e] - delta);     // dS^T
+      }
+    }
+    if (!kRegP || p.dq_atomic) {  // other warps need these rows of dS^T (and P^T)
+      const int row = wn * 16 + g;
+#pragma unroll
+      for (int n = 0; n < MA / 8; ++n) {
+        const int col = wm * MA + n * 8 + 2 * t;
+        if constexpr (!kRegP) {
+          *reinterpret_cast<uint32_t*>(sP + row * kPS + col) = ptx::pack2<T>(s[n][0], s[n][1]);
+          *reinterpret_cast<uint32_t*>(sP + (row + 8) * kPS + col) =
+              ptx::pack2<T>(s[n][2], s[n][3]);
+        }
+        *reinterpret_cast<uint32_t*>(sdS + row * kPS + col) = ptx::pack2<T>(dp[n][0], dp[n][1]);
+        *reinterpret_cast<uint32_t*>(sdS + (row + 8) * kPS + col) =
+            ptx::pack2<T>(dp[n][2], dp[n][3]);
+      }
+      __syncthreads();
+    }
+
+    // Phase B: this warp's 16 keys x DB head-dim columns of dV and dK.
+    if constexpr (kRegP) {  // P^T and dS^T straight from registers (C layout = A layout)
+      uint32_t a[BM / 16][4];
+      acc_to_a<BM / 16, T>(a, s);
+      gemm_rs<false, BM / 16>(acc_dv, a, do_tile, kS, 0, lane);
+      acc_to_a<BM / 16, T>(a, dp);
+      gemm_rs<false, BM / 16>(acc_dk, a, q_tile, kS, 0, lane);
+    } else {
+      gemm_ss1<false, false, BM / 16>(acc_dv, sP, kPS, wn * 16, do_tile, kS, wm * DB, lane);
+      gemm_ss1<false, false, BM / 16>(acc_dk, sdS, kPS, wn * 16, q_tile, kS, wm * DB, lane);
+    }
+
+    // Phase C: this warp's 16 queries x DC head-dim columns of dS K, added into dq_accum.
+    if (p.dq_atomic) {
+      const int cm = warp % WCM, cd = warp / WCM;
+      float acc_dq[DC / 8][4];
+      zero(acc_dq);
+      gemm_ss1<true, false, BN / 16>(acc_dq, sdS, kPS, cm * 16, sK, kS, cd * DC, lane);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int64_t i = m0 + cm * 16 + g + r * 8;
+        if (i >= seq.len_q) continue;
+        float* dst = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D + cd * DC + 2 * t;
+#pragma unroll
+        for (int n = 0; n < DC / 8; ++n) ptx::red_add2(dst + n * 8, acc_dq[n][2 * r], acc_dq[n][2 * r + 1]);
+      }
+    }
+
+    if (kStages == 1 && it + 1 < iters) {
+      __syncthreads();  // single buffer: every warp is done with this q/dout tile
+      load_q(it + 1, 0);
+      ptx::cp_async_commit();
+    }
+  }
+  ptx::cp_async_wait<0>();
+  __syncthreads();
+
+  // Epilogue: stage dK (scaled) and dV in the k/v tiles, then store 16 bytes at a time.
+  stage_acc<DB / 8, T>(sK + wn * 16 * kS + wm * DB, kS, acc_dk, p.scale, lane);
+  stage_acc<DB / 8, T>(sV + wn * 16 * kS + wm * DB, kS, acc_dv, 1.f, lane);
+  __syncthreads();
+  store_tile<BN, D, kThreads>(static_cast<T*>(p.dk.data) + seq.offset(p.dk, false, n0, head_kv),
+                              p.dk.row_stride, sK, seq.len_k - n0);
+  store_tile<BN, D, kThreads>(static_cast<T*>(p.dv.data) + seq.offset(p.dv, false, n0, head_kv),
+                              p.dv.row_stride, sV, seq.len_k - n0);
+}
+
+}  // namespace sinkattn::cuda::sm80

@@ -1,0 +1,4 @@
+// Instantiates the portable bwd path for fp16, head dim 128.
+#include "cuda/sm80/launch_bwd.h"
+
+template void sinkattn::cuda::sm80::launch_bwd<__half, 128>(const Params&, cudaStream_t);

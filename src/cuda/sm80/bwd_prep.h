@@ -1,0 +1,116 @@
+// Small memory-bound kernels around the backward: delta_i = sum_d dout * out (plus the per-block
+// dsink partial sums and, in atomic dq mode, zeroing the fp32 dq accumulator), the fixed-order
+// dsink reduction, and the conversion of the dq accumulator to the output dtype.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common/ptx.h"
+#include "cuda/sm80/params.h"
+#include "cuda/sm80/sequence.h"
+
+namespace sinkattn::cuda::sm80 {
+
+constexpr int kPrepRows = 64;    // query rows per block
+constexpr int kPrepWarps = 4;
+
+// Lanes per query row: one 16-byte chunk each, rounded up to a power of two for the shuffles.
+constexpr int prep_lanes(int d) { return d / 8 <= 4 ? 4 : d / 8 <= 8 ? 8 : d / 8 <= 16 ? 16 : 32; }
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_constant__ Params p) {
+  constexpr int kLanes = prep_lanes(D), kRowsPerWarp = 32 / kLanes;
+  __shared__ float warp_sum[kPrepWarps];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int c = lane % kLanes;  // this lane's 16-byte chunk of the row
+  const int64_t head = blockIdx.y, b = blockIdx.z;
+  const Sequence seq(p, b);
+  const int64_t m0 = (int64_t)blockIdx.x * kPrepRows;
+  const float sink = p.sinks ? p.sinks[head] : 0.f;
+  float dsink = 0.f;  // this lane's rows (lanes with c == 0 only)
+  for (int r = warp * kRowsPerWarp + lane / kLanes; r < kPrepRows; r += kPrepWarps * kRowsPerWarp) {
+    const int64_t i = m0 + r;
+    const bool row_ok = i < seq.len_q;
+    float sum = 0.f;
+    if (row_ok && c < D / 8) {
+      const T* o = static_cast<const T*>(p.out.data) + seq.offset(p.out, true, i, head);
+      const T* g = static_cast<const T*>(p.dout.data) + seq.offset(p.dout, true, i, head);
+      const uint4 ov = *reinterpret_cast<const uint4*>(o + c * 8);
+      const uint4 gv = *reinterpret_cast<const uint4*>(g + c * 8);
+      const uint32_t* ow = reinterpret_cast<const uint32_t*>(&ov);
+      const uint32_t* gw = reinterpret_cast<const uint32_t*>(&gv);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const float2 a = ptx::unpack2<T>(ow[w]), d = ptx::unpack2<T>(gw[w]);
+        sum += a.x * d.x + a.y * d.y;
+      }
+    }
+#pragma unroll
+    for (int s = kLanes / 2; s > 0; s /= 2) sum += __shfl_xor_sync(0xffffffff, sum, s);
+    if (!row_ok) continue;
+    const int64_t li = seq.lse_index(p, head, i);
+    if (c == 0) {
+      p.delta[li] = sum;
+      const float lse = p.lse[li];
+      // exp(sink - lse) is this row's sink probability; 0 when lse is +-inf or the row is empty.
+      if (p.sinks && lse > -INFINITY && lse < INFINITY) dsink += __expf(sink - lse) * sum;
+    }
+    if (p.dq_atomic) {
+      float* acc = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D;
+      for (int k = c; k < D / 4; k += kLanes)
+        reinterpret_cast<float4*>(acc)[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+#pragma unroll
+  for (int s = 16; s > 0; s /= 2) dsink += __shfl_xor_sync(0xffffffff, dsink, s);
+  if (p.dsink_partial == nullptr) return;
+  if (lane == 0) warp_sum[warp] = dsink;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.f;
+    for (int w = 0; w < kPrepWarps; ++w) s += warp_sum[w];
+    p.dsink_partial[(head * p.batch + b) * p.dsink_blocks + blockIdx.x] = s;
+  }
+}
+
+// dsink_h = -(sum of the partials of head h), in a fixed order: bit-identical run to run.
+// (A template only so that every instantiation file may carry a copy.)
+template <typename T>
+__global__ void __launch_bounds__(32) bwd_dsink_kernel(const __grid_constant__ Params p) {
+  const int64_t head = blockIdx.x;
+  const int64_t n = p.batch * p.dsink_blocks;
+  const float* part = p.dsink_partial + head * n;
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += 32) s += part[i];
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffff, s, o);
+  if (threadIdx.x == 0) p.dsink[head] = -s;
+}
+
+// dq = scale * dq_accum in the output dtype (atomic dq mode); lanes as in the prep kernel.
+template <typename T, int D>
+__global__ void __launch_bounds__(kPrepWarps * 32)
+    bwd_dq_convert_kernel(const __grid_constant__ Params p) {
+  constexpr int kLanes = prep_lanes(D), kRowsPerWarp = 32 / kLanes;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int c = lane % kLanes;
+  const int64_t head = blockIdx.y, b = blockIdx.z;
+  const Sequence seq(p, b);
+  const int64_t m0 = (int64_t)blockIdx.x * kPrepRows;
+  for (int r = warp * kRowsPerWarp + lane / kLanes; r < kPrepRows; r += kPrepWarps * kRowsPerWarp) {
+    const int64_t i = m0 + r;
+    if (i >= seq.len_q || c >= D / 8) continue;
+    const float4* acc = reinterpret_cast<const float4*>(
+        p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D + c * 8);
+    const float4 x = acc[0], y = acc[1];
+    uint4 v;
+    v.x = ptx::pack2<T>(x.x * p.scale, x.y * p.scale);
+    v.y = ptx::pack2<T>(x.z * p.scale, x.w * p.scale);
+    v.z = ptx::pack2<T>(y.x * p.scale, y.y * p.scale);
+    v.w = ptx::pack2<T>(y.z * p.scale, y.w * p.scale);
+    *reinterpret_cast<uint4*>(static_cast<T*>(p.dq.data) + seq.offset(p.dq, true, i, head) + c * 8) = v;
+  }
+}
+
+}  // namespace sinkattn::cuda::sm80

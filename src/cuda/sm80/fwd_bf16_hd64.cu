@@ -1,0 +1,4 @@
+// Instantiates the portable fwd path for bf16, head dim 64.
+#include "cuda/sm80/launch_fwd.h"
+
+template void sinkattn::cuda::sm80::launch_fwd<__nv_bfloat16, 64>(const Params&, cudaStream_t);

@@ -1,0 +1,4 @@
+// Instantiates the portable fwd path for fp16, head dim 256.
+#include "cuda/sm80/launch_fwd.h"
+
+template void sinkattn::cuda::sm80::launch_fwd<__half, 256>(const Params&, cudaStream_t);

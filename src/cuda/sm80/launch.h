@@ -1,0 +1,23 @@
+// Host-side launchers of the portable kernels, one explicit instantiation per (dtype, head dim)
+// in fwd_<dtype>_hd<D>.cu / bwd_<dtype>_hd<D>.cu; dispatch.cu is their only caller.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/sm80/params.h"
+
+namespace sinkattn::cuda::sm80 {
+
+template <typename T, int D>
+void launch_fwd(const Params& p, cudaStream_t stream);
+
+// Runs the whole backward: prep (delta, dsink partials, dq accumulator zeroing), dk/dv (with
+// atomic dq in the fast mode), then the dq conversion (fast mode) or the dq kernel
+// (deterministic mode), then dsink.
+template <typename T, int D>
+void launch_bwd(const Params& p, cudaStream_t stream);
+
+// Throws sinkattn::Error(SINKATTN_ERROR_CUDA) naming `what` if the last launch failed.
+void check_launch(const char* what);
+
+}  // namespace sinkattn::cuda::sm80

@@ -1,0 +1,46 @@
+// Body of launch_bwd, included by the per-(dtype, head dim) instantiation files.
+#pragma once
+
+#include "cuda/sm80/bwd_dkdv_kernel.h"
+#include "cuda/sm80/bwd_dq_kernel.h"
+#include "cuda/sm80/bwd_prep.h"
+#include "cuda/sm80/launch.h"
+
+namespace sinkattn::cuda::sm80 {
+
+template <typename T, int D>
+void launch_bwd(const Params& p, cudaStream_t stream) {
+  const unsigned hq = (unsigned)p.heads_q, batch = (unsigned)p.batch;
+  const dim3 prep_grid((unsigned)p.dsink_blocks, hq, batch);
+  bwd_prep_kernel<T, D><<<prep_grid, kPrepWarps * 32, 0, stream>>>(p);
+  check_launch("sinkattn backward prep kernel");
+
+  if (p.seqlen_k > 0) {
+    constexpr TileSize t = tile_size(Kernel::kBwdDkDv, D);
+    constexpr int smem = smem_bytes(Kernel::kBwdDkDv, D);
+    auto kernel = bwd_dkdv_kernel<T, D>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const dim3 grid((unsigned)((p.seqlen_k + t.block_n - 1) / t.block_n), (unsigned)p.heads_kv,
+                    batch);
+    kernel<<<grid, t.warps * 32, smem, stream>>>(p);
+    check_launch("sinkattn backward dk/dv kernel");
+  }
+  if (p.dq_atomic) {
+    bwd_dq_convert_kernel<T, D><<<prep_grid, kPrepWarps * 32, 0, stream>>>(p);
+    check_launch("sinkattn backward dq conversion kernel");
+  } else if (p.seqlen_q > 0) {
+    constexpr TileSize t = tile_size(Kernel::kBwdDq, D);
+    constexpr int smem = smem_bytes(Kernel::kBwdDq, D);
+    auto kernel = bwd_dq_kernel<T, D>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const dim3 grid((unsigned)((p.seqlen_q + t.block_m - 1) / t.block_m), hq, batch);
+    kernel<<<grid, t.warps * 32, smem, stream>>>(p);
+    check_launch("sinkattn backward dq kernel");
+  }
+  if (p.dsink != nullptr) {
+    bwd_dsink_kernel<T><<<hq, 32, 0, stream>>>(p);
+    check_launch("sinkattn backward dsink kernel");
+  }
+}
+
+}  // namespace sinkattn::cuda::sm80

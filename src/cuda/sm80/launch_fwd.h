@@ -1,0 +1,21 @@
+// Body of launch_fwd, included by the per-(dtype, head dim) instantiation files.
+#pragma once
+
+#include "cuda/sm80/fwd_kernel.h"
+#include "cuda/sm80/launch.h"
+
+namespace sinkattn::cuda::sm80 {
+
+template <typename T, int D>
+void launch_fwd(const Params& p, cudaStream_t stream) {
+  constexpr TileSize t = tile_size(Kernel::kFwd, D);
+  constexpr int smem = smem_bytes(Kernel::kFwd, D);
+  auto kernel = fwd_kernel<T, D>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const dim3 grid((unsigned)((p.seqlen_q + t.block_m - 1) / t.block_m), (unsigned)p.heads_q,
+                  (unsigned)p.batch);
+  kernel<<<grid, t.warps * 32, smem, stream>>>(p);
+  check_launch("sinkattn forward kernel");
+}
+
+}  // namespace sinkattn::cuda::sm80

@@ -1,0 +1,45 @@
+// The one flat parameter block every portable kernel reads. Built once per call by
+// src/cuda/dispatch.cu from validated sinkattn_*_params; kernels never see the public structs.
+#pragma once
+
+#include <cstdint>
+
+#include "sinkattn/sinkattn.h"
+
+namespace sinkattn::cuda::sm80 {
+
+struct Params {
+  // Tensors (strides in elements, head dim contiguous). Varlen ignores batch_stride.
+  sinkattn_tensor q, k, v;  // (B, Sq, Hq, D) / (B, Sk, Hkv, D) or packed (T, H, D); read
+  sinkattn_tensor out;      // forward: written; backward: the forward's output, read
+  sinkattn_tensor dout;     // backward only: gradient w.r.t. out, read
+  sinkattn_tensor dq, dk, dv;  // backward only: written
+
+  const float* sinks;  // (Hq,) raw sink logits; nullptr = no sink
+  float* lse;          // (B, Hq, Sq) or (Hq, Tq) fp32; forward writes it (nullptr = skip),
+                       // backward reads it (never nullptr there)
+  float* dsink;        // (Hq,) backward output; nullptr = not wanted
+
+  const int32_t* cu_seqlens_q;  // (batch + 1,) device prefix sums; nullptr = fixed length
+  const int32_t* cu_seqlens_k;  // (batch + 1,); set exactly when cu_seqlens_q is
+  int64_t total_q, total_k;     // varlen: rows of q and of k/v; bounds for clamping cu_seqlens
+
+  int64_t batch;             // B or number of sequences
+  int64_t seqlen_q, seqlen_k;  // fixed lengths, or upper bounds on varlen lengths (grid size)
+  int64_t heads_q, heads_kv;
+  int32_t group;             // heads_q / heads_kv: query heads sharing one kv head
+  float scale;               // softmax scale on q.k
+  float scale_log2;          // scale * log2(e): scores are exponentiated with exp2
+  int64_t window_left;       // keys visible before the aligned position; -1 = unbounded
+  int64_t window_right;      // keys visible after it (0 when causal); -1 = unbounded
+
+  // Backward workspace (from the caller; see bwd_workspace_size in dispatch.cu).
+  float* delta;          // lse layout: sum_d dout * out per query row
+  float* dsink_partial;  // (Hq, B, preprocess blocks per sequence) partial dsink sums
+  int32_t dsink_blocks;  // preprocess blocks per sequence (grid.x of the preprocess kernel)
+  int32_t dq_atomic;     // 1: the dk/dv kernel adds dS K into dq_accum with atomics (faster, not
+                         // bit-reproducible); 0: bwd_dq_kernel recomputes dq (deterministic)
+  float* dq_accum;       // (rows, Hq, D) fp32, rows = B * Sq or Tq; only when dq_atomic
+};
+
+}  // namespace sinkattn::cuda::sm80

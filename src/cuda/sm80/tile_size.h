@@ -1,0 +1,88 @@
+// Tile shapes of the portable kernels: one constexpr function, used by the host (grid and
+// shared-memory sizes) and by the kernels (loop bounds), so the two can never disagree.
+#pragma once
+
+namespace sinkattn::cuda::sm80 {
+
+enum class Kernel { kFwd, kBwdDkDv, kBwdDq };
+
+struct TileSize {
+  int block_m;  // query rows per block
+  int block_n;  // key rows per block
+  int warps;
+  // kFwd / kBwdDq: warps own m_tiles * 16 query rows each; q_in_regs keeps the
+  // q (and dout) fragments in registers for the whole key loop instead of re-reading smem.
+  bool q_in_regs;
+  // kBwdDkDv: warps split the block_n x block_m score tile as (block_n / 16) x warps_m, and
+  // the block_n x D dk/dv accumulators as (block_n / 16) x warps_m along D.
+  int warps_m;
+  // kBwdDkDv: 2 double-buffers the q/dout tiles (the next one loads during this one's math).
+  int q_stages;
+  // kFwd / kBwdDq: 16-row m-tiles per warp (each k/v fragment read from shared memory feeds
+  // m_tiles mma), and the blocks per SM the register budget is set for (__launch_bounds__).
+  int m_tiles;
+  int min_blocks;
+};
+
+// Every shape fits the 99 KB of shared memory a block may opt into on sm_86 / sm_89 (the
+// smallest of the sm_80+ family), so one instantiation serves every portable target.
+constexpr TileSize tile_size(Kernel k, int d) {
+  switch (k) {
+    case Kernel::kFwd:
+      if (d <= 64) return {128, 64, 4, true, 1, 1, 2, 2};
+      if (d <= 128) return {128, 64, 8, true, 1, 1, 1, 1};
+      return {64, 32, 4, false, 1, 1, 1, 1};
+    case Kernel::kBwdDkDv:
+      if (d <= 64) return {64, 128, 8, false, 1, 2, 1, 1};
+      if (d <= 96) return {64, 64, 8, false, 2, 2, 1, 1};
+      if (d <= 128) return {32, 64, 8, false, 2, 2, 1, 1};
+      return {32, 32, 4, false, 2, 1, 1, 1};
+    case Kernel::kBwdDq:
+      if (d <= 64) return {128, 32, 4, true, 1, 1, 2, 2};
+      if (d <= 128) return {64, 32, 4, false, 1, 1, 1, 1};
+      return {32, 16, 2, false, 1, 1, 1, 1};
+  }
+  return {0, 0, 0, false, 0, 0, 0, 0};
+}
+
+constexpr int kMaxSmemBytes = 99 * 1024;
+
+// Shared-memory rows are padded by 8 elements (16 bytes) so that the 8 row addresses of an
+// ldmatrix fall in distinct bank groups for every head dim (32..256).
+constexpr int smem_stride(int cols) { return cols + 8; }
+
+// kFwd with q in registers: the q tile is staged in the k/v buffers (so its load cannot overlap
+// the first k/v load) only where a separate q tile would not fit.
+constexpr bool fwd_q_aliases_kv(int d) {
+  const TileSize t = tile_size(Kernel::kFwd, d);
+  return t.q_in_regs && (t.block_m + 4 * t.block_n) * smem_stride(d) * 2 > kMaxSmemBytes;
+}
+
+// Bytes of dynamic shared memory per block (16-bit elements; lse/delta as fp32).
+constexpr int smem_bytes(Kernel k, int d) {
+  const TileSize t = tile_size(k, d);
+  const int row = smem_stride(d) * 2;
+  switch (k) {
+    case Kernel::kFwd:  // the q tile and double-buffered k and v tiles
+      return fwd_q_aliases_kv(d) ? (t.block_m > 4 * t.block_n ? t.block_m : 4 * t.block_n) * row
+                                 : t.block_m * row + 4 * t.block_n * row;
+    case Kernel::kBwdDkDv:  // k, v; q, dout, lse, delta per stage; ds^T; p^T unless the
+                            // warps keep it in registers (warps_m == 1)
+      return 2 * t.block_n * row + t.q_stages * t.block_m * (2 * row + 8) +
+             (t.warps_m == 1 ? 1 : 2) * t.block_n * smem_stride(t.block_m) * 2;
+    case Kernel::kBwdDq:  // q, dout; double-buffered k and v
+      return 2 * t.block_m * row + 4 * t.block_n * row;
+  }
+  return 0;
+}
+
+static_assert(smem_bytes(Kernel::kFwd, 256) <= kMaxSmemBytes &&
+                  smem_bytes(Kernel::kFwd, 128) <= kMaxSmemBytes &&
+                  smem_bytes(Kernel::kBwdDkDv, 256) <= kMaxSmemBytes &&
+                  smem_bytes(Kernel::kBwdDkDv, 128) <= kMaxSmemBytes &&
+                  smem_bytes(Kernel::kBwdDkDv, 64) <= kMaxSmemBytes &&
+                  smem_bytes(Kernel::kBwdDq, 256) <= kMaxSmemBytes &&
+                  smem_bytes(Kernel::kBwdDq, 128) <= kMaxSmemBytes,
+              "tiles must fit sm_86's shared memory");
+
+}  // namespace sinkattn::cuda::sm80

@@ -1,0 +1,371 @@
+"""Standalone GPU check of the CUDA backend through the C ABI (so api.cpp validation runs too):
+a shape grid against a plain float64 reference, forward and backward (incl. dsink), the
+deterministic backward bit-identical twice; then timings (CUDA events, median).
+
+usage: python3 check_cuda.py LIBSINKATTN.so [--no-grid] [--no-bench] [--small]
+(--small: a few small cases, for runs under compute-sanitizer)
+Tolerance: max|kernel - fp64| <= 2 * max|torch-lowprec - fp64| + atol, where torch-lowprec runs
+the same formulas with bf16/fp16 matmul operands and bf16/fp16 outputs (out, dq, dk, dv), as torch
+would return them; atol = 1e-3 * max|fp64| + 1e-5. lse and dsink stay fp32.
+"""
+import itertools
+import math
+import statistics
+import sys
+
+import torch
+
+from sinkattn_ctypes import Lib
+
+NEG = float("-inf")
+
+
+# ---- fp64 reference, written plainly (shares nothing with the kernels) ------------------------
+def visible_mask(sq, sk, causal, left, right, device):
+    i = torch.arange(sq, device=device).view(-1, 1)
+    j = torch.arange(sk, device=device).view(1, -1)
+    pos = i + (sk - sq)
+    right = 0 if causal else right
+    vis = torch.ones(sq, sk, dtype=torch.bool, device=device)
+    if left >= 0:
+        vis &= j >= pos - left
+    if right >= 0:
+        vis &= j <= pos + right
+    return vis
+
+
+def reference_one(q, k, v, dout, sinks, scale, vis, mm_dtype):
+    """One sequence. q (Sq, Hq, D), k/v (Sk, Hkv, D), float64 inputs. Matmul operands are
+    rounded to mm_dtype (float64 = exact reference). Returns out, lse (Hq, Sq), dq, dk, dv,
+    dsink (Hq,) and the backward is evaluated at the returned out."""
+    hq, hkv = q.shape[1], k.shape[1]
+    g = hq // hkv
+    r = (lambda x: x.to(mm_dtype).to(torch.float64)) if mm_dtype != torch.float64 else (lambda x: x)
+    qh = q.permute(1, 0, 2)                                  # (Hq, Sq, D)
+    kh = k.permute(1, 0, 2).repeat_interleave(g, 0)          # (Hq, Sk, D)
+    vh = v.permute(1, 0, 2).repeat_interleave(g, 0)
+    doh = dout.permute(1, 0, 2)
+    s = torch.matmul(r(qh), r(kh).transpose(1, 2)) * scale   # (Hq, Sq, Sk)
+    s = s.masked_fill(~vis, NEG)
+    m = s.amax(dim=2) if s.shape[2] > 0 else torch.full(s.shape[:2], NEG, dtype=s.dtype, device=s.device)
+    if sinks is not None:
+        m = torch.maximum(m, sinks.view(-1, 1))
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(s - m.unsqueeze(2))
+    denom = e.sum(2) + (torch.exp(sinks.view(-1, 1) - m) if sinks is not None else 0)
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    p = torch.where(denom.unsqueeze(2) > 0, e / safe.unsqueeze(2), torch.zeros_like(e))
+    lse = torch.where(denom > 0, m + torch.log(safe), torch.full_like(m, NEG))
+    out = torch.matmul(r(p), r(vh))                           # (Hq, Sq, D)
+    if mm_dtype != torch.float64:
+        out = r(out)
+    delta = (doh * out).sum(2)                                 # (Hq, Sq)
+    dp = torch.matmul(r(doh), r(vh).transpose(1, 2))
+    ds = p * (dp - delta.unsqueeze(2))
+    dq = torch.matmul(r(ds), r(kh)) * scale
+    dk = (torch.matmul(r(ds).transpose(1, 2), r(qh)) * scale).view(hkv, g, -1, q.shape[2]).sum(1)
+    dv = torch.matmul(r(p).transpose(1, 2), r(doh)).view(hkv, g, -1, q.shape[2]).sum(1)
+    dsink = None
+    if sinks is not None:
+        ps = torch.where(torch.isfinite(lse), torch.exp(sinks.view(-1, 1) - lse),
+                         torch.zeros_like(lse))
+        dsink = -(ps * delta).sum(1)
+    res = [out.permute(1, 0, 2), lse, dq.permute(1, 0, 2), dk.permute(1, 0, 2), dv.permute(1, 0, 2)]
+    if mm_dtype != torch.float64:  # torch would hand back out and the gradients in mm_dtype
+        res = [x if i == 1 else r(x) for i, x in enumerate(res)]
+    return (*res, dsink)
+
+
+# ---- one case -------------------------------------------------------------------------------
+class Case:
+    def __init__(self, name, *, B=1, sq=64, sk=64, hq=4, hkv=4, d=64, dtype=torch.bfloat16,
+                 causal=False, left=-1, right=-1, sinks=False, varlen=None, strided=False):
+        self.__dict__.update(locals())
+        del self.__dict__["self"]
+
+
+def rand(shape, dtype, scale=1.0):
+    return (torch.randn(shape, device="cuda", dtype=torch.float32) * scale).to(dtype)
+
+
+def run_case(lib, c, results):
+    dev = "cuda"
+    if c.varlen:
+        lens_q, lens_k = c.varlen
+        cu_q = torch.tensor([0] + list(itertools.accumulate(lens_q)), dtype=torch.int32, device=dev)
+        cu_k = torch.tensor([0] + list(itertools.accumulate(lens_k)), dtype=torch.int32, device=dev)
+        tq, tk = int(cu_q[-1]), int(cu_k[-1])
+        shape_q, shape_k = (tq, c.hq, c.d), (tk, c.hkv, c.d)
+        seqs = [(int(cu_q[b]), lens_q[b], int(cu_k[b]), lens_k[b]) for b in range(len(lens_q))]
+    else:
+        cu_q = cu_k = None
+        shape_q, shape_k = (c.B, c.sq, c.hq, c.d), (c.B, c.sk, c.hkv, c.d)
+    if c.strided:  # q, k, v as slices of one packed qkv tensor (row stride > H * D)
+        qkv = rand(shape_q[:-2] + (c.hq + 2 * c.hkv, c.d), c.dtype)
+        q, k, v = qkv[..., :c.hq, :], qkv[..., c.hq:c.hq + c.hkv, :], qkv[..., c.hq + c.hkv:, :]
+    else:
+        q, k, v = rand(shape_q, c.dtype), rand(shape_k, c.dtype), rand(shape_k, c.dtype)
+    dout = rand(shape_q, c.dtype)
+    sinks = (torch.randn(c.hq, device=dev) * 2).float() if c.sinks else None
+    prob = Lib.problem(q, k, v, sinks=sinks, causal=c.causal, left=c.left, right=c.right,
+                       cu_q=cu_q, cu_k=cu_k, max_q=max(c.varlen[0]) if c.varlen else 0,
+                       max_k=max(c.varlen[1]) if c.varlen else 0)
+    out = torch.full(shape_q, float("nan"), dtype=c.dtype, device=dev)
+    lse_shape = (c.hq, shape_q[0]) if c.varlen else (c.B, c.hq, c.sq)
+    lse = torch.full(lse_shape, float("nan"), dtype=torch.float32, device=dev)
+    lib.fwd(prob, out, lse)
+
+    def grads(det):
+        dq = torch.full(shape_q, float("nan"), dtype=c.dtype, device=dev)
+        dk = torch.full(shape_k, float("nan"), dtype=c.dtype, device=dev)
+        dv = torch.full(shape_k, float("nan"), dtype=c.dtype, device=dev)
+        dsink = torch.full((c.hq,), float("nan"), device=dev) if c.sinks else None
+        lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, det)
+        return dq, dk, dv, dsink
+
+    g_det = grads(True)
+    g_det2 = grads(True)
+    g_fast = grads(False)
+    torch.cuda.synchronize()
+
+    # References per sequence, then compared tensor by tensor.
+    if not c.varlen:
+        seqs = [(b, c.sq, b, c.sk) for b in range(c.B)]
+    f64 = torch.float64
+    vals = {n: [] for n in ("out", "lse", "dq", "dk", "dv")}
+    keys = ["out", "lse", "dq", "dk", "dv", "dsink"]
+    acc = {key: [[], [], [], [], []] for key in keys}  # kernel, ref64, reflp, kernel_fast
+    dsink_ref = [0, 0]
+    for (q0, lq, k0, lk) in seqs:
+        if c.varlen:
+            sl_q, sl_k = slice(q0, q0 + lq), slice(k0, k0 + lk)
+            qs, ks, vs, dos = q[sl_q], k[sl_k], v[sl_k], dout[sl_q]
+            ker = [out[sl_q], lse[:, sl_q], g_det[0][sl_q], g_det[1][sl_k], g_det[2][sl_k]]
+            fast = [None, None, g_fast[0][sl_q], g_fast[1][sl_k], g_fast[2][sl_k]]
+        else:
+            b = q0
+            qs, ks, vs, dos = q[b], k[b], v[b], dout[b]
+            ker = [out[b], lse[b], g_det[0][b], g_det[1][b], g_det[2][b]]
+            fast = [None, None, g_fast[0][b], g_fast[1][b], g_fast[2][b]]
+        vis = visible_mask(lq, lk, c.causal, c.left, c.right, dev)
+        s64 = sinks.to(f64) if sinks is not None else None
+        # The backward is checked at the kernel's own out (what a framework would pass).
+        ref = reference_one(qs.to(f64), ks.to(f64), vs.to(f64), dos.to(f64), s64, 1 / math.sqrt(c.d), vis, f64)
+        lp = reference_one(qs.to(f64), ks.to(f64), vs.to(f64), dos.to(f64), s64, 1 / math.sqrt(c.d), vis, c.dtype)
+        for idx, key in enumerate(keys[:5]):
+            acc[key][0].append(ker[idx].to(f64).flatten())
+            acc[key][1].append(ref[idx].flatten())
+            acc[key][2].append(lp[idx].flatten())
+            if fast[idx] is not None:
+                acc[key][3].append(fast[idx].to(f64).flatten())
+        if c.sinks:
+            dsink_ref[0] = dsink_ref[0] + ref[5]
+            dsink_ref[1] = dsink_ref[1] + lp[5]
+    ok = True
+    msgs = []
+
+    def compare(name, kern, r64, rlp, fast=None):
+        nonlocal ok
+        fin = torch.isfinite(r64)
+        if not torch.equal(torch.isfinite(kern), fin) or not torch.equal(kern[~fin], r64[~fin]):
+            ok = False
+            msgs.append(f"{name}: non-finite mismatch ({int((~torch.isfinite(kern)).sum())} vs {int((~fin).sum())})")
+            kern = torch.where(torch.isfinite(kern), kern, torch.zeros_like(kern))
+        if fin.sum() == 0:
+            return
+        err = (kern[fin] - r64[fin]).abs().max().item()
+        err_lp = (rlp[fin] - r64[fin]).abs().max().item()
+        atol = 1e-3 * r64[fin].abs().max().item() + 1e-5
+        tol = 2 * err_lp + atol
+        good = err <= tol
+        line = f"{name} err {err:.2e} (lowp {err_lp:.2e}, tol {tol:.2e})"
+        if fast is not None:
+            err_f = (fast[fin] - r64[fin]).abs().max().item()
+            good = good and err_f <= tol
+            line += f" fast {err_f:.2e}"
+        if not good:
+            ok = False
+            line += " FAIL"
+        msgs.append(line)
+
+    for key in keys[:5]:
+        if not acc[key][0]:
+            continue
+        cat = [torch.cat(x) if x else None for x in acc[key][:4]]
+        compare(key, cat[0], cat[1], cat[2], cat[3])
+    if c.sinks:
+        compare("dsink", g_det[3].to(f64), dsink_ref[0], dsink_ref[1], g_fast[3].to(f64))
+    same = all(torch.equal(a, b) for a, b in zip(g_det, g_det2) if a is not None)
+    if not same:
+        ok = False
+        msgs.append("deterministic backward NOT bit-identical")
+    results.append((c.name, ok))
+    print(f"[{'PASS' if ok else 'FAIL'}] {c.name}: " + "; ".join(msgs), flush=True)
+
+
+def grid():
+    bf, fp = torch.bfloat16, torch.float16
+    return [
+        Case("seqlen1 gqa8 sinks causal", B=2, sq=1, sk=1, hq=8, hkv=1, d=64, causal=True, sinks=True),
+        Case("113x203 12/4 d128 causal sinks", sq=113, sk=203, hq=12, hkv=4, d=128, causal=True, sinks=True),
+        Case("239x1 7/7 d32 noncausal", sq=239, sk=1, hq=7, hkv=7, d=32),
+        Case("1023x1024 64/8 d64 causal sinks", sq=1023, sk=1024, hq=64, hkv=8, d=64, causal=True, sinks=True),
+        Case("window1 causal d64 sinks", sq=300, sk=300, hq=8, hkv=2, d=64, causal=True, left=0, sinks=True),
+        Case("window>seq causal d96", sq=200, sk=250, hq=6, hkv=3, d=96, causal=True, left=5000),
+        Case("window128 gptoss 1024", sq=1024, sk=1024, hq=16, hkv=2, d=64, causal=True, left=127, sinks=True),
+        Case("noncausal (17,33) d96 sinks", B=2, sq=150, sk=170, hq=4, hkv=2, d=96, left=17, right=33, sinks=True),
+        Case("d256 200x300 causal sinks", sq=200, sk=300, hq=4, hkv=2, d=256, causal=True, sinks=True),
+        Case("d256 noncausal fp16", sq=77, sk=130, hq=2, hkv=1, d=256, dtype=fp),
+        Case("sq>sk causal (empty rows) no sink", sq=100, sk=30, hq=4, hkv=4, d=64, causal=True),
+        Case("sq>sk causal (empty rows) sinks fp16", sq=100, sk=30, hq=4, hkv=2, d=128, causal=True, sinks=True, dtype=fp),
+        Case("sk=0 sinks", sq=17, sk=0, hq=4, hkv=2, d=64, sinks=True),
+        Case("varlen zero-length causal sinks", hq=8, hkv=2, d=64, causal=True, sinks=True,
+             varlen=([0, 37, 128, 1, 0, 300], [0, 37, 150, 1, 5, 300])),
+        Case("varlen window 64 d128 fp16", hq=4, hkv=4, d=128, causal=True, left=63, dtype=fp,
+             varlen=([129, 0, 513], [129, 7, 513])),
+        Case("strided qkv d128 causal", B=2, sq=257, sk=257, hq=8, hkv=2, d=128, causal=True, strided=True),
+        Case("strided qkv d32 fp16 sinks", sq=190, sk=190, hq=4, hkv=1, d=32, causal=True, sinks=True, strided=True, dtype=fp),
+        Case("fp16 1023x1024 d64 causal", sq=1023, sk=1024, hq=8, hkv=8, d=64, causal=True, dtype=fp),
+        Case("d128 llama-ish 1000 noncausal", sq=1000, sk=1000, hq=8, hkv=2, d=128, sinks=True),
+    ]
+
+
+def big_check(lib, results):
+    """64-bit offsets: q, out, dq hold > 2^31 elements. A window of 32 keeps it cheap; the last
+    100 query rows (and the keys only they see) are compared with the fp64 reference on the
+    sub-problem that contains everything they depend on."""
+    S, hq, hkv, d, left, tail = 270000, 64, 8, 128, 31, 100
+    q, k, v = rand((1, S, hq, d), torch.bfloat16), rand((1, S, hkv, d), torch.bfloat16), rand((1, S, hkv, d), torch.bfloat16)
+    assert q.numel() > 2**31
+    dout = rand((1, S, hq, d), torch.bfloat16)
+    sinks = torch.randn(hq, device="cuda")
+    prob = Lib.problem(q, k, v, sinks=sinks, causal=True, left=left)
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full((1, hq, S), float("nan"), device="cuda")
+    lib.fwd(prob, out, lse)
+    dq, dk, dv = torch.full_like(q, float("nan")), torch.full_like(k, float("nan")), torch.full_like(v, float("nan"))
+    dsink = torch.empty(hq, device="cuda")
+    lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, False)
+    torch.cuda.synchronize()
+    f64 = torch.float64
+    qs, ks, vs, dos = q[0, S - tail:], k[0, S - tail - left:], v[0, S - tail - left:], dout[0, S - tail:]
+    vis = visible_mask(tail, tail + left, True, left, -1, "cuda")
+    ref = reference_one(qs.to(f64), ks.to(f64), vs.to(f64), dos.to(f64), sinks.to(f64), 1 / math.sqrt(d), vis, f64)
+    lp = reference_one(qs.to(f64), ks.to(f64), vs.to(f64), dos.to(f64), sinks.to(f64), 1 / math.sqrt(d), vis, torch.bfloat16)
+    ok = True
+    msgs = []
+    for name, kern, r, l in (("out", out[0, S - tail:], ref[0], lp[0]), ("lse", lse[0, :, S - tail:], ref[1], lp[1]),
+                             ("dq", dq[0, S - tail:], ref[2], lp[2]), ("dk", dk[0, S - tail:], ref[3][left:], lp[3][left:]),
+                             ("dv", dv[0, S - tail:], ref[4][left:], lp[4][left:])):
+        kern = kern.to(f64)
+        err = (kern - r).abs().max().item()
+        tol = 2 * (l - r).abs().max().item() + 1e-3 * r.abs().max().item() + 1e-5
+        good = bool(torch.isfinite(kern).all()) and err <= tol
+        ok &= good
+        msgs.append(f"{name} err {err:.2e} tol {tol:.2e}" + ("" if good else " FAIL"))
+    finite = all(bool(torch.isfinite(x).all()) for x in (out, dq, dk, dv))
+    ok &= finite
+    results.append(("64-bit offsets", ok))
+    print(f"[{'PASS' if ok else 'FAIL'}] 64-bit offsets ({q.numel()} elements in q), all outputs finite: {finite}: " + "; ".join(msgs), flush=True)
+    del q, k, v, dout, out, dq, dk, dv
+    lib.ws_cache.clear()
+    torch.cuda.empty_cache()
+
+
+# ---- timing ---------------------------------------------------------------------------------
+def median_ms(fn, warmup=3, iters=10):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def pairs(s, left):
+    return sum(min(i + 1, left + 1) if left >= 0 else i + 1 for i in range(s))
+
+
+def kernel_breakdown(name, fns):
+    """Per-kernel GPU time of one call of each fn (torch profiler / CUPTI)."""
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for fn in fns:
+            fn()
+        torch.cuda.synchronize()
+    print(f"kernels of {name} (fwd, bwd atomic, bwd deterministic):")
+    for e in prof.key_averages():
+        if e.device_time_total > 0:
+            print(f"   {e.key[:70]:70s} n={e.count:2d} total {e.device_time_total / 1000:8.3f} ms")
+
+
+def bench(lib):
+    rows = []
+    shapes = [("gptoss 4k causal", 4096, 64, 8, 64, True, -1),
+              ("gptoss 16k causal", 16384, 64, 8, 64, True, -1),
+              ("gptoss 16k window128", 16384, 64, 8, 64, True, 127),
+              ("llama 8k causal", 8192, 32, 8, 128, False, -1)]
+    for name, s, hq, hkv, d, sink, left in shapes:
+        q, k, v = rand((1, s, hq, d), torch.bfloat16), rand((1, s, hkv, d), torch.bfloat16), rand((1, s, hkv, d), torch.bfloat16)
+        dout = rand((1, s, hq, d), torch.bfloat16)
+        sinks = torch.randn(hq, device="cuda") if sink else None
+        prob = Lib.problem(q, k, v, sinks=sinks, causal=True, left=left)
+        out = torch.empty_like(q)
+        lse = torch.empty((1, hq, s), device="cuda")
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dsink = torch.empty(hq, device="cuda") if sink else None
+        f = lambda: lib.fwd(prob, out, lse)
+        bw = lambda det: (lambda: lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, det))
+        t_f = median_ms(f)
+        t_b = median_ms(bw(False))
+        t_bd = median_ms(bw(True))
+        fl = 4.0 * hq * pairs(s, left) * d
+        if name == "gptoss 16k causal" or name == "gptoss 16k window128":
+            kernel_breakdown(name, [f, bw(False), bw(True)])
+        rows.append((name, t_f, t_b, t_bd, fl / t_f / 1e9, 2.5 * fl / t_b / 1e9, 2.5 * fl / t_bd / 1e9))
+        # Peer in the same process: SDPA flash (no sinks) for calibration, full causal only.
+        if left < 0:
+            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+            sd = lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
+            t_sd = median_ms(sd)
+            rows.append(("  SDPA (no sinks) " + name, t_sd, float("nan"), float("nan"), fl / t_sd / 1e9, float("nan"), float("nan")))
+    print(f"\n{'shape':34s} {'fwd ms':>8s} {'bwd ms':>8s} {'bwdDet ms':>9s} {'fwd TF/s':>9s} {'bwd TF/s':>9s} {'bwdDet TF/s':>11s} {'f+b ms':>8s}")
+    for r in rows:
+        print(f"{r[0]:34s} {r[1]:8.3f} {r[2]:8.3f} {r[3]:9.3f} {r[4]:9.1f} {r[5]:9.1f} {r[6]:11.1f} {r[1] + r[2]:8.3f}")
+
+
+def main():
+    lib = Lib(sys.argv[1])
+    torch.manual_seed(0)
+    print(torch.cuda.get_device_name(), flush=True)
+    if "--no-grid" not in sys.argv:
+        results = []
+        cases = grid()
+        if "--small" in sys.argv:
+            small = ("113x203", "varlen zero-length", "window1", "d256 noncausal", "sq>sk causal (empty rows) sinks")
+            cases = [c for c in cases if c.name.startswith(small)]
+        for c in cases:
+            try:
+                run_case(lib, c, results)
+            except Exception as e:  # report and go on
+                results.append((c.name, False))
+                print(f"[FAIL] {c.name}: exception {e}", flush=True)
+        if "--small" not in sys.argv:
+            try:
+                big_check(lib, results)
+            except Exception as e:
+                results.append(("64-bit offsets", False))
+                print(f"[FAIL] 64-bit offsets: exception {e}", flush=True)
+        n_ok = sum(ok for _, ok in results)
+        print(f"\nGRID: {n_ok}/{len(results)} cases passed", flush=True)
+    if "--no-bench" not in sys.argv:
+        bench(lib)
+
+
+if __name__ == "__main__":
+    main()
