@@ -14,7 +14,7 @@ ctest --test-dir build/cpu --output-on-failure -j "$SINKATTN_JOBS"
 
 lib="$SINKATTN_ROOT/build/cpu/libsinkattn.so"
 if [ -z "${SINKATTN_SKIP_CUDA:-}" ] && command -v nvcc >/dev/null; then
-  step "CUDA build (${SINKATTN_CUDA_ARCHS:=80})"
+  step "CUDA build (${SINKATTN_CUDA_ARCHS:=80;90})"
   build_lib cuda -DSINKATTN_CUDA=ON -DSINKATTN_PORTABLE_ARCHS="$SINKATTN_CUDA_ARCHS" \
     -DSINKATTN_BUILD_BENCH=OFF
   if nvidia-smi -L >/dev/null 2>&1; then

@@ -125,7 +125,8 @@ void check_array(const Checker& c, const std::string& name, const void* ptr, int
   c.require(aligned(ptr, 4), name, "got address ", ptr, ", expected 4-byte alignment");
 }
 
-void check_problem(const Checker& c, const sinkattn_problem& p) {
+// read_offsets: also check the contents of CPU cu_seqlens (the size queries do not read them).
+void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offsets = true) {
   c.require(p.device_type == SINKATTN_DEVICE_CPU || p.device_type == SINKATTN_DEVICE_CUDA,
             "problem.device_type", "got ", p.device_type, ", expected 0 (CPU) or 1 (CUDA)");
   c.require(p.dtype == SINKATTN_FLOAT32 || p.dtype == SINKATTN_FLOAT16 ||
@@ -182,7 +183,7 @@ void check_problem(const Checker& c, const sinkattn_problem& p) {
               p.head_dim, " elements, expected fewer than 2^48");
     rows_q = p.total_q;
     rows_k = p.total_k;
-    if (p.device_type == SINKATTN_DEVICE_CPU) {
+    if (p.device_type == SINKATTN_DEVICE_CPU && read_offsets) {
       // Host memory: check the offsets themselves (the CUDA kernels clamp them instead).
       struct {
         const char* name;
@@ -327,7 +328,7 @@ sinkattn_status sinkattn_fwd_workspace_size(const sinkattn_fwd_params* params, s
     const Checker c{"sinkattn_fwd_workspace_size"};
     c.require(bytes != nullptr, "bytes", "got NULL, expected a size_t to write to");
     c.require(params != nullptr, "params", "got NULL, expected a sinkattn_fwd_params");
-    check_problem(c, params->problem);
+    check_problem(c, params->problem, /*read_offsets=*/false);
     *bytes = fwd_workspace(*params);
   });
 }
@@ -337,7 +338,7 @@ sinkattn_status sinkattn_bwd_workspace_size(const sinkattn_bwd_params* params, s
     const Checker c{"sinkattn_bwd_workspace_size"};
     c.require(bytes != nullptr, "bytes", "got NULL, expected a size_t to write to");
     c.require(params != nullptr, "params", "got NULL, expected a sinkattn_bwd_params");
-    check_problem(c, params->problem);
+    check_problem(c, params->problem, /*read_offsets=*/false);
     *bytes = bwd_workspace(*params);
   });
 }

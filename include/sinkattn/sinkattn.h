@@ -147,7 +147,8 @@ SINKATTN_API const char* sinkattn_last_error(void);
 SINKATTN_API sinkattn_status sinkattn_fwd_can_implement(const sinkattn_fwd_params* params);
 SINKATTN_API sinkattn_status sinkattn_bwd_can_implement(const sinkattn_bwd_params* params);
 
-/* Bytes of workspace the call needs for these params (pointers may be NULL here). */
+/* Bytes of workspace the call needs for these params. The problem is checked as fwd/bwd check it
+ * (pointers included), except that the contents of cu_seqlens are not read. */
 SINKATTN_API sinkattn_status sinkattn_fwd_workspace_size(const sinkattn_fwd_params* params,
                                                          size_t* bytes);
 SINKATTN_API sinkattn_status sinkattn_bwd_workspace_size(const sinkattn_bwd_params* params,

@@ -19,7 +19,7 @@ namespace {
 
 // Per-thread fp32 tiles of one backward task; dp = head dim padded to the GEMM's column block.
 struct BwdTiles {
-  float *q, *dout, *k, *kt, *v, *vt, *s, *dp, *acc1, *acc2, *lse, *delta, *row_mul;
+  float *q, *dout, *k, *kt, *v, *vt, *s, *dp, *acc1, *acc2, *head1, *head2, *lse, *delta, *row_mul;
   BwdTiles(Carver& c, int dpad) {
     q = c.take(size_t(kBlockQ) * dpad);     // scale * q rows
     dout = c.take(size_t(kBlockQ) * dpad);  // dout rows
@@ -31,6 +31,8 @@ struct BwdTiles {
     dp = c.take(size_t(kBlockQ) * kBlockK);  // dP = dout V^T, then dS
     acc1 = c.take(size_t(kBlockQ) * dpad);   // dq, or dk
     acc2 = c.take(size_t(kBlockK) * dpad);   // dv
+    head1 = c.take(size_t(kBlockK) * dpad);  // one query head's dk, added to acc1 once
+    head2 = c.take(size_t(kBlockK) * dpad);  // one query head's dv, added to acc2 once
     lse = c.take(kBlockQ);
     delta = c.take(kBlockQ);
     row_mul = c.take(kBlockQ);
@@ -143,15 +145,24 @@ void dkdv_block(const Ctx& c, const Block& blk, int64_t hk) {
   load_key_side(c, t, s, hk, j0, nk, nk_pad);
   std::fill(t.acc1, t.acc1 + size_t(nk_pad) * c.dpad, 0.f);
   std::fill(t.acc2, t.acc2 + size_t(nk_pad) * c.dpad, 0.f);
+  // Each query head's sum goes to its own tile first and joins the group's once: a two-level
+  // sum keeps the fp32 rounding of wide GQA groups (64 heads per kv head) near per-head size.
+  const size_t tile = size_t(nk_pad) * c.dpad;
   for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+    std::fill(t.head1, t.head1 + tile, 0.f);
+    std::fill(t.head2, t.head2 + tile, 0.f);
     for (int64_t i0 = blk.other0; i0 < blk.other1; i0 += kBlockQ) {
       const int nq = static_cast<int>(std::min<int64_t>(kBlockQ, blk.other1 - i0));
       const int nq_pad = static_cast<int>(round_up(nq, kRowAlign));
       load_query_side(c, t, s, h, i0, nq, nq_pad);
       tile_grad(c, t, mask, i0, nq, nq_pad, j0, nk, nk_pad);
       // dV += P^T dO and dK += dS^T (scale q), reading P and dS transposed in place.
-      gemm(nk_pad, c.dpad, nq_pad, t.s, 1, kBlockK, t.dout, c.dpad, t.acc2, c.dpad, true);
-      gemm(nk_pad, c.dpad, nq_pad, t.dp, 1, kBlockK, t.q, c.dpad, t.acc1, c.dpad, true);
+      gemm(nk_pad, c.dpad, nq_pad, t.s, 1, kBlockK, t.dout, c.dpad, t.head2, c.dpad, true);
+      gemm(nk_pad, c.dpad, nq_pad, t.dp, 1, kBlockK, t.q, c.dpad, t.head1, c.dpad, true);
+    }
+    for (size_t e = 0; e < tile; ++e) {
+      t.acc1[e] += t.head1[e];
+      t.acc2[e] += t.head2[e];
     }
   }
   store_rows(p.dtype, t.acc1, c.dpad, nk, c.d, nullptr, k_row(p, c.bp.dk, s, j0, hk),

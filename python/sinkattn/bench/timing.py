@@ -1,0 +1,96 @@
+"""Timing as the GPU method says: warm up (compilation, autotuning, handles stay out), then time
+each call separately with CUDA events and take the median; rotate among input sets whose total
+exceeds the L2 cache so repeated calls do not time the cache. On the CPU, the same loop with a
+wall clock (each call is synchronous there).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from typing import Callable, List
+
+import torch
+
+
+@dataclasses.dataclass
+class Timing:
+    median_ms: float
+    reps: int
+    spread: float  # (p80 - p20) / median of the timed calls: run-to-run noise of this cell
+
+
+@dataclasses.dataclass
+class TimingConfig:
+    warmup: int = 2           # untimed calls first (the first may compile)
+    target_s: float = 0.5     # aim for this much timed work per cell
+    min_reps: int = 5
+    max_reps: int = 50
+    cap_s: float = 20.0       # fewer than min_reps when a call is so slow they would exceed this
+
+
+def input_sets_needed(set_bytes: int, device: torch.device, free_bytes: int) -> int:
+    """Sets to rotate so that their total is >= 3x the last-level cache, within 30% of free
+    memory (a set bigger than the cache needs no rotation)."""
+    if device.type == "cuda":
+        cache = torch.cuda.get_device_properties(device).L2_cache_size
+    else:
+        cache = 32 << 20  # a typical server L3 slice; small CPU shapes would otherwise sit in it
+    want = max(1, math.ceil(3 * cache / max(set_bytes, 1)))
+    fit = max(1, int(0.3 * free_bytes // max(set_bytes, 1)))
+    return min(want, fit, 16)
+
+
+def _time_calls(call: Callable[[int], None], start: int, n: int,
+                device: torch.device) -> List[float]:
+    if device.type == "cuda":
+        begin = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        end = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        for i in range(n):
+            begin[i].record()
+            call(start + i)
+            end[i].record()
+        torch.cuda.synchronize(device)
+        return [b.elapsed_time(e) for b, e in zip(begin, end)]
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        call(start + i)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def measure(call: Callable[[int], None], device: torch.device, cfg: TimingConfig) -> Timing:
+    """Median time of ``call(i)`` (i picks the input set). One probe call sizes the repeat count.
+    A first call slower than a tenth of the cap has compiled whatever it needed: the other
+    warm-up calls are then skipped, as they would only spend the budget."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _d: None)
+    t0 = time.perf_counter()
+    call(0)
+    sync(device)
+    if time.perf_counter() - t0 < 0.1 * cfg.cap_s:
+        for i in range(1, cfg.warmup):
+            call(i)
+        sync(device)
+    probe = _time_calls(call, cfg.warmup, 1, device)[0]
+    per = max(probe, 1e-3)
+    reps = int(min(cfg.max_reps, max(cfg.min_reps, cfg.target_s * 1e3 / per)))
+    reps = max(1, min(reps, int(cfg.cap_s * 1e3 / per)))
+    times = sorted(_time_calls(call, cfg.warmup + 1, reps, device))
+    med = statistics.median(times)
+    lo, hi = times[int(0.2 * (reps - 1))], times[math.ceil(0.8 * (reps - 1))]
+    return Timing(med, reps, (hi - lo) / med if med > 0 else 0.0)
+
+
+def peak_memory(call: Callable[[], None], device: torch.device) -> float:
+    """Peak bytes one call allocates above what was live before it (CUDA; NaN on the CPU, where
+    torch keeps no allocator statistics)."""
+    if device.type != "cuda":
+        return float("nan")
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    call()
+    torch.cuda.synchronize(device)
+    return float(torch.cuda.max_memory_allocated(device) - base)

@@ -1,0 +1,547 @@
+"""torch custom ops over libsinkattn: argument checks, allocation, autograd, torch.compile support.
+
+Two custom ops (namespace ``sinkattn``), each serving fixed-length and packed varlen batches
+(varlen exactly when cu_seqlens_q/k are given):
+
+  sinkattn::fwd(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
+                window_left, window_right, causal, deterministic) -> (out, lse)
+  sinkattn::bwd(dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                max_seqlen_k, scale, window_left, window_right, causal, deterministic,
+                want_dsink) -> (dq, dk, dv, dsink)
+
+Op-level conventions: sinks are fp32 (Hq,) or None; window bounds are already resolved (-1 =
+unbounded, right = 0 when causal); max_seqlen < 0 means "compute from cu_seqlens" (a host read of
+cu_seqlens, i.e. a device sync for CUDA tensors). ``fwd`` carries ``deterministic`` only so that its
+autograd formula can hand it to ``bwd``. dsink is fp32 (Hq,), empty when not wanted.
+
+Eager calls on plain tensors skip the dispatcher: they run the same implementation and the same
+autograd formula through a ``torch.autograd.Function``, which saves ~10-20 us of dispatcher time per
+call. Under torch.compile, with tensor subclasses, dispatch modes, functorch transforms or meta
+tensors the calls go through ``torch.ops.sinkattn.*`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional
+
+import torch
+
+from . import _lib
+
+_DTYPE_CODE = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.bfloat16: _lib.BFLOAT16}
+_HEAD_DIMS = (32, 64, 96, 128, 256)
+_DEVICES = ("cpu", "cuda", "meta")
+
+# Tests set this to fill every output with NaN before the library writes it, so that an element
+# the library forgets to write cannot pass for a correct one.
+_poison_outputs = False
+# Set to False to send eager calls through torch.ops.sinkattn.* as well (debugging, tests).
+_eager_fast_path = True
+
+
+# ---- argument checks (raise before the C ABI is touched) -----------------------------------------
+
+
+def _fail(arg: str, why: str, exc=ValueError):
+    raise exc(f"sinkattn: {arg}: {why}")
+
+
+def _check_tensor(name: str, t, rank: int, dtype, device, dtype_why="the dtype of q") -> None:
+    if not isinstance(t, torch.Tensor):
+        _fail(name, f"got {type(t).__name__}, expected a torch.Tensor", TypeError)
+    if t.dtype != dtype:
+        _fail(name, f"got dtype {t.dtype}, expected {dtype} ({dtype_why})", TypeError)
+    if t.device != device:
+        _fail(name, f"got device {t.device}, expected {device} (the device of q)")
+    if t.dim() != rank:
+        _fail(name, f"got shape {tuple(t.shape)} ({t.dim()} dims), expected {rank} dims")
+
+
+def _problem_ok(q, k, v, sinks, cu_q, cu_k) -> bool:
+    """A quick 'everything is fine' for the common case (~0.5 us); _check_problem has the reasons."""
+    try:
+        dt, dev, qs, ks = q.dtype, q.device, q.shape, k.shape
+        d, hq, hkv = qs[-1], qs[-2], ks[-2]
+        if not (dt in _DTYPE_CODE and dev.type in _DEVICES and k.dtype is dt and v.dtype is dt
+                and k.device == dev and v.device == dev and ks == v.shape and d in _HEAD_DIMS
+                and ks[-1] == d and hkv >= 1 and hq % hkv == 0 and hq >= 1):
+            return False
+        if sinks is not None and not (sinks.dtype is torch.float32 and sinks.device == dev
+                                      and sinks.shape == (hq,)):
+            return False
+        if cu_q is None and cu_k is None:
+            return len(qs) == 4 and len(ks) == 4 and ks[0] == qs[0]
+        return (len(qs) == 3 and len(ks) == 3 and cu_q.dtype is torch.int32
+                and cu_k.dtype is torch.int32 and cu_q.device == dev and cu_k.device == dev
+                and cu_q.dim() == 1 and cu_q.shape == cu_k.shape and cu_q.shape[0] >= 1)
+    except (AttributeError, TypeError, IndexError):
+        return False
+
+
+def _check_problem(q, k, v, sinks, cu_q, cu_k) -> None:
+    """Checks the tensors every op reads; scalar arguments are checked by the public functions."""
+    if _problem_ok(q, k, v, sinks, cu_q, cu_k):
+        return
+    if not isinstance(q, torch.Tensor):
+        _fail("q", f"got {type(q).__name__}, expected a torch.Tensor", TypeError)
+    if q.dtype not in _DTYPE_CODE:
+        _fail("q", f"got dtype {q.dtype}, expected torch.float32, torch.float16 or torch.bfloat16",
+              TypeError)
+    if q.device.type not in _DEVICES:
+        _fail("q", f"got device {q.device}, expected a CPU or CUDA tensor")
+    varlen = cu_q is not None or cu_k is not None
+    rank = 3 if varlen else 4
+    layout = "(total_q, heads_q, head_dim)" if varlen else "(batch, seqlen_q, heads_q, head_dim)"
+    if q.dim() != rank:
+        _fail("q", f"got shape {tuple(q.shape)}, expected {rank} dims {layout}")
+    _check_tensor("k", k, rank, q.dtype, q.device)
+    _check_tensor("v", v, rank, q.dtype, q.device)
+    if k.shape != v.shape:
+        _fail("v", f"got shape {tuple(v.shape)}, expected the shape of k {tuple(k.shape)}")
+    d = q.shape[-1]
+    if d not in _HEAD_DIMS:
+        _fail("q", f"got head_dim {d} (shape {tuple(q.shape)}), expected 32, 64, 96, 128 or 256")
+    if k.shape[-1] != d:
+        _fail("k", f"got head_dim {k.shape[-1]}, expected {d} (the head_dim of q)")
+    if not varlen and k.shape[0] != q.shape[0]:
+        _fail("k", f"got batch {k.shape[0]}, expected {q.shape[0]} (the batch of q)")
+    hq, hkv = q.shape[-2], k.shape[-2]
+    if hq < 1:
+        _fail("q", f"got {hq} heads, expected at least 1")
+    if hkv < 1 or hq % hkv:
+        _fail("k", f"got {hkv} heads with {hq} query heads, expected a divisor of heads_q (GQA)")
+    if sinks is not None:
+        _check_tensor("sinks", sinks, 1, torch.float32, q.device, "the ops take fp32 sinks")
+        if sinks.shape[0] != hq:
+            _fail("sinks", f"got shape {tuple(sinks.shape)}, expected ({hq},): one per query head")
+    if varlen:
+        for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+            if not isinstance(cu, torch.Tensor):
+                _fail(name, f"got {type(cu).__name__}, expected an int32 torch.Tensor (both "
+                      "cu_seqlens or neither)", TypeError)
+            if cu.dtype != torch.int32:
+                _fail(name, f"got dtype {cu.dtype}, expected torch.int32", TypeError)
+            if cu.device != q.device:
+                _fail(name, f"got device {cu.device}, expected {q.device} (the device of q)")
+            if cu.dim() != 1 or cu.shape[0] < 1:
+                _fail(name, f"got shape {tuple(cu.shape)}, expected (num_seqs + 1,)")
+        if cu_k.shape[0] != cu_q.shape[0]:
+            _fail("cu_seqlens_k", f"got length {cu_k.shape[0]}, expected {cu_q.shape[0]} "
+                  "(the length of cu_seqlens_q)")
+
+
+def _check_like(name: str, t, like) -> None:
+    """Checks a tensor that must match q's shape, dtype and device (out, dout)."""
+    _check_tensor(name, t, like.dim(), like.dtype, like.device)
+    if t.shape != like.shape:
+        _fail(name, f"got shape {tuple(t.shape)}, expected {tuple(like.shape)}")
+
+
+def _lse_shape(q, varlen: bool):
+    return (q.shape[1], q.shape[0]) if varlen else (q.shape[0], q.shape[2], q.shape[1])
+
+
+# ---- calling the library -------------------------------------------------------------------------
+
+
+def _usable(t: torch.Tensor, cuda: bool) -> bool:
+    """Whether the core reads or writes t in place: head dim contiguous; on CUDA, 16-byte aligned base
+    and strides (of dimensions longer than 1), as src/api.cpp requires. Otherwise we copy."""
+    if t.stride(-1) != 1:
+        return False
+    if not cuda:
+        return True
+    if t.data_ptr() % 16:
+        return False
+    if t.is_contiguous():  # every stride is a multiple of head_dim, itself a multiple of 8
+        return True
+    per = 16 // t.element_size()
+    return all(n <= 1 or s % per == 0 for n, s in zip(t.shape[:-1], t.stride()[:-1]))
+
+
+def _in(t: torch.Tensor, cuda: bool) -> torch.Tensor:
+    return t if _usable(t, cuda) else t.contiguous()
+
+
+def _tv(t: torch.Tensor, varlen: bool) -> tuple:
+    """The sinkattn_tensor fields of t: (data, batch_stride, row_stride, head_stride)."""
+    s = t.stride()
+    return (t.data_ptr(), 0, s[0], s[1]) if varlen else (t.data_ptr(), s[0], s[1], s[2])
+
+
+def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal) -> tuple:
+    """The sinkattn_problem fields, in order (see _lib.PACK_FWD)."""
+    if q.is_cuda:
+        dev, idx = _lib.DEVICE_CUDA, q.get_device()
+        stream = torch._C._cuda_getCurrentRawStream(idx)
+    else:
+        dev = idx = stream = 0
+    qs, ks = q.shape, k.shape
+    if cu_q is None:
+        return (dev, idx, _DTYPE_CODE[q.dtype], qs[3], qs[0], qs[1], ks[1], qs[2], ks[2],
+                q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3],
+                v.data_ptr(), *v.stride()[:3], 0 if sinks is None else sinks.data_ptr(),
+                0, 0, 0, 0, scale, causal, left, right, stream)
+    if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
+        max_q, max_k = _max_seqlen(cu_q), _max_seqlen(cu_k)
+    return (dev, idx, _DTYPE_CODE[q.dtype], qs[2], cu_q.shape[0] - 1, max_q, max_k, qs[1], ks[1],
+            *_tv(q, True), *_tv(k, True), *_tv(v, True), 0 if sinks is None else sinks.data_ptr(),
+            cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream)
+
+
+def _max_seqlen(cu: torch.Tensor) -> int:
+    return int((cu[1:] - cu[:-1]).max()) if cu.shape[0] > 1 else 0
+
+
+def _run(params, size_fn, size_offset, entry, device) -> None:
+    """Asks for the workspace size (written straight into params.workspace_size), allocates it
+    (uint8, 256-byte aligned) and runs `entry`. On CUDA the workspace is freed right after the
+    launch: the caching allocator only hands it out again in stream order."""
+    addr = _lib.ctypes.addressof(params)
+    status = size_fn(addr, addr + size_offset)
+    if status:
+        _lib.raise_for(status)
+    n = params.workspace_size
+    if n:
+        ws = torch.empty(n + 255, dtype=torch.uint8, device=device)
+        params.workspace = (ws.data_ptr() + 255) & ~255
+    status = entry(addr)
+    if status:
+        _lib.raise_for(status)
+
+
+def _new(t: torch.Tensor, fill=None) -> torch.Tensor:
+    """A fresh output buffer, NaN-poisoned for tests, or filled where the library may not write."""
+    if _poison_outputs:
+        return t.fill_(math.nan)
+    return t if fill is None else t.fill_(fill)
+
+
+def fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse):
+    """A filled sinkattn_fwd_params (no workspace yet) for tensors the core accepts as they are."""
+    p = _lib.FwdParams()
+    _lib.PACK_FWD.pack_into(p, 0, *_problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left,
+                                            right, causal), *_tv(out, cu_q is not None),
+                            lse.data_ptr(), 0, 0)
+    return p
+
+
+def bwd_params(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+               deterministic, dq, dk, dv, dsink):
+    """A filled sinkattn_bwd_params (no workspace yet); dsink None = not wanted."""
+    varlen = cu_q is not None
+    p = _lib.BwdParams()
+    _lib.PACK_BWD.pack_into(
+        p, 0, *_problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal),
+        *_tv(out, varlen), *_tv(dout, varlen), lse.data_ptr(), *_tv(dq, varlen), *_tv(dk, varlen),
+        *_tv(dv, varlen), 0 if dsink is None else dsink.data_ptr(), deterministic, 0, 0)
+    return p
+
+
+def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic):
+    """The forward on real tensors (see the module docstring for the argument conventions)."""
+    _check_problem(q, k, v, sinks, cu_q, cu_k)
+    varlen = cu_q is not None
+    # Rows outside every sequence (cu_seqlens[-1] < total) are not written by the library: they
+    # read out = 0 and lse = -inf.
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = q.new_empty(_lse_shape(q, varlen), dtype=torch.float32)
+    if _poison_outputs or varlen:
+        _new(out, 0.0 if varlen else None)
+        _new(lse, -math.inf if varlen else None)
+    if out.numel() == 0 or (varlen and cu_q.shape[0] == 1):
+        return out, lse
+    cuda = q.is_cuda
+    if cuda or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        q, k, v = _in(q, cuda), _in(k, cuda), _in(v, cuda)
+    if sinks is not None:
+        sinks = sinks.contiguous()
+    p = fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse)
+    _run(p, _lib.fwd_workspace_size, _lib.FWD_WS_SIZE_OFFSET, _lib.fwd, q.device)
+    return out, lse
+
+
+def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+             deterministic, want_dsink):
+    """The backward on real tensors: (dq, dk, dv) in the layouts of (q, k, v), dsink fp32."""
+    _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k)
+    varlen = cu_q is not None
+    # Gradients in the layouts of q, k, v (empty_like keeps dense strides); varlen rows outside
+    # every sequence are not written by the library and get 0.
+    dq, dk, dv = (_new(torch.empty_like(t), 0.0 if varlen else None) for t in (q, k, v))
+    want_dsink = want_dsink and sinks is not None
+    dsink = _new(q.new_empty((q.shape[-2] if want_dsink else 0,), dtype=torch.float32))
+    if q.numel() == 0 or (varlen and cu_q.shape[0] == 1):
+        # No query row: nothing depends on k, v or the sinks.
+        for g in (dq, dk, dv, dsink):
+            g.zero_()
+        return dq, dk, dv, dsink
+    cuda = q.is_cuda
+    q, k, v, out, dout = (_in(t, cuda) for t in (q, k, v, out, dout))
+    lse = lse.contiguous()
+    if sinks is not None:
+        sinks = sinks.contiguous()
+    # Gradients are written in place when the core accepts their layout, else via a copy.
+    gq, gk, gv = (g if _usable(g, cuda) else torch.empty(g.shape, dtype=g.dtype, device=g.device)
+                  for g in (dq, dk, dv))
+    p = bwd_params(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right,
+                   causal, deterministic, gq, gk, gv, dsink if want_dsink else None)
+    _run(p, _lib.bwd_workspace_size, _lib.BWD_WS_SIZE_OFFSET, _lib.bwd, q.device)
+    for g, t in ((dq, gq), (dk, gk), (dv, gv)):
+        if t is not g:
+            g.copy_(t)
+    return dq, dk, dv, dsink
+
+
+def _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k) -> None:
+    _check_problem(q, k, v, sinks, cu_q, cu_k)
+    _check_like("out", out, q)
+    _check_like("dout", dout, q)
+    _check_tensor("lse", lse, 3 - (cu_q is not None), torch.float32, q.device, "lse is fp32")
+    want = _lse_shape(q, cu_q is not None)
+    if tuple(lse.shape) != want:
+        _fail("lse", f"got shape {tuple(lse.shape)}, expected {want}")
+
+
+# ---- custom ops ----------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("sinkattn::fwd", mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: Optional[torch.Tensor],
+            cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
+            max_seqlen_q: int, max_seqlen_k: int, scale: float, window_left: int,
+            window_right: int, causal: bool, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return fwd_impl(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
+                    window_left, window_right, causal, deterministic)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic):
+    _check_problem(q, k, v, sinks, cu_q, cu_k)
+    return q.new_empty(q.shape), q.new_empty(_lse_shape(q, cu_q is not None), dtype=torch.float32)
+
+
+@torch.library.custom_op("sinkattn::bwd", mutates_args=())
+def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            out: torch.Tensor, lse: torch.Tensor, sinks: Optional[torch.Tensor],
+            cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
+            max_seqlen_q: int, max_seqlen_k: int, scale: float, window_left: int,
+            window_right: int, causal: bool, deterministic: bool,
+            want_dsink: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return bwd_impl(dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                    max_seqlen_k, scale, window_left, window_right, causal, deterministic,
+                    want_dsink)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+              deterministic, want_dsink):
+    _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k)
+    n = q.shape[-2] if (want_dsink and sinks is not None) else 0
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            q.new_empty((n,), dtype=torch.float32))
+
+
+# ---- autograd (shared by the op and the eager fast path) ------------------------------------------
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, sinks, cu_q, cu_k = inputs[:6]
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, sinks, cu_q, cu_k)
+    ctx.args = inputs[6:]  # max_q, max_k, scale, left, right, causal, deterministic
+    # Unused outputs (lse, mostly) then reach backward as None rather than as zeros.
+    ctx.set_materialize_grads(False)
+
+
+def _grads(ctx, dout, dlse, bwd):
+    q, k, v, out, lse, sinks, cu_q, cu_k = ctx.saved_tensors
+    want_dsink = sinks is not None and ctx.needs_input_grad[3]
+    grads = None
+    if dout is not None:
+        grads = bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k, *ctx.args, want_dsink)
+    if dlse is not None:
+        extra = _lse_grads(dlse, q, k, v, out, lse, sinks, cu_q, cu_k, ctx.args, want_dsink, bwd)
+        grads = extra if grads is None else [a + b for a, b in zip(grads, extra)]
+    if grads is None:
+        return (None,) * 13
+    dq, dk, dv, dsink = grads
+    return (dq, dk, dv, dsink if want_dsink else None) + (None,) * 9
+
+
+def _lse_grads(dlse, q, k, v, out, lse, sinks, cu_q, cu_k, args, want_dsink, bwd):
+    """Gradients that flow through lse. dlse_i / dx_ij = P_ij and dlse_i / ds_h = exp(s_h - lse_i):
+    the backward's formulas with delta_i replaced by -dlse_i and dP = 0. We get them from the
+    backward itself with v = 0 (so dP = 0), dout = e_0 and out = -dlse_i e_0 (so delta_i = -dlse_i);
+    its dv is discarded."""
+    varlen = cu_q is not None
+    rows = dlse.t() if varlen else dlse.transpose(1, 2)  # to out's (.., rows, heads) order
+    e0 = torch.zeros_like(out)
+    e0[..., 0] = 1.0
+    fake_out = torch.zeros_like(out)
+    fake_out[..., 0] = -rows.to(out.dtype)
+    dq, dk, _, dsink = bwd(e0, q, k, torch.zeros_like(v), fake_out, lse, sinks, cu_q, cu_k, *args,
+                           want_dsink)
+    return dq, dk, torch.zeros_like(v), dsink
+
+
+def _op_backward(ctx, dout, dlse):
+    return _grads(ctx, dout, dlse, torch.ops.sinkattn.bwd)
+
+
+_fwd_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+class _EagerAttention(torch.autograd.Function):
+    """The op's autograd formula without the dispatcher, for eager calls on plain tensors."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        output = fwd_impl(*args)
+        _setup_context(ctx, args, output)
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dlse):
+        return _grads(ctx, dout, dlse, bwd_impl)
+
+
+def _eager_ok(*tensors) -> bool:
+    """Whether the dispatcher can be skipped: plain tensors, eager mode, nothing intercepting."""
+    if (not _eager_fast_path or torch.compiler.is_compiling()
+            or torch._C._len_torch_dispatch_stack()
+            or torch._C._functorch.peek_interpreter_stack() is not None):
+        return False
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or t.is_meta):
+            return False
+    return True
+
+
+def run_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic):
+    """Differentiable forward: (out, lse) via the eager fast path or torch.ops.sinkattn.fwd."""
+    args = (q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic)
+    if _eager_ok(q, k, v, sinks, cu_q, cu_k):
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
+                                        or (sinks is not None and sinks.requires_grad)):
+            return _EagerAttention.apply(*args)
+        return fwd_impl(*args)
+    return torch.ops.sinkattn.fwd(*args)
+
+
+# ---- argument normalisation shared by the public functions ----------------------------------------
+
+
+def resolve(q, sinks, causal, window, scale, deterministic, max_seqlen_q=None, max_seqlen_k=None):
+    """Checks the non-tensor arguments and returns (sinks_fp32, max_q, max_k, scale, left, right).
+
+    window: None (unbounded), an int W >= 1 (W keys including the query itself: left = W - 1; when
+    not causal also right = W - 1, a symmetric band), or an explicit (left, right) tuple whose
+    entries are >= 0 or None / -1 for unbounded (right must be 0 or unbounded when causal)."""
+    if not isinstance(q, torch.Tensor):
+        _fail("q", f"got {type(q).__name__}, expected a torch.Tensor", TypeError)
+    if not isinstance(causal, bool):
+        _fail("causal", f"got {causal!r}, expected a bool", TypeError)
+    if not isinstance(deterministic, bool):
+        _fail("deterministic", f"got {deterministic!r}, expected a bool", TypeError)
+    left, right = _window(window, causal)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5 if q.dim() else 1.0
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        _fail("scale", f"got {scale!r}, expected a finite float > 0", TypeError)
+    elif not (math.isfinite(scale) and scale > 0):
+        _fail("scale", f"got {scale!r}, expected a finite float > 0")
+    if sinks is not None:
+        if not isinstance(sinks, torch.Tensor):
+            _fail("sinks", f"got {type(sinks).__name__}, expected a torch.Tensor or None", TypeError)
+        if not sinks.is_floating_point():
+            _fail("sinks", f"got dtype {sinks.dtype}, expected a floating-point dtype", TypeError)
+        if sinks.dtype != torch.float32:
+            sinks = sinks.float()  # differentiable: dsink comes back in the sinks' dtype
+    return (sinks, _max_len("max_seqlen_q", max_seqlen_q), _max_len("max_seqlen_k", max_seqlen_k),
+            float(scale), int(left), int(right))
+
+
+def _max_len(name, n):
+    if n is None:
+        return -1
+    if isinstance(n, torch.SymInt):
+        return n
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        _fail(name, f"got {n!r}, expected an int or None", TypeError)
+    if n < 0:
+        _fail(name, f"got {n}, expected >= 0")
+    return int(n)
+
+
+def _bound(name, x):
+    if x is None:
+        return -1
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        _fail("window", f"got {name} {x!r}, expected an int >= 0 or None (unbounded)", TypeError)
+    if x < -1:
+        _fail("window", f"got {name} {x}, expected >= 0, or -1 / None for unbounded")
+    return x
+
+
+def _window(window, causal):
+    if window is None:
+        return -1, (0 if causal else -1)
+    if isinstance(window, numbers.Integral) and not isinstance(window, bool):
+        if window < 1:
+            _fail("window", f"got {window}, expected an int >= 1 (keys including the query itself)")
+        return window - 1, (0 if causal else window - 1)
+    if isinstance(window, (tuple, list)) and len(window) == 2:
+        left, right = _bound("left", window[0]), _bound("right", window[1])
+        if causal:
+            if right > 0:
+                _fail("window", f"got right {right} with causal=True, expected 0 or None "
+                      "(pass causal=False for a band that looks ahead)")
+            right = 0
+        return left, right
+    _fail("window", f"got {window!r}, expected None, an int >= 1 or a (left, right) tuple", TypeError)
+
+
+# ---- low-level functions (no autograd) for layers built on top, e.g. context parallelism ---------
+
+
+def fwd(q, k, v, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
+        max_seqlen_k=None, causal=True, window=None, scale=None):
+    """Forward without autograd: returns (out, lse).
+
+    Same arguments and meanings as ``sinkattn.attention`` (fixed-length, q 4-D) or
+    ``sinkattn.varlen_attention`` (q 3-D with cu_seqlens_q/k). out is contiguous in q's shape and
+    dtype; lse is fp32 (B, Hq, Sq) or (Hq, Tq), the log of the whole softmax denominator, sink
+    included. No autograd graph is recorded."""
+    sinks, max_q, max_k, scale, left, right = resolve(q, sinks, causal, window, scale, False,
+                                                      max_seqlen_q, max_seqlen_k)
+    with torch.no_grad():
+        args = (q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale, left, right,
+                causal, False)
+        if _eager_ok(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k):
+            return fwd_impl(*args)
+        return torch.ops.sinkattn.fwd(*args)
+
+
+def bwd(dout, q, k, v, out, lse, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=None,
+        max_seqlen_q=None, max_seqlen_k=None, causal=True, window=None, scale=None,
+        deterministic=False):
+    """Backward without autograd: returns (dq, dk, dv, dsink).
+
+    out and lse are the forward's (for context parallelism: the final, merged ones; delta_i =
+    dout_i . out_i and P_ij = exp(x_ij - lse_i) are formed from them). dq, dk, dv have the shapes,
+    dtype and (dense) layouts of q, k, v. dsink is fp32 (Hq,) whatever the sinks' dtype (callers
+    summing partials keep full precision), or None without sinks."""
+    sinks, max_q, max_k, scale, left, right = resolve(q, sinks, causal, window, scale,
+                                                      deterministic, max_seqlen_q, max_seqlen_k)
+    with torch.no_grad():
+        args = (dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale,
+                left, right, causal, deterministic, sinks is not None)
+        if _eager_ok(dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k):
+            dq, dk, dv, dsink = bwd_impl(*args)
+        else:
+            dq, dk, dv, dsink = torch.ops.sinkattn.bwd(*args)
+    return dq, dk, dv, (dsink if sinks is not None else None)

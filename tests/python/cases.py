@@ -1,0 +1,104 @@
+"""Builds inputs, runs the library and both references, and compares forward, lse and gradients."""
+
+from __future__ import annotations
+
+import torch
+
+import reference
+import sinkattn
+from compare import check
+
+
+def window_bounds(window, causal):
+    """The test's own reading of the public `window` argument (see sinkattn.attention)."""
+    if window is None:
+        return -1, -1
+    if isinstance(window, int):
+        return window - 1, (-1 if causal else window - 1)
+    left, right = (-1 if w is None else w for w in window)
+    return left, right
+
+
+def leaf(t):
+    return t.detach().clone().requires_grad_()
+
+
+def run_and_compare(q, k, v, sinks, *, causal, window, lse_grad=False, cu=None, max_seqlen=None,
+                    deterministic=False):
+    """q, k, v, sinks: leaf tensors (sinks may be None). cu: (cu_seqlens_q, cu_seqlens_k) for varlen.
+    Checks out, lse and the gradients of sum(out * dout) (+ sum(lse * dlse) when lse_grad)."""
+    dtype = q.dtype
+    left, right = window_bounds(window, causal)
+    if cu is None:
+        out, lse = sinkattn.attention(q, k, v, sinks, causal=causal, window=window, return_lse=True,
+                                      deterministic=deterministic)
+        ref = lambda *a, **kw: reference.attention(*a, causal=causal, left=left, right=right, **kw)
+    else:
+        mq, mk = max_seqlen or (None, None)
+        out, lse = sinkattn.varlen_attention(q, k, v, cu[0], cu[1], mq, mk, sinks, causal=causal,
+                                             window=window, return_lse=True,
+                                             deterministic=deterministic)
+        ref = lambda q_, k_, v_, s_, **kw: reference.varlen_attention(
+            q_, k_, v_, cu[0], cu[1], s_, causal=causal, left=left, right=right, **kw)
+    inputs = [t for t in (q, k, v, sinks) if t is not None]
+    inputs64 = [leaf(t.double()) for t in inputs]
+    with_sinks = sinks is not None
+    q64, k64, v64, s64 = inputs64 + [None] * (not with_sinks)
+    out64, lse64 = ref(q64, k64, v64, s64, dtype=torch.float64)
+    out_lo, lse_lo = ref(q, k, v, sinks, dtype=dtype)
+
+    check("out", out, out64, out_lo, dtype)
+    check("lse", lse, lse64, lse_lo, torch.float32)
+    assert out.is_contiguous() and out.dtype == dtype and lse.dtype == torch.float32
+
+    dout = torch.randn_like(out)
+    dlse = torch.randn_like(lse) if lse_grad else None
+
+    def loss(o, l):
+        total = (o * dout.to(o.dtype)).sum()
+        return total + (l * dlse.to(l.dtype)).sum() if lse_grad else total
+
+    grads = torch.autograd.grad(loss(out, lse), inputs)
+    grads64 = torch.autograd.grad(loss(out64, lse64), inputs64)
+    grads_lo = torch.autograd.grad(loss(out_lo, lse_lo), inputs)
+    for name, t, g, g64, glo in zip("q k v sinks".split(), inputs, grads, grads64, grads_lo):
+        assert g.dtype == t.dtype and g.shape == t.shape, f"d{name}: {g.dtype} {g.shape}"
+        stored = None
+        if name == "sinks":
+            stored = _dsink_from_stored_out(out64, lse64, s64, dout, dlse, cu is not None)
+        check("d" + name, g, g64, glo, t.dtype, stored)
+    return out, lse, grads
+
+
+def _dsink_from_stored_out(out64, lse64, s64, dout, dlse, varlen):
+    """dsink_h = -sum_i exp(s_h - lse_i) (dout_i . out_i - dlse_i) in float64 on the outputs as the
+    API stores them (out in its dtype, lse in float32): what any backward reading them can reach."""
+    out = out64.detach().to(dout.dtype).double()
+    delta = (dout.double() * out).sum(-1)                      # (.., rows, heads)
+    delta = delta.t() if varlen else delta.transpose(1, 2)     # lse's layout
+    if dlse is not None:
+        delta = delta - dlse.double()
+    lse = lse64.detach().float().double()
+    p_sink = torch.exp(s64.detach().view(-1, 1) - lse)  # lse's layout
+    return -(p_sink * delta).sum(1 if varlen else (0, 2))
+
+
+def make(b, sq, sk, hq, hkv, d, dtype, sinks=True, sink_dtype=torch.float32, device="cpu"):
+    q = leaf(torch.randn(b, sq, hq, d, dtype=dtype, device=device))
+    k = leaf(torch.randn(b, sk, hkv, d, dtype=dtype, device=device))
+    v = leaf(torch.randn(b, sk, hkv, d, dtype=dtype, device=device))
+    s = leaf(torch.randn(hq, dtype=sink_dtype, device=device) * 2) if sinks else None
+    return q, k, v, s
+
+
+def make_varlen(lens_q, lens_k, hq, hkv, d, dtype, sinks=True, pad=(0, 0), device="cpu"):
+    """Packed inputs for per-sequence lengths; `pad` extra rows after the last sequence."""
+    cu_q = torch.tensor([0] + lens_q, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    cu_k = torch.tensor([0] + lens_k, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    tq, tk = int(cu_q[-1]) + pad[0], int(cu_k[-1]) + pad[1]
+    cu_q, cu_k = cu_q.to(device), cu_k.to(device)
+    q = leaf(torch.randn(tq, hq, d, dtype=dtype, device=device))
+    k = leaf(torch.randn(tk, hkv, d, dtype=dtype, device=device))
+    v = leaf(torch.randn(tk, hkv, d, dtype=dtype, device=device))
+    s = leaf(torch.randn(hq, device=device) * 2) if sinks else None
+    return q, k, v, s, (cu_q, cu_k)

@@ -1,0 +1,41 @@
+"""The tolerance rule of DESIGN.md: against the float64 reference, the library's error may be at most
+twice the error of the same math done by torch in the inputs' precision, plus a small atol; inf and
+NaN only where the reference has them."""
+
+from __future__ import annotations
+
+import torch
+
+# Floors for the atol: the rounding of the result's own dtype at its magnitude (as FA3's tests do),
+# but never below what fp32 accumulation order alone can move (fp32 only). That floor is set by
+# the terms, not the result: with one visible key dq = scale * (dP - delta) k is exactly 0, torch's
+# order may cancel to 0 exactly while another order leaves ~1e-6 of O(1) terms. 1e-5 is the same
+# fp32 floor the C++ suite uses (tests/cpp/compare.cpp).
+_FLOOR = {torch.float32: 1e-5, torch.float16: 0.0, torch.bfloat16: 0.0}
+
+
+def check(name: str, got: torch.Tensor, ref64: torch.Tensor, ref_low: torch.Tensor, dtype,
+          stored=None) -> None:
+    """got: library result; ref64: float64 truth; ref_low: torch in `dtype` (the inputs' dtype).
+    stored: optionally the contract's own formula evaluated in float64 on the outputs as the API
+    stores them (out rounded to its dtype); its error is a second yardstick for results that the
+    contract defines through the stored out (dsink = -sum exp(s - lse) dout.out)."""
+    assert got.shape == ref64.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref64.shape)}"
+    got64, ref_low = got.detach().double(), ref_low.detach().double()
+    ref64 = ref64.detach()
+    assert not torch.isnan(got64).any(), f"{name}: NaN in the result"
+    inf = torch.isinf(ref64)
+    assert torch.equal(torch.isinf(got64), inf), f"{name}: inf at other places than the reference"
+    assert torch.equal(got64[inf], ref64[inf]), f"{name}: infinities of the wrong sign"
+    if inf.all():
+        return
+    fin = ~inf
+    err = (got64[fin] - ref64[fin]).abs().max().item()
+    err_torch = (ref_low[fin] - ref64[fin]).abs().max().item()
+    if stored is not None:
+        err_torch = max(err_torch, (stored.detach().double()[fin] - ref64[fin]).abs().max().item())
+    rounding = ((ref64[fin] + 0.3 - 0.3).to(dtype).double() - ref64[fin]).abs().max().item()
+    atol = max(2 * rounding, _FLOOR.get(dtype, 0.0))
+    assert err <= 2 * err_torch + atol, (
+        f"{name}: max error {err:.3e} vs float64 > 2 x torch {dtype} error {err_torch:.3e} "
+        f"+ atol {atol:.3e}")

@@ -1,0 +1,112 @@
+"""Forward, lse and every gradient against the float64 reference over the shape grid of DESIGN.md."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sinkattn
+from sinkattn import ops
+
+from cases import make, make_varlen, run_and_compare
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+
+# (B, Sq, Sk, Hq, Hkv, D, dtype, causal, window, sinks)
+GRID = [
+    (1, 1, 1, 1, 1, 64, F32, True, None, True),            # seqlen 1
+    (2, 1, 37, 4, 1, 64, BF16, True, None, True),          # decode, GQA 4
+    (1, 113, 203, 3, 3, 64, F32, True, None, True),        # odd lengths, bottom-right causal
+    (1, 113, 203, 3, 3, 64, BF16, True, 64, True),
+    (1, 113, 203, 3, 3, 64, F16, False, None, True),
+    (1, 239, 1, 2, 2, 32, F32, True, None, True),          # Sq > Sk: rows that see no key
+    (1, 239, 1, 2, 2, 32, F32, True, None, False),         #   ... without a sink: out 0, lse -inf
+    (2, 64, 64, 8, 1, 128, BF16, True, 1, True),           # GQA 8, window 1 (the query only)
+    (1, 50, 50, 4, 4, 96, F32, True, 100, True),           # window > sequence
+    (1, 77, 77, 5, 5, 64, F16, False, (10, 3), True),      # non-causal (left, right), odd heads
+    (1, 40, 90, 4, 2, 256, BF16, False, None, False),      # head dim 256, no sink
+    (1, 33, 33, 64, 1, 32, F32, True, None, True),         # GQA 64 (MQA)
+    (1, 100, 100, 2, 2, 64, F32, False, 16, True),         # non-causal int window: symmetric
+    (1, 90, 60, 2, 1, 64, BF16, False, (5, 7), True),      # Sq > Sk, two-sided band
+    (2, 70, 130, 4, 2, 128, F16, True, (20, 0), True),     # causal band, Sq < Sk
+    (1, 96, 96, 1, 1, 96, BF16, False, (0, None), False),  # looks only ahead
+    (1, 0, 5, 2, 1, 64, F32, True, None, True),            # no query
+    (1, 5, 0, 2, 1, 64, F32, False, None, True),           # no key: out 0, lse = sink
+]
+
+
+def _id(c):
+    b, sq, sk, hq, hkv, d, dt, causal, w, s = c
+    return (f"b{b}-{sq}x{sk}-h{hq}:{hkv}-d{d}-{str(dt)[6:]}-{'causal' if causal else 'full'}"
+            f"-w{w}-{'sink' if s else 'nosink'}").replace(" ", "")
+
+
+@pytest.mark.parametrize("case", GRID, ids=_id)
+def test_fixed_length(case):
+    b, sq, sk, hq, hkv, d, dtype, causal, window, sinks = case
+    run_and_compare(*make(b, sq, sk, hq, hkv, d, dtype, sinks), causal=causal, window=window)
+
+
+def test_long_sequence_bf16():
+    """1023 x 1024, one head: long accumulations."""
+    run_and_compare(*make(1, 1023, 1024, 1, 1, 64, BF16), causal=True, window=None)
+
+
+@pytest.mark.parametrize("sink_dtype", [BF16, F16, torch.float64])
+def test_sink_dtypes(sink_dtype):
+    """Sinks of any float dtype; their gradient comes back in that dtype."""
+    run_and_compare(*make(1, 17, 23, 4, 2, 64, BF16, sink_dtype=sink_dtype), causal=True,
+                    window=None)
+
+
+@pytest.mark.parametrize("causal,window", [(True, None), (False, (6, 2))])
+def test_gradient_through_lse(causal, window):
+    run_and_compare(*make(2, 31, 45, 4, 2, 64, F32), causal=causal, window=window, lse_grad=True)
+
+
+VARLEN = [
+    # (lens_q, lens_k, Hq, Hkv, D, dtype, causal, window, sinks, pad, pass max_seqlen)
+    ([5, 0, 13, 1, 0, 40], [7, 3, 13, 0, 0, 33], 4, 2, 64, F32, True, None, True, (0, 0), False),
+    ([5, 0, 13, 1, 0, 40], [7, 3, 13, 0, 0, 33], 4, 2, 64, F32, True, None, False, (0, 0), True),
+    ([17, 1, 30], [17, 9, 30], 6, 3, 128, BF16, True, 8, True, (0, 0), True),
+    ([12, 25], [30, 20], 2, 2, 32, F16, False, (4, 9), True, (0, 0), False),
+    ([9, 0, 4], [9, 2, 0], 8, 1, 96, F32, False, None, True, (3, 5), False),  # padding rows
+]
+
+
+@pytest.mark.parametrize("case", VARLEN, ids=lambda c: f"{c[0]}x{c[1]}-h{c[2]}:{c[3]}-d{c[4]}-"
+                         f"{str(c[5])[6:]}-{'causal' if c[6] else 'full'}-w{c[7]}".replace(" ", ""))
+def test_varlen(case):
+    lens_q, lens_k, hq, hkv, d, dtype, causal, window, sinks, pad, pass_max = case
+    q, k, v, s, cu = make_varlen(lens_q, lens_k, hq, hkv, d, dtype, sinks, pad)
+    max_seqlen = (max(lens_q), max(lens_k)) if pass_max else None
+    if pad != (0, 0):
+        ops._poison_outputs = False  # padding rows are filled by the Python layer, not poisoned
+    run_and_compare(q, k, v, s, causal=causal, window=window, cu=cu, max_seqlen=max_seqlen)
+
+
+def test_varlen_lse_gradient():
+    q, k, v, s, cu = make_varlen([6, 0, 11], [9, 4, 11], 4, 2, 64, F32)
+    run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, lse_grad=True)
+
+
+def test_varlen_matches_fixed_length():
+    """One full-length sequence per batch entry: varlen and fixed-length give the same numbers."""
+    q, k, v, s = make(3, 21, 34, 4, 1, 64, F32)
+    cu_q = torch.arange(4, dtype=torch.int32) * 21
+    cu_k = torch.arange(4, dtype=torch.int32) * 34
+    out, lse = sinkattn.attention(q, k, v, s, window=9, return_lse=True)
+    vout, vlse = sinkattn.varlen_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), cu_q,
+                                           cu_k, 21, 34, s, window=9, return_lse=True)
+    torch.testing.assert_close(vout.view_as(out), out, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(vlse.view(4, 3, 21).transpose(0, 1), lse, rtol=1e-6, atol=1e-6)
+
+
+def test_deterministic_gradients_repeat_bitwise():
+    q, k, v, s = make(1, 64, 64, 4, 1, 64, BF16)
+    runs = []
+    for _ in range(2):
+        out = sinkattn.attention(q, k, v, s, deterministic=True)
+        runs.append(torch.autograd.grad(out.sum(), (q, k, v, s)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

@@ -1,0 +1,95 @@
+"""CUDA tensors (run on a GPU machine; skipped elsewhere): results against the float64 reference,
+the caller's stream, CUDA graph capture (no hidden synchronisation), layouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sinkattn
+from sinkattn import _lib
+
+from cases import leaf, make, make_varlen, run_and_compare
+
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
+    pytest.mark.skipif(not _lib.HAS_CUDA, reason="libsinkattn built without CUDA"),
+]
+BF16, F16 = torch.bfloat16, torch.float16
+
+GRID = [
+    (2, 1, 37, 4, 1, 64, BF16, True, None),
+    (1, 113, 203, 3, 3, 64, BF16, True, 64),
+    (1, 239, 1, 2, 2, 32, F16, True, None),
+    (2, 128, 128, 8, 1, 128, BF16, True, 1),
+    (1, 77, 77, 5, 5, 96, F16, False, (10, 3)),
+    (1, 40, 90, 4, 2, 256, BF16, False, None),
+    (1, 1023, 1024, 2, 1, 128, BF16, True, None),
+]
+
+
+@pytest.mark.parametrize("case", GRID, ids=str)
+def test_fixed_length(case):
+    b, sq, sk, hq, hkv, d, dtype, causal, window = case
+    run_and_compare(*make(b, sq, sk, hq, hkv, d, dtype, device="cuda"), causal=causal,
+                    window=window)
+
+
+def test_varlen():
+    q, k, v, s, cu = make_varlen([5, 0, 130, 1, 64], [7, 3, 130, 0, 200], 4, 2, 64, BF16,
+                                 device="cuda")
+    run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, max_seqlen=(130, 200))
+
+
+def test_transposed_views_and_lse_gradient():
+    q = leaf(torch.randn(2, 4, 100, 64, device="cuda", dtype=BF16)).transpose(1, 2)
+    k = leaf(torch.randn(2, 2, 100, 64, device="cuda", dtype=BF16)).transpose(1, 2)
+    v = leaf(torch.randn(2, 2, 100, 64, device="cuda", dtype=BF16)).transpose(1, 2)
+    s = leaf(torch.randn(4, device="cuda"))
+    run_and_compare(q, k, v, s, causal=True, window=33, lse_grad=True)
+
+
+def test_side_stream():
+    q, k, v, s = (t.detach() for t in make(1, 256, 256, 4, 4, 64, BF16, device="cuda"))
+    want = sinkattn.attention(q, k, v, s)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = sinkattn.attention(q, k, v, s)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_cuda_graph_capture_forward_and_backward():
+    q, k, v, s = make(1, 128, 128, 4, 2, 64, BF16, device="cuda")
+    dout = torch.randn(1, 128, 4, 64, device="cuda", dtype=BF16)
+
+    def step():
+        out = sinkattn.attention(q, k, v, s, window=64)
+        return (out,) + torch.autograd.grad(out, (q, k, v, s), dout)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        eager = step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(captured, eager):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_opcheck_and_compile_on_cuda():
+    q, k, v, s = (t.detach() for t in make(1, 64, 80, 4, 2, 64, BF16, device="cuda"))
+    torch.library.opcheck(torch.ops.sinkattn.fwd.default,
+                          (q, k, v, s, None, None, -1, -1, 0.125, 16, 0, True, False))
+    ql, kl, vl, sl = make(1, 64, 80, 4, 2, 64, BF16, device="cuda")
+    fn = lambda q, k, v, s: sinkattn.attention(q, k, v, s, window=16).float().square().sum()
+    torch._dynamo.reset()
+    got = torch.autograd.grad(torch.compile(fn, fullgraph=True)(ql, kl, vl, sl), (ql, kl, vl, sl))
+    want = torch.autograd.grad(fn(ql, kl, vl, sl), (ql, kl, vl, sl))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

@@ -1,0 +1,300 @@
+"""attn_implementation="sinkattn" in transformers, on tiny random models built from configs (CPU,
+fp32, no downloads): parity with eager / sdpa for logits and every gradient, packed and padded
+batches, KV-cache generation, add_sinks, refusals, and the no-S x S / no-K/V-copy contract."""
+
+import copy
+import logging
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import AttentionInterface, AutoModelForCausalLM
+from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+import sinkattn.hf
+from sinkattn.hf import _attention
+from sinkattn.hf.configs import tiny_config
+
+VOCAB = 128
+
+
+def build(family, impl, window=4, seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = tiny_config(family, window)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=impl, dtype=torch.float32)
+    if family == "gpt_oss":  # the default init (std 0.02) would leave the sinks nearly irrelevant
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.sinks.normal_(0.0, 1.0)
+    return model
+
+
+def twin(model, impl):
+    other = copy.deepcopy(model)
+    other.set_attn_implementation(impl)
+    return other
+
+
+def assert_grads_match(ours, ref):
+    checked = 0
+    for (name, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        if q.grad is None:
+            assert p.grad is None or not p.grad.any(), name
+            continue
+        torch.testing.assert_close(p.grad, q.grad, msg=lambda m: f"{name}: {m}")
+        checked += 1
+    assert checked > 0
+
+
+def tokens(batch, length, seed=1):
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_registration_is_idempotent_and_named_safely():
+    sinkattn.hf.register()
+    sinkattn.hf.register()
+    assert "flash" not in sinkattn.hf.NAME
+    assert AttentionInterface._global_mapping["sinkattn"] is sinkattn.hf.sinkattn_attention_forward
+    assert AttentionMaskInterface._global_mapping["sinkattn"] is flash_attention_mask
+
+
+def test_gpt_oss_logits_and_all_gradients_match_eager():
+    eager = build("gpt_oss", "eager")
+    ours = twin(eager, "sinkattn")
+    ids = tokens(2, 24)  # longer than the window (4) of the sliding layer
+    out_ref, out = eager(ids, labels=ids), ours(ids, labels=ids)
+    torch.testing.assert_close(out.logits, out_ref.logits)
+    out_ref.loss.backward()
+    out.loss.backward()
+    assert_grads_match(ours, eager)
+    assert ours.model.layers[0].self_attn.sinks.grad.abs().min() > 0  # sinks are learned
+
+
+def test_log_line_once(caplog):
+    model = build("gpt_oss", "sinkattn")
+    _attention._logged = False
+    with caplog.at_level(logging.INFO, logger="sinkattn"):
+        model(tokens(1, 8))
+        model(tokens(1, 8))
+    lines = [r.getMessage() for r in caplog.records if r.name == "sinkattn"]
+    assert lines == ["[sinkattn] cpu fp32: learned sinks, window 4 / full"]
+
+
+@pytest.mark.parametrize("how", ["position_ids", "cu_seq_lens"])
+def test_packed_batch_equals_each_sequence_alone(how):
+    eager = build("gpt_oss", "eager")
+    ours = twin(eager, "sinkattn")
+    lengths = [5, 9, 7]
+    seqs = [tokens(1, n, seed=10 + i) for i, n in enumerate(lengths)]
+    packed = torch.cat(seqs, 1)
+    position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+    kwargs = {}
+    if how == "cu_seq_lens":  # what DataCollatorWithFlattening(return_flash_attn_kwargs=True) adds
+        cu = torch.tensor([0, 5, 14, 21], dtype=torch.int32)
+        kwargs = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=9, max_length_k=9)
+    logits = ours(packed, position_ids=position_ids, **kwargs).logits
+    # Per-token loss summed over all sequences: the packed gradient must equal the sum of the
+    # gradients of each sequence run alone (through eager).
+    torch.nn.functional.cross_entropy(logits[0], packed[0], reduction="sum").backward()
+    start = 0
+    for seq, n in zip(seqs, lengths):
+        alone = eager(seq).logits
+        torch.testing.assert_close(logits[:, start : start + n], alone)
+        torch.testing.assert_close(logits[:, start : start + n], ours(seq).logits)
+        torch.nn.functional.cross_entropy(alone[0], seq[0], reduction="sum").backward()
+        start += n
+    assert_grads_match(ours, eager)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batch_matches_eager_at_real_positions(side):
+    eager = build("gpt_oss", "eager")
+    ours = twin(eager, "sinkattn")
+    ids = tokens(3, 16)
+    mask = torch.ones(3, 16, dtype=torch.long)
+    for row, pad in enumerate([0, 3, 9]):
+        if side == "left":
+            mask[row, :pad] = 0
+        else:
+            mask[row, 16 - pad :] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    out_ref = eager(ids, attention_mask=mask, labels=labels)
+    out = ours(ids, attention_mask=mask, labels=labels)
+    real = mask.bool()
+    torch.testing.assert_close(out.logits[real], out_ref.logits[real])
+    out_ref.loss.backward()
+    out.loss.backward()
+    assert_grads_match(ours, eager)
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "mistral"])
+def test_greedy_generate_matches_eager(family):
+    eager = build(family, "eager").eval()
+    ours = twin(eager, "sinkattn")
+    ids = tokens(2, 7)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding, as generate() expects
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    ref = eager.generate(ids, **kwargs)  # 12 new tokens run well past the window of 4
+    assert torch.equal(ours.generate(ids, **kwargs), ref)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral"])
+def test_model_without_sinks_matches_sdpa(family):
+    sdpa = build(family, "sdpa")
+    ours = twin(sdpa, "sinkattn")
+    ids = tokens(2, 24)
+    out_ref, out = sdpa(ids, labels=ids), ours(ids, labels=ids)
+    torch.testing.assert_close(out.logits, out_ref.logits)
+    out_ref.loss.backward()
+    out.loss.backward()
+    assert_grads_match(ours, sdpa)
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    real = mask.bool()
+    torch.testing.assert_close(ours(ids, attention_mask=mask).logits[real], sdpa(ids, attention_mask=mask).logits[real])
+
+
+def reference_sink_attention(module, query, key, value, attention_mask, scaling=None, sliding_window=None, **_):
+    """Independent fp64 reference for add_sinks models (eager style: repeat K/V, full score matrix,
+    a sink column in the softmax, then dropped); the mask is the 2D padding mask or None."""
+    groups = query.shape[1] // key.shape[1]
+    k = key.double().repeat_interleave(groups, 1)
+    v = value.double().repeat_interleave(groups, 1)
+    scores = query.double() @ k.transpose(-1, -2) * scaling
+    sq, sk = scores.shape[-2:]
+    pos = torch.arange(sq)[:, None] + (sk - sq)
+    j = torch.arange(sk)[None]
+    window = getattr(module, "sinkattn_window", None)
+    visible = (j <= pos) & ((j > pos - window) if window else True)
+    if attention_mask is not None:
+        visible = visible & attention_mask[:, None, None, -sk:].bool()
+    scores = scores.masked_fill(~visible, float("-inf"))
+    sink = module.sinkattn_sinks.double()[None, :, None, None].expand(*scores.shape[:-1], 1)
+    probs = torch.softmax(torch.cat([scores, sink], -1), -1)[..., :-1]
+    return (probs @ v).to(query.dtype).transpose(1, 2), None
+
+
+AttentionInterface.register("reference_sinks", reference_sink_attention)
+AttentionMaskInterface.register("reference_sinks", flash_attention_mask)
+
+
+def test_add_sinks_with_very_negative_init_reproduces_the_model():
+    original = build("llama", "sdpa")
+    ours = sinkattn.hf.add_sinks(copy.deepcopy(original), init=-30.0)
+    assert ours.config._attn_implementation == "sinkattn"
+    ids = tokens(2, 24)
+    torch.testing.assert_close(ours(ids).logits, original(ids).logits)
+    # Saved and loaded with the state dict.
+    state = ours.state_dict()
+    assert "model.layers.1.self_attn.sinkattn_sinks" in state
+    fresh = sinkattn.hf.add_sinks(build("llama", "sdpa", seed=5), init=0.0)
+    fresh.load_state_dict(state, strict=True)
+    assert torch.equal(fresh(ids).logits, ours(ids).logits)
+
+
+def test_add_sinks_matches_reference_and_trains():
+    model = sinkattn.hf.add_sinks(build("qwen3", "sdpa", window=None), init=0.0, window=[4, None])
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.sinkattn_sinks.normal_(0.0, 1.0)
+    ref = twin(model, "reference_sinks")
+    ids = tokens(2, 20)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    out, out_ref = model(ids, attention_mask=mask, labels=labels), ref(ids, attention_mask=mask, labels=labels)
+    real = mask.bool()
+    torch.testing.assert_close(out.logits[real], out_ref.logits[real])
+    out.loss.backward()
+    out_ref.loss.backward()
+    assert_grads_match(model, ref)
+
+    sinks_before = model.model.layers[0].self_attn.sinkattn_sinks.detach().clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert not torch.equal(model.model.layers[0].self_attn.sinkattn_sinks, sinks_before)
+
+
+def test_add_sinks_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="already has learned sinks"):
+        sinkattn.hf.add_sinks(build("gpt_oss", "eager"))
+    with pytest.raises(ValueError, match="window has 3 entries"):
+        sinkattn.hf.add_sinks(build("llama", "sdpa"), window=[4, 4, 4])
+    with pytest.raises(ValueError, match="window must be an int >= 1"):
+        sinkattn.hf.add_sinks(build("llama", "sdpa"), window=0)
+
+
+def test_training_with_attention_dropout_is_refused():
+    model = build("gpt_oss", "sinkattn", attention_dropout=0.1).train()
+    with pytest.raises(ValueError, match="dropout 0.1 is not supported"):
+        model(tokens(1, 8))
+    model.eval()(tokens(1, 8))  # inference passes dropout=0.0: fine
+
+
+class _Shapes(TorchDispatchMode):
+    """Records the size of every tensor an op produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.sizes.append((t.numel(), str(func)))
+        return out
+
+
+class _Attn(torch.nn.Module):
+    is_causal = True
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_no_square_scores_and_no_kv_repetition(padded):
+    d = 32
+    module = _Attn()
+    # Prefill, Sq = Sk = 512, one head: any S x S tensor would hold 262144 elements.
+    q, k, v = (torch.randn(1, 1, 512, d, requires_grad=True) for _ in range(3))
+    mask = torch.ones(1, 512, dtype=torch.bool)
+    if padded:
+        mask[0, :7] = False
+    with _Shapes() as rec:
+        out, _ = _attention.sinkattn_attention_forward(module, q, k, v, mask if padded else None, scaling=d**-0.5)
+        out.sum().backward()
+    assert max(rec.sizes)[0] < 512 * 512, max(rec.sizes)
+    # Decode, 16 query heads over 1 kv head, Sk = 512: a repeated K or V would hold 16 * 512 * d.
+    q = torch.randn(1, 16, 1, d, requires_grad=True)
+    k, v = (torch.randn(1, 1, 512, d, requires_grad=True) for _ in range(2))
+    with _Shapes() as rec:
+        out, _ = _attention.sinkattn_attention_forward(module, q, k, v, mask if padded else None, scaling=d**-0.5)
+        out.sum().backward()
+    assert max(rec.sizes)[0] < 16 * 512 * d, max(rec.sizes)
+
+
+def test_autocast_runs_the_kernel_in_the_autocast_dtype(monkeypatch):
+    """fp32 weights under bf16 autocast (how FSDP trainers such as VERL run): RoPE hands the
+    attention fp32 q/k, which must reach the kernel in bf16, as transformers' flash path does."""
+    eager = build("gpt_oss", "eager")
+    ours = twin(eager, "sinkattn")
+    seen = []
+    kernel = sinkattn.attention
+    monkeypatch.setattr(sinkattn, "attention", lambda q, *a, **k: seen.append(q.dtype) or kernel(q, *a, **k))
+    ids = tokens(2, 24)
+    ref = eager(ids).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(ids).logits.float()
+        out_eager = eager(ids).logits.float()
+    assert seen and set(seen) == {torch.bfloat16}
+    # Within twice the error of eager attention under the same autocast, plus a bf16 ulp.
+    assert (out - ref).abs().max() <= 2 * (out_eager - ref).abs().max() + 2**-8

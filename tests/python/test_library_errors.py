@@ -1,0 +1,55 @@
+"""Refusals that only the C library can make map to Python exceptions with its message."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+import torch
+
+import sinkattn
+from sinkattn import _lib, ops
+
+
+def test_bad_cu_seqlens_values_refused_by_library():
+    """Decreasing offsets are valid-looking tensors: the library reads them (CPU) and refuses."""
+    q, k, v = torch.randn(7, 2, 64), torch.randn(7, 2, 64), torch.randn(7, 2, 64)
+    cu = torch.tensor([0, 5, 3], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"cu_seqlens_q\[2\]"):
+        sinkattn.varlen_attention(q, k, v, cu, cu, 5, 5)
+
+
+def test_max_seqlen_too_small_refused_by_library():
+    q, k, v = torch.randn(7, 2, 64), torch.randn(7, 2, 64), torch.randn(7, 2, 64)
+    cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+    with pytest.raises(ValueError, match="max length"):
+        sinkattn.varlen_attention(q, k, v, cu, cu, 2, 4)
+
+
+def test_cuda_request_without_cuda_backend_is_not_implemented():
+    """A build without CUDA refuses CUDA problems with NOT_SUPPORTED -> NotImplementedError (a
+    RuntimeError). Driven through the raw ABI so that it runs without a GPU."""
+    if _lib.HAS_CUDA:
+        pytest.skip("this libsinkattn has a CUDA backend")
+    q = torch.randn(1, 4, 2, 64, dtype=torch.bfloat16)
+    out, lse = torch.empty_like(q), torch.empty(1, 2, 4)
+    p = ops.fwd_params(q, q, q, None, None, None, -1, -1, 0.125, -1, 0, True, out, lse)
+    p.problem.device_type = _lib.DEVICE_CUDA
+    status = _lib.fwd_can_implement(ctypes.addressof(p))
+    assert status == _lib.ERROR_NOT_SUPPORTED
+    with pytest.raises(NotImplementedError, match="CUDA") as e:
+        _lib.raise_for(status)
+    assert isinstance(e.value, RuntimeError)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_tensors_without_cuda_backend_say_so():
+    if _lib.HAS_CUDA:
+        pytest.skip("this libsinkattn has a CUDA backend")
+    q = torch.randn(1, 4, 2, 64, dtype=torch.bfloat16, device="cuda")
+    with pytest.raises(NotImplementedError, match="no CUDA backend"):
+        sinkattn.attention(q, q, q)
+
+
+def test_abi_version_checked():
+    assert _lib.LIB.sinkattn_abi_version() == _lib.ABI_VERSION
