@@ -3,6 +3,7 @@
     import sinkattn.hf                      # registers attn_implementation="sinkattn"
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sinkattn")
     sinkattn.hf.add_sinks(model, init=-30.0, window=None)   # learnable sinks for any model
+    sinkattn.hf.enable_context_parallel(group, mode="allgather", window_mode="halo")  # CP
 
 Importing registers the name in transformers' AttentionInterface and AttentionMaskInterface
 (idempotent; `register()` does it again explicitly). The mask function is transformers' own
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cp.hf import disable_context_parallel, enable_context_parallel
 from ._attention import sinkattn_attention_forward
 from ._sinks import add_sinks
 
 NAME = "sinkattn"
 
-__all__ = ["NAME", "register", "add_sinks", "sinkattn_attention_forward", "kernels_hub_dir"]
+__all__ = ["NAME", "register", "add_sinks", "sinkattn_attention_forward", "kernels_hub_dir",
+           "enable_context_parallel", "disable_context_parallel"]
 
 
 def register() -> None:

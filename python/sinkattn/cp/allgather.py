@@ -1,0 +1,115 @@
+"""mode='allgather' (llama3 style): gather K/V from every rank, attend the local queries to them.
+
+Only the Hkv heads are gathered (no GQA repetition), `heads_k_stride` kv heads at a time: the next
+head group's all-gather is in flight while the current one computes. The gathered rows are put in
+global order (a no-op for the contiguous layout with one sequence), so a query chunk sees its keys
+as one range per document: with the contiguous layout one varlen call per head group, documents
+crossing chunk boundaries included; with the zigzag layout two calls, one per query chunk, each
+bottom-right aligned on its own key range [0, end of the chunk) (the unfused zigzag path).
+The backward gathers K/V again, computes dK/dV for the whole gathered range and reduce-scatters
+them (fp32) back to their owners, overlapped with the next head group.
+
+The FUSED zigzag path (both query chunks in one launch) needs a kernel feature the C ABI lacks;
+asking for it raises NotImplementedError (see docs/CONTEXT_PARALLEL.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import comm, local, plan
+from .problem import Problem
+
+FUSED_MISSING = (
+    "the fused zigzag all-gather needs one kernel launch in which the two query chunks of a rank "
+    "read overlapping key ranges ([0, (r+1)C) and [0, (2W-r)C) of the gathered K/V); the C ABI's "
+    "varlen problem only takes non-overlapping, increasing cu_seqlens_k, so this build has no such "
+    "kernel (the ABI extension it needs, per-sequence key start offsets, is described in "
+    "docs/CONTEXT_PARALLEL.md). Use fused=False / SINKATTN_CP_FUSED=0 for the unfused two-call "
+    "path")
+
+
+class AllGather:
+    def __init__(self, P: Problem):
+        if P.fused:
+            raise NotImplementedError(f"sinkattn.cp: fused=True: {FUSED_MISSING}")
+        self.P = P
+        self._perm_cpu, self.calls = P.cached("allgather", lambda: (
+            P.gathered_perm(), plan.build(P.segs(P.rank), P.doc_segs(), P.left, P.right)))
+        g = P.heads_k_stride
+        self.groups = [(h, h + g) for h in range(0, P.hkv, g)]
+        self.rep = P.hq // P.hkv
+
+    def _perm(self, device):
+        if self._perm_cpu is None:
+            return None
+        return self.P.cached(f"allgather-perm-{device}", lambda: self._perm_cpu.to(device))
+
+    def _start(self, k, v, h0, h1) -> comm.Pending:
+        with comm.profile_range("sinkattn.cp.allgather.kv", self.P.profile):
+            return comm.all_gather_rows(torch.stack((k[:, h0:h1], v[:, h0:h1]), 1), self.P.group,
+                                        self.P.world)
+
+    def _keys(self, pending: comm.Pending):
+        with comm.profile_range("sinkattn.cp.allgather.wait", self.P.profile):
+            kv = pending.wait()
+        perm = self._perm(kv.device)
+        if perm is not None:
+            kv = kv.index_select(0, perm)
+        return kv
+
+    def forward(self, q, k, v, sinks):
+        # Every local row meets all of its keys in exactly one call (one key range per document),
+        # so the calls take the sinks themselves and nothing is merged.
+        P, T = self.P, q.shape[0]
+        calls = self.calls
+        if len(self.groups) == 1 and len(calls) == 1 and _covers(calls[0], T):
+            kv = self._keys(self._start(k, v, 0, P.hkv))
+            with comm.profile_range("sinkattn.cp.allgather.fwd", P.profile):
+                return local.run_one(calls[0], q, kv[:, 0], kv[:, 1], sinks, P.scale)
+        out = q.new_zeros(q.shape)
+        lse = q.new_full((P.hq, T), -torch.inf, dtype=torch.float32)
+        if sinks is not None:  # rows no call covers see only the sink
+            lse.copy_(sinks.detach().float().unsqueeze(1).expand(P.hq, T))
+        nxt = self._start(k, v, *self.groups[0])
+        for i, (h0, h1) in enumerate(self.groups):
+            kv = self._keys(nxt)
+            if i + 1 < len(self.groups):
+                nxt = self._start(k, v, *self.groups[i + 1])
+            hs = slice(h0 * self.rep, h1 * self.rep)
+            with comm.profile_range("sinkattn.cp.allgather.fwd", P.profile):
+                local.forward_complete(calls, q[:, hs], kv[:, 0], kv[:, 1],
+                                       None if sinks is None else sinks[hs], P.scale, out[:, hs],
+                                       lse[hs])
+        return out, lse
+
+    def backward(self, dout, q, k, v, out, lse):
+        P = self.P
+        dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        scattering = []
+        nxt = self._start(k, v, *self.groups[0])
+        for i, (h0, h1) in enumerate(self.groups):
+            kv = self._keys(nxt)
+            if i + 1 < len(self.groups):
+                nxt = self._start(k, v, *self.groups[i + 1])
+            hs = slice(h0 * self.rep, h1 * self.rep)
+            dkv = torch.zeros(kv.shape, dtype=torch.float32, device=kv.device)
+            with comm.profile_range("sinkattn.cp.allgather.bwd", P.profile):
+                local.backward(self.calls, dout[:, hs], q[:, hs], kv[:, 0], kv[:, 1], out[:, hs],
+                               lse[hs], P.scale, P.deterministic, dq[:, hs], dkv[:, 0], dkv[:, 1])
+            perm = self._perm(kv.device)
+            if perm is not None:  # back to the rank-major order of the all-gather
+                dkv = torch.empty_like(dkv).index_copy_(0, perm, dkv)
+            with comm.profile_range("sinkattn.cp.allgather.reduce_scatter", P.profile):
+                scattering.append((h0, h1, comm.reduce_scatter_rows(dkv, P.group, P.world)))
+        for h0, h1, pending in scattering:
+            g = pending.wait()
+            dk[:, h0:h1] = g[:, 0]
+            dv[:, h0:h1] = g[:, 1]
+        return dq.to(q.dtype), dk, dv
+
+
+def _covers(c: plan.Call, rows: int) -> bool:
+    """Whether the call's real pairs cover rows [0, rows) (so its output needs no copy)."""
+    return c.q0 == 0 and c.q1 == rows and sum(b - a for a, b in c.pieces) == rows
