@@ -150,10 +150,11 @@ void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offset
   c.require(p.batch <= kMaxRows, "problem.batch", "got ", p.batch, ", expected <= ", kMaxRows);
   c.require(std::isfinite(p.scale) && p.scale > 0, "problem.scale", "got ", p.scale,
             ", expected a finite value > 0");
-  c.require(p.window_left >= -1, "problem.window_left", "got ", p.window_left,
-            ", expected -1 (unbounded) or >= 0");
-  c.require(p.window_right >= -1, "problem.window_right", "got ", p.window_right,
-            ", expected -1 (unbounded) or >= 0");
+  // Bounded like positions, so that position +- window never overflows in a kernel.
+  c.require(p.window_left >= -1 && p.window_left <= kMaxRows, "problem.window_left", "got ",
+            p.window_left, ", expected -1 (unbounded) or 0..", kMaxRows);
+  c.require(p.window_right >= -1 && p.window_right <= kMaxRows, "problem.window_right", "got ",
+            p.window_right, ", expected -1 (unbounded) or 0..", kMaxRows);
   c.require(!p.causal || p.window_right <= 0, "problem.window_right", "got ", p.window_right,
             " with causal set, expected -1 or 0");
 

@@ -484,7 +484,13 @@ def _bound(name, x):
         _fail("window", f"got {name} {x!r}, expected an int >= 0 or None (unbounded)", TypeError)
     if x < -1:
         _fail("window", f"got {name} {x}, expected >= 0, or -1 / None for unbounded")
-    return x
+    return _unbounded_past_positions(x)
+
+
+def _unbounded_past_positions(x: int) -> int:
+    """Positions are int32 (the core refuses larger bounds): a bound that reaches past every
+    position is the same mask as no bound."""
+    return -1 if x > 2**31 - 1 else x
 
 
 def _window(window, causal):
@@ -493,7 +499,8 @@ def _window(window, causal):
     if isinstance(window, numbers.Integral) and not isinstance(window, bool):
         if window < 1:
             _fail("window", f"got {window}, expected an int >= 1 (keys including the query itself)")
-        return window - 1, (0 if causal else window - 1)
+        w = _unbounded_past_positions(window - 1)
+        return w, (0 if causal else w)
     if isinstance(window, (tuple, list)) and len(window) == 2:
         left, right = _bound("left", window[0]), _bound("right", window[1])
         if causal:

@@ -167,6 +167,10 @@ std::vector<Rule> rules() {
       {"WindowLeftBelowMinusOne", kInvalid, "problem.window_left", [](P& p) { p.window_left = -2; }},
       {"WindowRightBelowMinusOne", kInvalid, "problem.window_right",
        [](P& p) { p.causal = 0, p.window_right = -5; }},
+      {"WindowLeftTooLarge", kInvalid, "problem.window_left",
+       [](P& p) { p.window_left = int64_t(1) << 31; }},
+      {"WindowRightTooLarge", kInvalid, "problem.window_right",
+       [](P& p) { p.causal = 0, p.window_right = INT64_MAX; }},
       {"CausalWithRightWindow", kInvalid, "problem.window_right", [](P& p) { p.window_right = 3; }},
       // problem: tensors
       {"QNull", kInvalid, "problem.q.data", [](P& p) { p.q.data = nullptr; }},

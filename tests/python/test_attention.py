@@ -110,3 +110,17 @@ def test_deterministic_gradients_repeat_bitwise():
         runs.append(torch.autograd.grad(out.sum(), (q, k, v, s)))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("causal,window,same_as", [
+    (True, 10**12, None),                    # an int window past every position: unbounded
+    (False, (10**12, 3), (None, 3)),         # a bound past every position in a tuple
+    (False, (2, 2**40), (2, None)),
+])
+def test_window_past_every_position_is_unbounded(causal, window, same_as):
+    # The core takes int32 positions; the Python layer maps larger bounds to "unbounded".
+    q, k, v = torch.randn(1, 9, 4, 32), torch.randn(1, 9, 2, 32), torch.randn(1, 9, 2, 32)
+    sinks = torch.randn(4)
+    got = sinkattn.attention(q, k, v, sinks, causal=causal, window=window)
+    want = sinkattn.attention(q, k, v, sinks, causal=causal, window=same_as)
+    assert torch.equal(got, want)
