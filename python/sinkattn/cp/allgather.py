@@ -58,6 +58,16 @@ class AllGather:
             kv = kv.index_select(0, perm)
         return kv
 
+    def _gathered(self, k, v):
+        """Yields (h0, h1, kv) per head group, kv (rows, 2, h1 - h0, D) gathered in key order;
+        the next group's all-gather is in flight while the caller computes on this one."""
+        nxt = self._start(k, v, *self.groups[0])
+        for i, (h0, h1) in enumerate(self.groups):
+            kv = self._keys(nxt)
+            if i + 1 < len(self.groups):
+                nxt = self._start(k, v, *self.groups[i + 1])
+            yield h0, h1, kv
+
     def forward(self, q, k, v, sinks):
         # Every local row meets all of its keys in exactly one call (one key range per document),
         # so the calls take the sinks themselves and nothing is merged.
@@ -71,11 +81,7 @@ class AllGather:
         lse = q.new_full((P.hq, T), -torch.inf, dtype=torch.float32)
         if sinks is not None:  # rows no call covers see only the sink
             lse.copy_(sinks.detach().float().unsqueeze(1).expand(P.hq, T))
-        nxt = self._start(k, v, *self.groups[0])
-        for i, (h0, h1) in enumerate(self.groups):
-            kv = self._keys(nxt)
-            if i + 1 < len(self.groups):
-                nxt = self._start(k, v, *self.groups[i + 1])
+        for h0, h1, kv in self._gathered(k, v):
             hs = slice(h0 * self.rep, h1 * self.rep)
             with comm.profile_range("sinkattn.cp.allgather.fwd", P.profile):
                 local.forward_complete(calls, q[:, hs], kv[:, 0], kv[:, 1],
@@ -88,11 +94,7 @@ class AllGather:
         dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         scattering = []
-        nxt = self._start(k, v, *self.groups[0])
-        for i, (h0, h1) in enumerate(self.groups):
-            kv = self._keys(nxt)
-            if i + 1 < len(self.groups):
-                nxt = self._start(k, v, *self.groups[i + 1])
+        for h0, h1, kv in self._gathered(k, v):
             hs = slice(h0 * self.rep, h1 * self.rep)
             dkv = torch.zeros(kv.shape, dtype=torch.float32, device=kv.device)
             with comm.profile_range("sinkattn.cp.allgather.bwd", P.profile):
