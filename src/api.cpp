@@ -125,6 +125,29 @@ void check_array(const Checker& c, const std::string& name, const void* ptr, int
   c.require(aligned(ptr, 4), name, "got address ", ptr, ", expected 4-byte alignment");
 }
 
+// Fused zigzag CP: the query rows of a sequence are two equal chunks and its keys are all 2W
+// chunks (see sinkattn_problem). Lengths are named by the caller: fields or cu_seqlens entries.
+void check_zigzag_lengths(const Checker& c, const sinkattn_problem& p, int64_t len_q,
+                          int64_t len_k, const std::string& q_name, const std::string& k_name,
+                          const std::string& where) {
+  c.require(len_q % 2 == 0, q_name, "got a query length of ", len_q, where, " with zigzag_world ",
+            p.zigzag_world, ", expected an even length (two zigzag chunks)");
+  c.require(len_k == int64_t{p.zigzag_world} * len_q, k_name, "got a key length of ", len_k, where,
+            ", expected zigzag_world x query length = ", p.zigzag_world, " x ", len_q, " = ",
+            int64_t{p.zigzag_world} * len_q, " (the gathered sequence)");
+}
+
+void check_zigzag(const Checker& c, const sinkattn_problem& p) {
+  c.require(p.zigzag_world >= 0, "problem.zigzag_world", "got ", p.zigzag_world,
+            ", expected 0 (off) or a context-parallel world size >= 1");
+  if (p.zigzag_world == 0) return;
+  c.require(p.zigzag_rank >= 0 && p.zigzag_rank < p.zigzag_world, "problem.zigzag_rank", "got ",
+            p.zigzag_rank, ", expected 0..", p.zigzag_world - 1, " (zigzag_world is ",
+            p.zigzag_world, ")");
+  if (p.cu_seqlens_q == nullptr)
+    check_zigzag_lengths(c, p, p.seqlen_q, p.seqlen_k, "problem.seqlen_q", "problem.seqlen_k", "");
+}
+
 // read_offsets: also check the contents of CPU cu_seqlens (the size queries do not read them).
 void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offsets = true) {
   c.require(p.device_type == SINKATTN_DEVICE_CPU || p.device_type == SINKATTN_DEVICE_CUDA,
@@ -157,6 +180,8 @@ void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offset
             p.window_right, ", expected -1 (unbounded) or 0..", kMaxRows);
   c.require(!p.causal || p.window_right <= 0, "problem.window_right", "got ", p.window_right,
             " with causal set, expected -1 or 0");
+
+  check_zigzag(c, p);
 
   const bool varlen = p.cu_seqlens_q != nullptr;
   c.require(varlen == (p.cu_seqlens_k != nullptr), varlen ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q",
@@ -206,6 +231,12 @@ void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offset
                   l.cu[p.batch], ", expected at most the row count ", l.total,
                   " (problem.total_q / total_k)");
       }
+      if (p.zigzag_world > 0)
+        for (int64_t b = 0; b < p.batch; ++b)
+          check_zigzag_lengths(c, p, int64_t(p.cu_seqlens_q[b + 1]) - p.cu_seqlens_q[b],
+                               int64_t(p.cu_seqlens_k[b + 1]) - p.cu_seqlens_k[b],
+                               cat("problem.cu_seqlens_q[", b + 1, "]"),
+                               cat("problem.cu_seqlens_k[", b + 1, "]"), cat(" (sequence ", b, ")"));
     }
   }
   const TensorCheck tensor{c, p};
@@ -322,6 +353,27 @@ sinkattn_status sinkattn_bwd_can_implement(const sinkattn_bwd_params* params) {
     check_bwd(c, params);
     check_workspace(c, params->workspace, params->workspace_size, bwd_workspace(*params));
   });
+}
+
+const char* sinkattn_fwd_kernel(const sinkattn_fwd_params* params) {
+  thread_local std::string text;
+  const sinkattn_status st = guarded([&] {
+    const Checker c{"sinkattn_fwd_kernel"};
+    check_fwd(c, params);
+    const sinkattn_problem& p = params->problem;
+    text = p.device_type == SINKATTN_DEVICE_CUDA ? cuda::fwd_path(p) : "cpu";
+  });
+  return st == SINKATTN_OK ? text.c_str() : nullptr;
+}
+
+const char* sinkattn_bwd_kernel(const sinkattn_bwd_params* params) {
+  thread_local std::string text;
+  const sinkattn_status st = guarded([&] {
+    const Checker c{"sinkattn_bwd_kernel"};
+    check_bwd(c, params);
+    text = params->problem.device_type == SINKATTN_DEVICE_CUDA ? cuda::bwd_path(*params) : "cpu";
+  });
+  return st == SINKATTN_OK ? text.c_str() : nullptr;
 }
 
 sinkattn_status sinkattn_fwd_workspace_size(const sinkattn_fwd_params* params, size_t* bytes) {

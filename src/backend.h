@@ -46,6 +46,10 @@ size_t fwd_workspace_size(const sinkattn_fwd_params& p);
 size_t bwd_workspace_size(const sinkattn_bwd_params& p);
 void fwd(const sinkattn_fwd_params& p);  // enqueues on p.problem.stream
 void bwd(const sinkattn_bwd_params& p);  // enqueues on p.problem.stream
+// The kernel family the forward / backward would run for a supported problem, and why a faster one is not
+// used, e.g. "cuda sm90 (wgmma, TMA)".
+std::string fwd_path(const sinkattn_problem& p);
+std::string bwd_path(const sinkattn_bwd_params& p);
 }  // namespace cuda
 
 }  // namespace sinkattn

@@ -17,6 +17,8 @@ size_t fwd_workspace_size(const sinkattn_fwd_params&) { unavailable(); }
 size_t bwd_workspace_size(const sinkattn_bwd_params&) { unavailable(); }
 void fwd(const sinkattn_fwd_params&) { unavailable(); }
 void bwd(const sinkattn_bwd_params&) { unavailable(); }
+std::string fwd_path(const sinkattn_problem&) { unavailable(); }
+std::string bwd_path(const sinkattn_bwd_params&) { unavailable(); }
 
 }  // namespace cuda
 }  // namespace sinkattn

@@ -7,7 +7,8 @@
  *   P_ij   = exp(x_ij) / (sum_{j' visible} exp(x_ij') + exp(s_h))   (sink term only if sinks != NULL)
  *   out_i  = sum_j P_ij v_j
  *   lse_i  = log of the whole denominator, sink included (fp32)
- * Mask: query i of a sequence sits at key position i + (Sk - Sq) (bottom-right alignment).
+ * Mask: query i of a sequence sits at key position i + (Sk - Sq) (bottom-right alignment),
+ *   or, with problem.zigzag_world set, at its zigzag position (see sinkattn_problem).
  *   Key j is visible iff 0 <= j < Sk, j >= pos - window_left (when window_left >= 0) and
  *   j <= pos + window_right (when window_right >= 0). causal != 0 means window_right = 0.
  * A row that sees no key: out = 0, lse = s_h with a sink, -inf without; its gradients are 0.
@@ -38,7 +39,7 @@ extern "C" {
 #define SINKATTN_VERSION_MINOR 1
 #define SINKATTN_VERSION_PATCH 0
 /* Bumped whenever a params struct changes layout; bindings check it. */
-#define SINKATTN_ABI_VERSION 1
+#define SINKATTN_ABI_VERSION 2
 
 typedef enum sinkattn_status {
   SINKATTN_OK = 0,
@@ -107,6 +108,16 @@ typedef struct sinkattn_problem {
   int64_t window_right; /* keys visible after the aligned position; -1 = unbounded */
 
   void* stream; /* cudaStream_t for CUDA work (NULL = legacy default stream); ignored on CPU */
+
+  /* Fused zigzag context parallelism (both of a rank's zigzag query chunks in one call against
+   * the gathered keys). With zigzag_world = W >= 1, every sequence's queries are two halves of
+   * c = len_q / 2 rows: rows [0, c) are global chunk r = zigzag_rank (query i at key position
+   * r*c + i), rows [c, 2c) are chunk 2W-1-r (query i at (2W-1-r)*c + i - c). The keys are the
+   * sequence's whole gathered K/V in natural order, len_k = 2*W*c. The window applies around these
+   * positions. Each len_q must be even and len_k = W * len_q (checked where the CPU reads
+   * cu_seqlens; CUDA kernels clamp instead and never read out of bounds). All zero = off. */
+  int32_t zigzag_rank;  /* this rank r, 0 <= r < zigzag_world; ignored when zigzag_world is 0 */
+  int32_t zigzag_world; /* CP world size W >= 1; 0 = off (ordinary bottom-right alignment) */
 } sinkattn_problem;
 
 /* Forward: out and (optionally) lse. */
@@ -146,6 +157,13 @@ SINKATTN_API const char* sinkattn_last_error(void);
  * cu_seqlens on the CPU. */
 SINKATTN_API sinkattn_status sinkattn_fwd_can_implement(const sinkattn_fwd_params* params);
 SINKATTN_API sinkattn_status sinkattn_bwd_can_implement(const sinkattn_bwd_params* params);
+
+/* Which kernel family the forward / backward runs for these params and, where a faster one exists but is
+ * not used, why: "cpu", "cuda sm90 (wgmma, TMA)" or "cuda sm80 (portable; sm90 not used:
+ * <reason>)". NULL when the params would be refused (the reason in sinkattn_last_error()).
+ * Thread-local text, valid until the next call on this thread. */
+SINKATTN_API const char* sinkattn_fwd_kernel(const sinkattn_fwd_params* params);
+SINKATTN_API const char* sinkattn_bwd_kernel(const sinkattn_bwd_params* params);
 
 /* Bytes of workspace the call needs for these params. The problem is checked as fwd/bwd check it
  * (pointers included), except that the contents of cu_seqlens are not read. */

@@ -28,8 +28,12 @@ inline std::vector<Block> make_blocks(const sinkattn_problem& p, bool by_key, do
     Seq s = seq_at(p, b);
     Mask mask(p, s);
     int64_t n = by_key ? s.sk : s.sq, bs = by_key ? kBlockK : kBlockQ;
-    for (int64_t start = 0; start < n; start += bs) {
-      Block blk{b, start, std::min(bs, n - start), 0, 0};
+    for (int64_t start = 0, rows; start < n; start += rows) {
+      rows = std::min(bs, n - start);
+      // Fused zigzag: a query block never straddles the two chunks, whose key ranges may be
+      // far apart under a window (key blocks are seen by a row interval either way).
+      if (!by_key && start < mask.split && mask.split < start + rows) rows = mask.split - start;
+      Block blk{b, start, rows, 0, 0};
       if (by_key) {
         blk.other0 = mask.first_row(start);
         blk.other1 = mask.last_row(start + blk.rows) + 1;

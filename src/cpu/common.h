@@ -77,31 +77,43 @@ inline int64_t lse_elements(const sinkattn_problem& p) {
   return is_varlen(p) ? p.heads_q * p.total_q : p.batch * p.heads_q * p.seqlen_q;
 }
 
-// Visible keys of query row i: [lo(i), hi(i)] (empty when lo > hi). Both are nondecreasing in i,
-// so a block of rows sees [lo(first), hi(last)] and each key block is seen by a row interval.
+// Visible keys of query row i: [lo(i), hi(i)] (empty when lo > hi). Query i sits at key position
+// pos(i) = i + sk - sq, or, for fused zigzag CP, i + shift_a below row `split` (chunk r) and
+// i + shift_b from it on (chunk 2W-1-r). pos is increasing in both cases, so lo and hi are
+// nondecreasing, a block of rows sees [lo(first), hi(last)] and each key block is seen by a row
+// interval.
 struct Mask {
   int64_t left, right;  // -1 = unbounded
-  int64_t shift;        // sk - sq: query i sits at key position i + shift
   int64_t sk, sq;
+  int64_t split, shift_a, shift_b;  // rows < split sit at i + shift_a, the others at i + shift_b
   Mask(const sinkattn_problem& p, const Seq& s) {
     MaskBounds mb = mask_bounds(p);
     left = mb.left;
     right = mb.right;
-    shift = s.sk - s.sq;
     sk = s.sk;
     sq = s.sq;
+    split = 0;
+    shift_a = shift_b = s.sk - s.sq;  // bottom-right alignment
+    if (p.zigzag_world > 0) {  // validated: sq = 2c, sk = 2Wc
+      const int64_t c = s.sq / 2;
+      split = c;
+      shift_a = int64_t{p.zigzag_rank} * c;
+      shift_b = (2 * int64_t{p.zigzag_world} - 2 - p.zigzag_rank) * c;
+    }
   }
-  int64_t lo(int64_t i) const { return left < 0 ? 0 : std::max<int64_t>(0, i + shift - left); }
+  int64_t pos(int64_t i) const { return i + (i < split ? shift_a : shift_b); }
+  // Query rows whose position is below x (so the first row at or after x).
+  int64_t rows_below(int64_t x) const {
+    const int64_t a = std::clamp<int64_t>(x - shift_a, 0, split);
+    return a + std::clamp<int64_t>(x - shift_b, split, sq) - split;
+  }
+  int64_t lo(int64_t i) const { return left < 0 ? 0 : std::max<int64_t>(0, pos(i) - left); }
   int64_t hi(int64_t i) const {
-    return right < 0 ? sk - 1 : std::min<int64_t>(sk - 1, i + shift + right);
+    return right < 0 ? sk - 1 : std::min<int64_t>(sk - 1, pos(i) + right);
   }
   // First and last query rows that see some key of [j0, j1); first > last when none does.
-  int64_t first_row(int64_t j0) const {
-    return right < 0 ? 0 : std::max<int64_t>(0, j0 - shift - right);
-  }
-  int64_t last_row(int64_t j1) const {
-    return left < 0 ? sq - 1 : std::min<int64_t>(sq - 1, j1 - 1 + left - shift);
-  }
+  int64_t first_row(int64_t j0) const { return right < 0 ? 0 : rows_below(j0 - right); }
+  int64_t last_row(int64_t j1) const { return left < 0 ? sq - 1 : rows_below(j1 + left) - 1; }
   // Every row of [i0, i0+nq) sees every key of [j0, j0+nk).
   bool full(int64_t i0, int64_t nq, int64_t j0, int64_t nk) const {
     return lo(i0 + nq - 1) <= j0 && hi(i0) >= j0 + nk - 1;

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -13,6 +14,10 @@
 #include "cuda/sm80/bwd_prep.h"
 #include "cuda/sm80/launch.h"
 #include "cuda/sm80/tile_size.h"
+#ifdef SINKATTN_WITH_SM90
+#include "cuda/sm90/launch.h"
+#include "cuda/sm90/tensor_map.h"
+#endif
 
 namespace sinkattn {
 namespace cuda {
@@ -113,12 +118,72 @@ Params make_params(const sinkattn_problem& p) {
   const MaskBounds m = mask_bounds(p);
   k.window_left = m.left;
   k.window_right = m.right;
+  k.zigzag_rank = p.zigzag_rank;
+  k.zigzag_world = p.zigzag_world;
   return k;
+}
+
+// Compute capability (major * 10 + minor) of a device, queried once per device.
+int device_arch(int device) {
+  static int arch[64] = {};
+  if (device < 0 || device >= 64) return 0;
+  if (arch[device] == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    arch[device] = major * 10 + minor;
+  }
+  return arch[device];
+}
+
+// Empty when the Hopper kernels run this problem, else why the portable ones do.
+// SINKATTN_CUDA_PATH=sm80 forces the portable path (for comparisons and tests).
+std::string sm90_refusal(const sinkattn_problem& p) {
+#ifdef SINKATTN_WITH_SM90
+  const char* forced = std::getenv("SINKATTN_CUDA_PATH");
+  if (forced != nullptr && std::string(forced) == "sm80") return "SINKATTN_CUDA_PATH=sm80";
+  const int arch = device_arch(p.device_index);
+  if (arch != 90) return "the device is sm_" + std::to_string(arch) + ", the kernels need sm_90";
+  if (!sm90::has_fwd(p.head_dim))
+    return "head_dim " + std::to_string(p.head_dim) + " has no Hopper kernels (64, 128)";
+  const bool varlen = is_varlen(p);
+  const sm90::TensorShape q{p.head_dim, varlen ? p.total_q : p.seqlen_q, p.heads_q,
+                            varlen ? 1 : p.batch};
+  const sm90::TensorShape kv{p.head_dim, varlen ? p.total_k : p.seqlen_k, p.heads_kv,
+                             varlen ? 1 : p.batch};
+  std::string why = sm90::tma_unsupported("problem.q", p.q, q);
+  if (why.empty()) why = sm90::tma_unsupported("problem.k", p.k, kv);
+  if (why.empty()) why = sm90::tma_unsupported("problem.v", p.v, kv);
+  return why;
+#else
+  (void)p;
+  return "the library was built without the sm_90a kernels (SINKATTN_HOPPER=OFF)";
+#endif
+}
+
+std::string sm90_bwd_refusal(const sinkattn_bwd_params& b) {
+  std::string why = sm90_refusal(b.problem);
+  if (why.empty() && b.deterministic) why = "the deterministic backward is the portable one";
+#ifdef SINKATTN_WITH_SM90
+  const sinkattn_problem& p = b.problem;
+  const bool varlen = is_varlen(p);
+  const sm90::TensorShape q{p.head_dim, varlen ? p.total_q : p.seqlen_q, p.heads_q,
+                            varlen ? 1 : p.batch};
+  if (why.empty()) why = sm90::tma_unsupported("dout", b.dout, q);
+#endif
+  return why;
+}
+
+std::string describe(const std::string& why) {
+  return why.empty() ? "cuda sm90 (wgmma, TMA)" : "cuda sm80 (portable; sm90 not used: " + why + ")";
 }
 
 }  // namespace
 
 bool compiled() { return true; }
+
+std::string fwd_path(const sinkattn_problem& p) { return describe(sm90_refusal(p)); }
+std::string bwd_path(const sinkattn_bwd_params& b) { return describe(sm90_bwd_refusal(b)); }
 
 void check_supported(const sinkattn_problem& p) {
   auto refuse = [](const std::string& msg) { throw Error(SINKATTN_ERROR_NOT_SUPPORTED, msg); };
@@ -193,8 +258,18 @@ void fwd(const sinkattn_fwd_params& f) {
   Params k = make_params(p);
   k.out = f.out;
   k.lse = f.lse;
+  const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+#ifdef SINKATTN_WITH_SM90
+  if (sm90_refusal(p).empty()) {
+    dispatch(p, [&](auto type, auto dim) {
+      if constexpr (sm90::has_fwd(decltype(dim)::value))
+        sm90::launch_fwd<decltype(type), decltype(dim)::value>(k, stream);
+    });
+    return;
+  }
+#endif
   dispatch(p, [&](auto type, auto dim) {
-    sm80::launch_fwd<decltype(type), decltype(dim)::value>(k, static_cast<cudaStream_t>(p.stream));
+    sm80::launch_fwd<decltype(type), decltype(dim)::value>(k, stream);
   });
 }
 
@@ -216,8 +291,18 @@ void bwd(const sinkattn_bwd_params& b) {
   k.dsink_blocks = dsink_blocks(p);
   k.dq_atomic = b.deterministic ? 0 : 1;
   k.dq_accum = b.deterministic ? nullptr : reinterpret_cast<float*>(base + ws.dq_accum);
+  const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+#ifdef SINKATTN_WITH_SM90
+  if (sm90_bwd_refusal(b).empty()) {
+    dispatch(p, [&](auto type, auto dim) {
+      if constexpr (sm90::has_bwd(decltype(dim)::value))
+        sm90::launch_bwd<decltype(type), decltype(dim)::value>(k, stream);
+    });
+    return;
+  }
+#endif
   dispatch(p, [&](auto type, auto dim) {
-    sm80::launch_bwd<decltype(type), decltype(dim)::value>(k, static_cast<cudaStream_t>(p.stream));
+    sm80::launch_bwd<decltype(type), decltype(dim)::value>(k, stream);
   });
 }
 

@@ -34,6 +34,11 @@ Case Case::without_sinks() const { Case c = *this; c.sinks = false; return c; }
 Case Case::with_layout(Layout i, Layout o) const { Case c = *this; c.in = i, c.out = o; return c; }
 Case Case::with_scale(float s) const { Case c = *this; c.scale = s; return c; }
 Case Case::with_dtype(sinkattn_dtype t) const { Case c = *this; c.dtype = t; return c; }
+Case Case::with_zigzag(int rank, int world) const {
+  Case c = *this;
+  c.zigzag_rank = rank, c.zigzag_world = world;
+  return c;
+}
 
 float Case::softmax_scale() const {
   return scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(d));
@@ -55,6 +60,7 @@ std::string Case::name() const {
   if (scale != 0.0f) s << "_scale" << static_cast<int>(std::lround(scale * 1000));
   if (in != Layout::kContiguous || out != Layout::kContiguous)
     s << '_' << layout_name(in) << '_' << layout_name(out);
+  if (zigzag_world > 0) s << "_zigzag" << zigzag_rank << "of" << zigzag_world;
   return s.str();
 }
 
@@ -157,6 +163,7 @@ sinkattn_problem Attention::problem() {
   p.scale = c.softmax_scale();
   p.causal = c.causal;
   p.window_left = c.left, p.window_right = c.right;
+  p.zigzag_rank = c.zigzag_rank, p.zigzag_world = c.zigzag_world;
   p.stream = nullptr;
   return p;
 }

@@ -24,6 +24,7 @@ struct Case {
   bool sinks = true;
   float scale = 0.0f;  // 0 = 1/sqrt(d)
   Layout in = Layout::kContiguous, out = Layout::kContiguous;  // q,k,v,dout / out,dq,dk,dv
+  int zigzag_rank = 0, zigzag_world = 0;  // fused zigzag CP (problem.zigzag_*); world 0 = off
 
   static Case fixed(sinkattn_dtype t, int64_t b, int64_t sq, int64_t sk, int64_t hq, int64_t hkv,
                     int d);
@@ -35,6 +36,7 @@ struct Case {
   Case with_layout(Layout i, Layout o) const;
   Case with_scale(float s) const;
   Case with_dtype(sinkattn_dtype t) const;
+  Case with_zigzag(int rank, int world) const;
 
   bool is_varlen() const { return !docs.empty(); }
   float softmax_scale() const;

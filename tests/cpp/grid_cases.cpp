@@ -74,6 +74,28 @@ std::vector<Case> cpu_grid() {
       Case::fixed(F32, 1, 1023, 1024, 4, 1, 64).with_causal(),
       Case::fixed(BF16, 1, 1023, 1024, 2, 2, 128).with_causal().with_window(127, -1),
   };
+  // fused zigzag CP (rows: chunks r and 2W-1-r; keys: all 2W chunks). Chunk lengths that are
+  // not tile multiples put a tile across the two chunks; windows then leave a gap between them.
+  const std::vector<Case> zigzag = {
+      Case::fixed(F32, 1, 74, 148, 8, 2, 64).with_causal().with_zigzag(0, 2),
+      Case::fixed(F32, 2, 74, 148, 8, 2, 64).with_causal().with_zigzag(1, 2),
+      Case::fixed(BF16, 1, 130, 260, 8, 1, 64).with_causal().without_sinks().with_zigzag(1, 2),
+      Case::fixed(BF16, 1, 128, 512, 12, 4, 64).with_causal().with_window(40, -1).with_zigzag(2, 4),
+      Case::fixed(F16, 1, 100, 400, 4, 1, 128).with_causal().with_window(20, -1).with_zigzag(1, 4),
+      Case::fixed(F32, 1, 60, 180, 4, 2, 64).with_window(10, 10).with_zigzag(2, 3),
+      Case::fixed(F32, 1, 50, 100, 4, 2, 32).with_zigzag(0, 2),  // bidirectional: all keys
+      Case::fixed(F16, 1, 90, 180, 4, 1, 64).with_window(0, -1).with_zigzag(0, 2),
+      Case::fixed(F32, 1, 64, 64, 4, 4, 64).with_causal().with_zigzag(0, 1),  // W = 1: plain causal
+      Case::varlen(F32, {{10, 20}, {0, 0}, {34, 68}, {2, 4}, {70, 140}}, 6, 2, 64)
+          .with_causal()
+          .with_zigzag(1, 2),
+      Case::varlen(BF16, {{8, 32}, {40, 160}, {0, 0}, {26, 104}}, 4, 2, 64)
+          .with_causal()
+          .with_window(15, -1)
+          .with_zigzag(3, 4)
+          .with_layout(kPadded, kHeadMajor),
+  };
+  g.insert(g.end(), zigzag.begin(), zigzag.end());
   // every head dim in fp32 and in a 16-bit dtype
   const int dims[] = {32, 64, 96, 128, 256};
   for (int i = 0; i < 5; ++i) {
@@ -99,6 +121,13 @@ std::vector<Case> cuda_grid() {
   add(Case::fixed(BF16, 1, 1023, 1024, 4, 4, 256).with_window(200, 50));
   add(Case::fixed(BF16, 1, 1024, 1023, 8, 1, 96).without_sinks().with_causal());
   add(Case::varlen(BF16, {{1023, 1024}, {0, 5}, {517, 300}}, 8, 1, 64).with_causal());
+  add(Case::fixed(BF16, 1, 1024, 4096, 8, 2, 64).with_causal().with_zigzag(1, 4));
+  add(Case::fixed(F16, 1, 1000, 2000, 8, 2, 128).with_causal().with_window(127, -1).with_zigzag(0, 2));
+  add(Case::varlen(BF16, {{1000, 4000}, {0, 0}, {300, 1200}}, 64, 8, 64)
+          .with_causal()
+          .with_window(127, -1)
+          .with_zigzag(2, 4));
+  add(Case::varlen(F16, {{600, 1200}, {258, 516}}, 8, 1, 128).with_causal().with_zigzag(1, 2));
   return g;
 }
 

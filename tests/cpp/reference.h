@@ -16,11 +16,21 @@ struct Head {
   double sink = 0.0;
   bool causal = false;
   long left = -1, right = -1;  // -1 = unbounded
+  long zigzag_rank = 0, zigzag_world = 0;  // fused zigzag CP; world 0 = off
 };
 
-// Key j is visible from query i when it lies inside the window around i's aligned position.
+// Key position of query i: bottom-right aligned, or for fused zigzag CP the global position of
+// its row: the first half of the rows is chunk `rank` of 2W, the second half chunk 2W-1-rank.
+inline long position(const Head& h, long i) {
+  if (h.zigzag_world == 0) return i + h.sk - h.sq;
+  const long chunk_len = h.sq / 2;
+  const long chunk = i / chunk_len == 0 ? h.zigzag_rank : 2 * h.zigzag_world - 1 - h.zigzag_rank;
+  return chunk * chunk_len + i % chunk_len;
+}
+
+// Key j is visible from query i when it lies inside the window around i's position.
 inline bool visible(const Head& h, long i, long j) {
-  long pos = i + h.sk - h.sq;
+  long pos = position(h, i);
   long right = h.causal ? 0 : h.right;
   if (h.left >= 0 && j < pos - h.left) return false;
   if (right >= 0 && j > pos + right) return false;

@@ -38,6 +38,7 @@ sinkattn_ref::Head head_of(const Attention& a, const Seq& s, int64_t h) {
   hd.sink = a.c.sinks ? a.sinks.host()[h] : 0.0;
   hd.causal = a.c.causal;
   hd.left = a.c.left, hd.right = a.c.right;
+  hd.zigzag_rank = a.c.zigzag_rank, hd.zigzag_world = a.c.zigzag_world;
   return hd;
 }
 

@@ -220,6 +220,24 @@ std::vector<Rule> rules() {
        [](P& p) { p.seqlen_q = 4; }, nullptr, nullptr, true, false, false, true},  // the last document has 5 rows
       {"CuSeqlensPastTotal", kInvalid, "problem.cu_seqlens_k[3]",
        [](P& p) { p.total_k = 10; }, nullptr, nullptr, true, false, false, true},  // cu_seqlens_k ends at 11
+      // problem: fused zigzag CP (fixed case: 5 x 7 rows; varlen case: documents 3x4, 0x2, 5x5)
+      {"ZigzagWorldNegative", kInvalid, "problem.zigzag_world", [](P& p) { p.zigzag_world = -1; }},
+      {"ZigzagRankNegative", kInvalid, "problem.zigzag_rank",
+       [](P& p) { p.zigzag_world = 2, p.zigzag_rank = -1; }},
+      {"ZigzagRankNotBelowWorld", kInvalid, "problem.zigzag_rank",
+       [](P& p) { p.zigzag_world = 2, p.zigzag_rank = 2; }},
+      {"ZigzagSeqlenQOdd", kInvalid, "problem.seqlen_q", [](P& p) { p.zigzag_world = 1; }},
+      {"ZigzagSeqlenKNotWorldTimesQ", kInvalid, "problem.seqlen_k",
+       [](P& p) { p.zigzag_world = 2, p.seqlen_q = 4; }},  // 7 keys, expected 2 x 4
+      {"ZigzagDocumentQOdd", kInvalid, "problem.cu_seqlens_q[1]",
+       [](P& p) { p.zigzag_world = 1; }, nullptr, nullptr, true, false, false, true},
+      {"ZigzagDocumentKNotWorldTimesQ", kInvalid, "problem.cu_seqlens_k[3]",
+       [](P& p) {
+         static const int32_t cu_q[] = {0, 2, 2, 6}, cu_k[] = {0, 4, 4, 11};  // 7 keys, not 8
+         p.cu_seqlens_q = cu_q, p.cu_seqlens_k = cu_k;
+         p.seqlen_k = 7, p.zigzag_world = 2, p.zigzag_rank = 1;
+       },
+       nullptr, nullptr, true, false, false, true},
       // forward outputs
       {"OutNull", kInvalid, "out.data", nullptr, [](F& f) { f.out.data = nullptr; }},
       {"OutMisaligned", kInvalid, "out.data", nullptr, [](F& f) { f.out.data = shifted(f.out.data, 1); }},

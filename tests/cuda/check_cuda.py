@@ -113,6 +113,7 @@ def run_case(lib, c, results):
     out = torch.full(shape_q, float("nan"), dtype=c.dtype, device=dev)
     lse_shape = (c.hq, shape_q[0]) if c.varlen else (c.B, c.hq, c.sq)
     lse = torch.full(lse_shape, float("nan"), dtype=torch.float32, device=dev)
+    kernel = lib.fwd_kernel(prob, out, lse)
     lib.fwd(prob, out, lse)
 
     def grads(det):
@@ -123,6 +124,8 @@ def run_case(lib, c, results):
         lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, det)
         return dq, dk, dv, dsink
 
+    bkernel = lib.bwd_kernel(prob, out, dout, lse, torch.empty_like(q), torch.empty_like(k),
+                             torch.empty_like(v), torch.empty(c.hq, device=dev) if c.sinks else None, False)
     g_det = grads(True)
     g_det2 = grads(True)
     g_fast = grads(False)
@@ -200,7 +203,7 @@ def run_case(lib, c, results):
         ok = False
         msgs.append("deterministic backward NOT bit-identical")
     results.append((c.name, ok))
-    print(f"[{'PASS' if ok else 'FAIL'}] {c.name}: " + "; ".join(msgs), flush=True)
+    print(f"[{'PASS' if ok else 'FAIL'}] {c.name} [{kernel.split(' (')[0]} / {bkernel.split(' (')[0]}]: " + "; ".join(msgs), flush=True)
 
 
 def grid():
@@ -227,6 +230,14 @@ def grid():
         Case("strided qkv d32 fp16 sinks", sq=190, sk=190, hq=4, hkv=1, d=32, causal=True, sinks=True, strided=True, dtype=fp),
         Case("fp16 1023x1024 d64 causal", sq=1023, sk=1024, hq=8, hkv=8, d=64, causal=True, dtype=fp),
         Case("d128 llama-ish 1000 noncausal", sq=1000, sk=1000, hq=8, hkv=2, d=128, sinks=True),
+        # Many key blocks (stage reuse over several phases), both Hopper head dims.
+        Case("2000x2100 B2 64/8 d64 noncausal sinks", B=2, sq=2000, sk=2100, hq=16, hkv=2, d=64, sinks=True),
+        Case("1500x1500 d128 causal sinks fp16", sq=1500, sk=1500, hq=4, hkv=1, d=128, causal=True, sinks=True, dtype=fp),
+        Case("window (100, 50) d64 B2 sinks", B=2, sq=1200, sk=1300, hq=8, hkv=4, d=64, left=100, right=50, sinks=True),
+        Case("varlen many docs d128 sinks", hq=8, hkv=2, d=128, causal=True, sinks=True,
+             varlen=([1, 300, 129, 1000, 0, 64, 700], [1, 300, 200, 1000, 3, 64, 900])),
+        Case("varlen many docs d64 window 127", hq=16, hkv=2, d=64, causal=True, left=127, sinks=True,
+             varlen=([513, 2, 777, 1300, 0, 90], [513, 2, 777, 1300, 0, 90])),
     ]
 
 
@@ -304,6 +315,40 @@ def kernel_breakdown(name, fns):
             print(f"   {e.key[:70]:70s} n={e.count:2d} total {e.device_time_total / 1000:8.3f} ms")
 
 
+def doc_lengths(total, lo, hi, seed=0):
+    """Document lengths in [lo, hi] summing to total (the last one takes the remainder)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while total - sum(out) > hi:
+        out.append(int(torch.randint(lo, hi + 1, (1,), generator=g)))
+    out.append(total - sum(out))
+    return out
+
+
+def bench_varlen(lib, total=32768, hq=64, hkv=8, d=64):
+    """gptoss, causal, sinks: packed documents of 256..8k tokens totalling 32k against the same
+    32k tokens as one sequence; TFLOP/s of visible pairs (the Hopper issue's 0.9x ratio)."""
+    rows = []
+    lens = doc_lengths(total, 256, 8192)
+    for name, cu in (("gptoss varlen 32k docs 256..8k", [0] + torch.tensor(lens).cumsum(0).tolist()),
+                     ("gptoss 32k one sequence", [0, total])):
+        q, k, v = rand((total, hq, d), torch.bfloat16), rand((total, hkv, d), torch.bfloat16), rand((total, hkv, d), torch.bfloat16)
+        dout = rand((total, hq, d), torch.bfloat16)
+        sinks = torch.randn(hq, device="cuda")
+        cu_t = torch.tensor(cu, dtype=torch.int32, device="cuda")
+        docs = [b - a for a, b in zip(cu[:-1], cu[1:])]
+        prob = Lib.problem(q, k, v, sinks=sinks, causal=True, cu_q=cu_t, cu_k=cu_t, max_q=max(docs), max_k=max(docs))
+        out, lse = torch.empty_like(q), torch.empty((hq, total), device="cuda")
+        dq, dk, dv, dsink = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty(hq, device="cuda")
+        f = lambda: lib.fwd(prob, out, lse)
+        bw = lambda det: (lambda: lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, det))
+        t_f, t_b, t_bd = median_ms(f), median_ms(bw(False)), median_ms(bw(True))
+        fl = 4.0 * hq * sum(n * (n + 1) // 2 for n in docs) * d
+        rows.append((name + f" ({len(docs)} docs)" * (len(docs) > 1), t_f, t_b, t_bd, fl / t_f / 1e9,
+                     2.5 * fl / t_b / 1e9, 2.5 * fl / t_bd / 1e9))
+    return rows
+
+
 def bench(lib):
     rows = []
     shapes = [("gptoss 4k causal", 4096, 64, 8, 64, True, -1),
@@ -320,6 +365,8 @@ def bench(lib):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dsink = torch.empty(hq, device="cuda") if sink else None
         f = lambda: lib.fwd(prob, out, lse)
+        print(f"{name}: forward kernel {lib.fwd_kernel(prob, out, lse)}, backward kernel "
+              f"{lib.bwd_kernel(prob, out, dout, lse, dq, dk, dv, dsink, False)}", flush=True)
         bw = lambda det: (lambda: lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, det))
         t_f = median_ms(f)
         t_b = median_ms(bw(False))
@@ -334,6 +381,7 @@ def bench(lib):
             sd = lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
             t_sd = median_ms(sd)
             rows.append(("  SDPA (no sinks) " + name, t_sd, float("nan"), float("nan"), fl / t_sd / 1e9, float("nan"), float("nan")))
+    rows += bench_varlen(lib)
     print(f"\n{'shape':34s} {'fwd ms':>8s} {'bwd ms':>8s} {'bwdDet ms':>9s} {'fwd TF/s':>9s} {'bwd TF/s':>9s} {'bwdDet TF/s':>11s} {'f+b ms':>8s}")
     for r in rows:
         print(f"{r[0]:34s} {r[1]:8.3f} {r[2]:8.3f} {r[3]:9.3f} {r[4]:9.1f} {r[5]:9.1f} {r[6]:11.1f} {r[1] + r[2]:8.3f}")

@@ -25,7 +25,8 @@ class Problem(ctypes.Structure):
                 ("cu_seqlens_k", ctypes.c_void_p), ("total_q", ctypes.c_int64),
                 ("total_k", ctypes.c_int64), ("scale", ctypes.c_float),
                 ("causal", ctypes.c_int32), ("window_left", ctypes.c_int64),
-                ("window_right", ctypes.c_int64), ("stream", ctypes.c_void_p)]
+                ("window_right", ctypes.c_int64), ("stream", ctypes.c_void_p),
+                ("zigzag_rank", ctypes.c_int32), ("zigzag_world", ctypes.c_int32)]
 
 
 class FwdParams(ctypes.Structure):
@@ -57,6 +58,10 @@ class Lib:
     def __init__(self, path):
         self.lib = ctypes.CDLL(path)
         self.lib.sinkattn_last_error.restype = ctypes.c_char_p
+        self.lib.sinkattn_fwd_kernel.restype = ctypes.c_char_p
+        self.lib.sinkattn_fwd_kernel.argtypes = [ctypes.POINTER(FwdParams)]
+        self.lib.sinkattn_bwd_kernel.restype = ctypes.c_char_p
+        self.lib.sinkattn_bwd_kernel.argtypes = [ctypes.POINTER(BwdParams)]
         for name, ty in (("fwd", FwdParams), ("bwd", BwdParams)):
             getattr(self.lib, f"sinkattn_{name}").argtypes = [ctypes.POINTER(ty)]
             getattr(self.lib, f"sinkattn_{name}_workspace_size").argtypes = [
@@ -112,6 +117,24 @@ class Lib:
         f = FwdParams(problem, tensor(out, varlen), ptr(lse), None, 0)
         self._workspace("fwd", f)
         self._call(self.lib.sinkattn_fwd, f)
+
+    def fwd_kernel(self, problem, out, lse):
+        """The kernel family sinkattn_fwd would run (and why not a faster one)."""
+        varlen = problem.cu_seqlens_q is not None
+        f = FwdParams(problem, tensor(out, varlen), ptr(lse), None, 0)
+        self._workspace("fwd", f)
+        name = self.lib.sinkattn_fwd_kernel(ctypes.byref(f))
+        return name.decode() if name else "refused: " + self.lib.sinkattn_last_error().decode()
+
+    def bwd_kernel(self, problem, out, dout, lse, dq, dk, dv, dsink, deterministic):
+        """The kernel family sinkattn_bwd would run (and why not a faster one)."""
+        varlen = problem.cu_seqlens_q is not None
+        b = BwdParams(problem, tensor(out, varlen), tensor(dout, varlen), ptr(lse),
+                      tensor(dq, varlen), tensor(dk, varlen), tensor(dv, varlen), ptr(dsink),
+                      1 if deterministic else 0, None, 0)
+        self._workspace("bwd", b)
+        name = self.lib.sinkattn_bwd_kernel(ctypes.byref(b))
+        return name.decode() if name else "refused: " + self.lib.sinkattn_last_error().decode()
 
     def bwd(self, problem, out, dout, lse, dq, dk, dv, dsink, deterministic):
         varlen = problem.cu_seqlens_q is not None

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D).warps * 32)
   const Sequence seq(p, b);
   const int64_t n0 = (int64_t)blockIdx.x * BN;
   if (n0 >= seq.len_k) return;
-  const Mask mask{seq.len_q, seq.len_k, p.window_left, p.window_right};
+  const Mask mask = Mask::of(p, seq);
   int64_t q_lo, q_hi;
   mask.query_range(n0, n0 + BN, q_lo, q_hi);
   const int64_t mb_first = q_lo / BM;
@@ -91,6 +91,24 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D).warps * 32)
   ptx::cp_async_commit();
 
   const int wn = warp % WN, wm = warp / WN;
+  // This thread's two key rows stay the same for the whole kernel: find the query rows that see
+  // them, and the rows that see every key of the block, once (rows < len_q fit int32); each
+  // query tile then only compares (fewer live registers than the mask in the loop).
+  int see_first[2], see_last[2], full_first, full_last;
+  {
+    int64_t first, last;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mask.key_rows(n0 + wn * 16 + g + 8 * r, first, last);
+      see_first[r] = (int)first;
+      see_last[r] = (int)last;
+    }
+    mask.full_rows(n0, n0 + BN, first, last);
+    full_first = (int)first;
+    full_last = (int)last;
+  }
+  const int len_q = (int)seq.len_q;
+
   float acc_dv[DB / 8][4], acc_dk[DB / 8][4];
   zero(acc_dv);
   zero(acc_dk);
@@ -134,11 +152,16 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D).warps * 32)
       gemm_ss1<false, true, D / 16>(s, sK, kS, wn * 16, q_tile, kS, wm * MA, lane);
       gemm_ss1<false, true, D / 16>(dp, sV, kS, wn * 16, do_tile, kS, wm * MA, lane);
     }
-    // Visible query columns [lo, hi] (block-local) of this thread's two key rows.
+    // Visible query columns [lo, hi] (block-local) of this thread's two key rows; all of them
+    // when every row of the tile sees every key of the block.
     int lo[2] = {0, 0}, hi[2] = {BM, BM};
-    if (!mask.all_visible(m0, m0 + BM, n0, n0 + BN)) {
+    const int m0i = (int)m0;
+    if (m0i < full_first || min(m0i + BM, len_q) - 1 > full_last) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) mask.key_row_bounds(n0 + wn * 16 + g + 8 * r, m0, BM, lo[r], hi[r]);
+      for (int r = 0; r < 2; ++r) {
+        lo[r] = max(-1, min(see_first[r] - m0i, BM));
+        hi[r] = max(-1, min(see_last[r] - m0i, BM));
+      }
     }
 #pragma unroll
     for (int n = 0; n < MA / 8; ++n) {

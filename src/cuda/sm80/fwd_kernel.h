@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D).warps * 32,
   const int64_t m0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * BM;
   if (m0 >= seq.len_q) return;
   const int64_t head_kv = head / p.group;
-  const Mask mask{seq.len_q, seq.len_k, p.window_left, p.window_right};
+  const Mask mask = Mask::of(p, seq);
   int64_t key_lo, key_hi;
   mask.key_range(m0, m0 + BM, key_lo, key_hi);
   const int64_t n_first = key_lo / BN;

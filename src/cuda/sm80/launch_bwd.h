@@ -8,12 +8,33 @@
 
 namespace sinkattn::cuda::sm80 {
 
+// The steps around the dk/dv kernel, shared with the Hopper backward: prep (delta, dsink
+// partials, zeroed dq accumulator) before it, the dq conversion and dsink after it.
+template <typename T, int D>
+void launch_bwd_prep(const Params& p, cudaStream_t stream) {
+  const dim3 grid((unsigned)p.dsink_blocks, (unsigned)p.heads_q, (unsigned)p.batch);
+  bwd_prep_kernel<T, D><<<grid, kPrepWarps * 32, 0, stream>>>(p);
+  check_launch("sinkattn backward prep kernel");
+}
+
+template <typename T, int D>
+void launch_bwd_dq_convert(const Params& p, cudaStream_t stream) {
+  const dim3 grid((unsigned)p.dsink_blocks, (unsigned)p.heads_q, (unsigned)p.batch);
+  bwd_dq_convert_kernel<T, D><<<grid, kPrepWarps * 32, 0, stream>>>(p);
+  check_launch("sinkattn backward dq conversion kernel");
+}
+
+template <typename T>
+void launch_bwd_dsink(const Params& p, cudaStream_t stream) {
+  if (p.dsink == nullptr) return;
+  bwd_dsink_kernel<T><<<(unsigned)p.heads_q, 32, 0, stream>>>(p);
+  check_launch("sinkattn backward dsink kernel");
+}
+
 template <typename T, int D>
 void launch_bwd(const Params& p, cudaStream_t stream) {
   const unsigned hq = (unsigned)p.heads_q, batch = (unsigned)p.batch;
-  const dim3 prep_grid((unsigned)p.dsink_blocks, hq, batch);
-  bwd_prep_kernel<T, D><<<prep_grid, kPrepWarps * 32, 0, stream>>>(p);
-  check_launch("sinkattn backward prep kernel");
+  launch_bwd_prep<T, D>(p, stream);
 
   if (p.seqlen_k > 0) {
     constexpr TileSize t = tile_size(Kernel::kBwdDkDv, D);
@@ -26,8 +47,7 @@ void launch_bwd(const Params& p, cudaStream_t stream) {
     check_launch("sinkattn backward dk/dv kernel");
   }
   if (p.dq_atomic) {
-    bwd_dq_convert_kernel<T, D><<<prep_grid, kPrepWarps * 32, 0, stream>>>(p);
-    check_launch("sinkattn backward dq conversion kernel");
+    launch_bwd_dq_convert<T, D>(p, stream);
   } else if (p.seqlen_q > 0) {
     constexpr TileSize t = tile_size(Kernel::kBwdDq, D);
     constexpr int smem = smem_bytes(Kernel::kBwdDq, D);
@@ -37,10 +57,7 @@ void launch_bwd(const Params& p, cudaStream_t stream) {
     kernel<<<grid, t.warps * 32, smem, stream>>>(p);
     check_launch("sinkattn backward dq kernel");
   }
-  if (p.dsink != nullptr) {
-    bwd_dsink_kernel<T><<<hq, 32, 0, stream>>>(p);
-    check_launch("sinkattn backward dsink kernel");
-  }
+  launch_bwd_dsink<T>(p, stream);
 }
 
 }  // namespace sinkattn::cuda::sm80

@@ -32,6 +32,8 @@ struct Params {
   float scale_log2;          // scale * log2(e): scores are exponentiated with exp2
   int64_t window_left;       // keys visible before the aligned position; -1 = unbounded
   int64_t window_right;      // keys visible after it (0 when causal); -1 = unbounded
+  int32_t zigzag_rank;       // fused zigzag CP: this rank r (see sinkattn_problem; Mask::of)
+  int32_t zigzag_world;      // fused zigzag CP world size W; 0 = off (bottom-right alignment)
 
   // Backward workspace (from the caller; see bwd_workspace_size in dispatch.cu).
   float* delta;          // lse layout: sum_d dout * out per query row

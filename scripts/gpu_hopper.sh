@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# GPU machine, one call: the standalone checker (tests/cuda/check_cuda.py) on the carried CUDA build
+# in build/cuda: the shape grid against fp64 on the default path (the sm90 forward where it
+# applies), compute-sanitizer memcheck on the small grid, the C++ test grid on both paths, then
+# the timings of both paths and the SDPA peer side by side. Results under $OUT.
+#   usage: scripts/gpu_hopper.sh            env: SKIP_GTEST=1, SKIP_SANITIZER=1
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/sinkattn-out}"; mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+LIB="$PWD/build/cuda/libsinkattn.so"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+echo "commit ${SINKATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
+t0=$(date +%s)
+for path in ${GRID_PATHS:-auto sm80}; do
+  ( cd tests/cuda && SINKATTN_CUDA_PATH=$path python3 check_cuda.py "$LIB" --no-bench ) > "$OUT/grid_$path.log" 2>&1
+  echo "grid ($path):"; grep -E "FAIL|GRID" "$OUT/grid_$path.log" | tail -25
+done
+echo "grid: $(( $(date +%s) - t0 )) s"
+if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
+  ( cd tests/cuda && timeout 240 compute-sanitizer --tool memcheck --kernel-name kns=sinkattn \
+      python3 check_cuda.py "$LIB" --small --no-bench ) > "$OUT/memcheck.log" 2>&1
+  grep -E "ERROR SUMMARY|GRID|FAIL" "$OUT/memcheck.log" | tail -5
+  echo "memcheck: $(( $(date +%s) - t0 )) s"
+fi
+if [ "${SKIP_GTEST:-0}" != 1 ] && [ -x build/cuda/tests/cpp/sinkattn_tests ]; then
+  for path in ${GTEST_PATHS:-auto sm80}; do
+    SINKATTN_CUDA_PATH=$path build/cuda/tests/cpp/sinkattn_tests --gtest_brief=1 > "$OUT/gtest_$path.log" 2>&1
+    echo "gtest ($path): rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/gtest_$path.log" | tr '\n' ' ')"
+  done
+  echo "gtest: $(( $(date +%s) - t0 )) s"
+fi
+# Variants: "path[:pingpong]"; the sm90 ping-pong is on unless :0.
+for variant in ${VARIANTS:-sm80 auto:0 auto}; do
+  path=${variant%%:*}; pp=1; [ "$variant" != "$path" ] && pp=${variant#*:}
+  echo "=== timings, SINKATTN_CUDA_PATH=$path SINKATTN_SM90_PINGPONG=$pp"
+  ( cd tests/cuda && SINKATTN_CUDA_PATH=$path SINKATTN_SM90_PINGPONG=$pp python3 check_cuda.py "$LIB" --no-grid ) \
+    > "$OUT/bench_${path}_$pp.log" 2>&1
+  grep -E "forward kernel" "$OUT/bench_${path}_$pp.log" | head -4
+  sed -n '/^shape/,$p' "$OUT/bench_${path}_$pp.log"
+done
+echo "total: $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,9 @@
+// Hopper forward, bf16, head dim 128.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "cuda/sm90/launch_fwd.h"
+
+namespace sinkattn::cuda::sm90 {
+template void launch_fwd<__nv_bfloat16, 128>(const sm80::Params&, cudaStream_t);
+}  // namespace sinkattn::cuda::sm90

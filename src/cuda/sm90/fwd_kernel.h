@@ -1,0 +1,245 @@
+// Hopper forward kernel (sm_90a): one block per (64 query rows per consumer warpgroup, query
+// head, sequence). Warpgroup 0 is the producer: one thread streams the q tile and the k/v tiles the
+// mask lets the block see through TMA into a ring of shared-memory stages, each completing on
+// an mbarrier. The other warpgroups are consumers owning 64 query rows each: S = Q K^T and
+// O += P V run on wgmma with fp32 accumulators in registers; the mask and online softmax (sink
+// folded in once) are the portable path's, since a warp holds the same C-fragment layout.
+// A consumer releases a stage by arriving on its "empty" barrier as soon as its product is done.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "cuda/sm80/mask.h"
+#include "cuda/sm80/params.h"
+#include "cuda/sm80/sequence.h"
+#include "cuda/sm80/smem_tile.h"
+#include "cuda/sm80/softmax.h"
+#include "cuda/sm90/tile_size.h"
+#include "cuda/sm90/tma.h"
+#include "cuda/sm90/turns.h"
+#include "cuda/sm90/wgmma.h"
+
+namespace sinkattn::cuda::sm90 {
+
+using sm80::Mask;
+using sm80::Params;
+using sm80::Sequence;
+
+// Shared memory of the forward kernel, in bytes from a 1024-byte aligned base.
+template <int D>
+struct FwdSmem {
+  static constexpr FwdTile kT = fwd_tile(D);
+  static constexpr int kSub = D / 64;                      // 64-column sub-tiles per row
+  static constexpr int kQBytes = kT.block_m * D * 2;       // q tile
+  static constexpr int kKVBytes = kT.block_n * D * 2;      // one k or v stage
+  static constexpr int kStage = sm80::smem_stride(D);      // epilogue staging row (elements)
+  static constexpr int q = 0;
+  static constexpr int k = q + kQBytes;
+  static constexpr int v = k + kT.stages * kKVBytes;
+  static constexpr int o = v + kT.stages * kKVBytes;       // 16 staging rows per consumer warp
+  static constexpr int bars = o + kT.consumers * 4 * 16 * kStage * 2;
+  static constexpr int kBars = 1 + 4 * kT.stages;          // q_full, k/v full, k/v empty
+  static constexpr int bytes = bars + kBars * 8 + 1024;    // + alignment slack
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__((fwd_tile(D).consumers + 1) * 128, 1)
+    fwd_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap map_q,
+               const __grid_constant__ CUtensorMap map_k, const __grid_constant__ CUtensorMap map_v,
+               int pingpong) {
+  using L = FwdSmem<D>;
+  constexpr FwdTile kT = L::kT;
+  constexpr int BM = kT.block_m, BN = kT.block_n, S = kT.stages;
+  constexpr int kConsumerThreads = kT.consumers * 128;
+
+  extern __shared__ char smem_raw[];
+  char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* bars = reinterpret_cast<uint64_t*>(base + L::bars);
+  uint64_t* q_full = bars;
+  uint64_t* k_full = bars + 1;
+  uint64_t* v_full = k_full + S;
+  uint64_t* k_empty = v_full + S;
+  uint64_t* v_empty = k_empty + S;
+
+  const int64_t head = blockIdx.y, b = blockIdx.z;
+  const Sequence seq(p, b);
+  // Longest blocks first: under a causal mask the last query blocks see the most keys.
+  const int64_t m0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * BM;
+  if (m0 >= seq.len_q) return;
+  const Mask mask = Mask::of(p, seq);
+  int64_t key_lo, key_hi;
+  mask.key_range(m0, m0 + BM, key_lo, key_hi);
+  const int n_first = (int)(key_lo / BN);
+  const int n_end = key_hi > key_lo ? (int)((key_hi + BN - 1) / BN) : n_first;
+
+  if (threadIdx.x == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < S; ++s) {
+      mbar_init(&k_full[s], 1);
+      mbar_init(&v_full[s], 1);
+      mbar_init(&k_empty[s], kConsumerThreads);
+      mbar_init(&v_empty[s], kConsumerThreads);
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    regs_dealloc<kT.producer_regs>();
+    if (threadIdx.x != 0) return;
+    // Packed (varlen) tensors are one batch entry; rows are offset by the sequence start.
+    const int bq = seq.varlen ? 0 : (int)b, rq = (int)(seq.varlen ? seq.row_q : 0);
+    const int rk = (int)(seq.varlen ? seq.row_k : 0);
+    const int hk = (int)(head / p.group);
+    tma_prefetch_desc(&map_q);
+    tma_prefetch_desc(&map_k);
+    tma_prefetch_desc(&map_v);
+    mbar_expect_tx(q_full, L::kQBytes);
+#pragma unroll
+    for (int sub = 0; sub < L::kSub; ++sub)
+      tma_load_4d(base + L::q + sub * BM * 128, &map_q, q_full, 64 * sub, rq + (int)m0, (int)head, bq);
+    for (int n = n_first; n < n_end; ++n) {
+      const int i = n - n_first, s = i % S;
+      const uint32_t phase = (i / S) & 1;
+      if (i >= S) mbar_wait(&k_empty[s], phase ^ 1);
+      mbar_expect_tx(&k_full[s], L::kKVBytes);
+#pragma unroll
+      for (int sub = 0; sub < L::kSub; ++sub)
+        tma_load_4d(base + L::k + s * L::kKVBytes + sub * BN * 128, &map_k, &k_full[s], 64 * sub,
+                    rk + n * BN, hk, bq);
+      if (i >= S) mbar_wait(&v_empty[s], phase ^ 1);
+      mbar_expect_tx(&v_full[s], L::kKVBytes);
+#pragma unroll
+      for (int sub = 0; sub < L::kSub; ++sub)
+        tma_load_4d(base + L::v + s * L::kKVBytes + sub * BN * 128, &map_v, &v_full[s], 64 * sub,
+                    rk + n * BN, hk, bq);
+    }
+    return;
+  }
+
+  regs_alloc<kT.consumer_regs>();
+  const int c = wg - 1;                         // consumer index: query rows 64c .. 64c + 63
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int64_t row0 = m0 + 64 * c;             // first query row of this warpgroup
+  const T* sQ = reinterpret_cast<const T*>(base + L::q + c * 64 * 128);
+
+  sm80::OnlineSoftmax<1, BN / 8> softmax;
+  softmax.init(p.sinks, (int)head, lane);
+  float acc_o[1][D / 8][4];
+  sm80::zero(acc_o);
+  mbar_wait(q_full, 0);
+
+  // Software pipeline over key blocks: the product S_j = Q K_j^T is issued together with
+  // O += P_{j-1} V_{j-1}, and the softmax of S_j runs while the tensor cores finish P V.
+  auto stage_of = [&](int n, int& s, uint32_t& phase) {
+    const int i = n - n_first;
+    s = i % S;
+    phase = (i / S) & 1;
+  };
+  auto issue_s = [&](float (&sc)[1][BN / 8][4], int n) {
+    int s;
+    uint32_t phase;
+    stage_of(n, s, phase);
+    const T* sK = reinterpret_cast<const T*>(base + L::k + s * L::kKVBytes);
+    mbar_wait(&k_full[s], phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      mma_ss<0, 0>(sc[0], kmajor_desc(sQ, kk, BM * 128), kmajor_desc(sK, kk, BN * 128), kk > 0, T{});
+    wgmma_commit();
+  };
+  auto issue_pv = [&](uint32_t (&p_frag)[BN / 16][4], int n) {
+    int s;
+    uint32_t phase;
+    stage_of(n, s, phase);
+    const T* sV = reinterpret_cast<const T*>(base + L::v + s * L::kKVBytes);
+    mbar_wait(&v_full[s], phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+      mma_rs<1>(acc_o[0], p_frag[kk], nmajor_desc(sV, kk, BN * 128), 1, T{});
+    wgmma_commit();
+  };
+  auto release = [&](uint64_t* empty, int n) {
+    int s;
+    uint32_t phase;
+    stage_of(n, s, phase);
+    mbar_arrive(&empty[s]);
+  };
+  // Mask and online softmax of S_n (raw scores become P); corr rescales O from the old max.
+  auto softmax_step = [&](float (&sc)[1][BN / 8][4], int n, float (&corr)[2]) {
+    const int64_t n0 = (int64_t)n * BN;
+    if (!mask.all_visible(row0, row0 + 64, n0, n0 + BN))
+      sm80::apply_mask(sc, mask, row0 + 16 * warp, n0, lane);
+    softmax.update(sc, p.scale_log2, corr);
+  };
+
+  // Ping-pong (runtime flag, turns.h) around every issue of matrix products.
+  const Turns turns{pingpong != 0 && kT.consumers > 1, c, kT.consumers, 1};
+  turns.start();
+
+  uint32_t p_frag[BN / 16][4];
+  if (n_first < n_end) {
+    float sc[1][BN / 8][4];
+    float corr[2];
+    turns.wait();
+    issue_s(sc, n_first);
+    turns.pass();
+    wgmma_wait<0>();
+    pin(sc[0]);
+    release(k_empty, n_first);
+    softmax_step(sc, n_first, corr);  // O is still zero: corr is not needed
+    sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
+  }
+  for (int n = n_first + 1; n < n_end; ++n) {
+    float sc[1][BN / 8][4];
+    float corr[2];
+    turns.wait();
+    issue_s(sc, n);
+    issue_pv(p_frag, n - 1);
+    turns.pass();
+    wgmma_wait<1>();  // S_n is done, P V may still run
+    pin(sc[0]);
+    release(k_empty, n);
+    softmax_step(sc, n, corr);
+    wgmma_wait<0>();  // P_{n-1} V_{n-1} is in O; its registers and stage are free
+    pin(acc_o[0]);
+    pin(p_frag);
+    release(v_empty, n - 1);
+    sm80::scale_rows(acc_o, corr);
+    sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
+  }
+  if (n_first < n_end) {
+    turns.wait();
+    issue_pv(p_frag, n_end - 1);
+    turns.pass();
+    wgmma_wait<0>();
+    pin(acc_o[0]);
+    pin(p_frag);
+    release(v_empty, n_end - 1);
+  }
+
+  turns.finish();
+
+  float inv[2], lse[2];
+  softmax.finish(inv, lse);
+  sm80::scale_rows(acc_o, inv);
+  const int64_t rows_left = seq.len_q - row0 - 16 * warp;
+  if (p.lse != nullptr && lane % 4 == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = r * 8 + lane / 4;
+      if (row < rows_left) p.lse[seq.lse_index(p, head, row0 + 16 * warp + row)] = lse[r];
+    }
+  }
+  T* stage = reinterpret_cast<T*>(base + L::o) + (c * 4 + warp) * 16 * L::kStage;
+  sm80::stage_acc<D / 8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
+  __syncwarp();
+  T* gO = static_cast<T*>(p.out.data) + seq.offset(p.out, true, row0 + 16 * warp, head);
+  sm80::store_rows16<D>(gO, p.out.row_stride, stage, rows_left, lane);
+}
+
+}  // namespace sinkattn::cuda::sm90

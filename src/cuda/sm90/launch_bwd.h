@@ -1,0 +1,40 @@
+// Body of sm90::launch_bwd, included by the per-(dtype, head dim) instantiation files: the
+// portable prep, the Hopper dK/dV kernel (dq by TMA reductions), the portable dq conversion and
+// dsink.
+#pragma once
+
+#include "cuda/sm80/launch_bwd.h"
+#include "cuda/sm90/bwd_kernel.h"
+#include "cuda/sm90/launch.h"
+#include "cuda/sm90/tensor_map.h"
+
+namespace sinkattn::cuda::sm90 {
+
+template <typename T, int D>
+void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
+  sm80::launch_bwd_prep<T, D>(p, stream);
+  if (p.seqlen_k > 0 && p.seqlen_q > 0) {
+    constexpr BwdTile t = bwd_tile(D);
+    constexpr int smem = BwdSmem<D>::bytes;
+    const bool varlen = p.cu_seqlens_q != nullptr;
+    const int64_t q_rows = varlen ? p.total_q : p.batch * p.seqlen_q;
+    const TensorShape q{D, varlen ? p.total_q : p.seqlen_q, p.heads_q, varlen ? 1 : p.batch};
+    const TensorShape kv{D, varlen ? p.total_k : p.seqlen_k, p.heads_kv, varlen ? 1 : p.batch};
+    const CUtensorMap map_q = make_tile_map(p.q, q, t.block_m);
+    const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
+    const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
+    const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
+    const CUtensorMap map_dq = make_accum_map(p.dq_accum, q_rows, p.heads_q, D, t.block_m);
+    auto kernel = bwd_kernel<T, D>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const dim3 grid((unsigned)((p.seqlen_k + t.block_n - 1) / t.block_n), (unsigned)p.heads_kv,
+                    (unsigned)p.batch);
+    kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout,
+                                                             map_dq);
+    sm80::check_launch("sinkattn sm90 backward kernel");
+  }
+  sm80::launch_bwd_dq_convert<T, D>(p, stream);
+  sm80::launch_bwd_dsink<T>(p, stream);
+}
+
+}  // namespace sinkattn::cuda::sm90
