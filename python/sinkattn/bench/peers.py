@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 import torch
 import torch.nn.functional as F
 
-from . import flops
+from . import flex_blocks, flops
 from .inputs import Inputs
 from .suites import FWD, Workload
 
@@ -29,6 +29,7 @@ class Peer:
     uses_sinks = True  # computes the sink term when the workload has sinks
     devices = ("cpu", "cuda")
     compiles = False   # compiles per shape (slow first call): run after the others
+    rate_hint = 1.0    # expected speed relative to a fused kernel, for the budget's estimates
 
     def unavailable(self) -> Optional[str]:
         """Why this peer cannot run in this process at all (missing package), else None."""
@@ -37,6 +38,10 @@ class Peer:
     def unsupported(self, wl: Workload, device: torch.device) -> Optional[str]:
         """Why this peer cannot run this workload, else None."""
         return None
+
+    def work_flops(self, wl: Workload, mode: str) -> float:
+        """FLOPs it actually executes (what its time scales with): visible pairs by default."""
+        return wl.flops(mode)
 
     def memory_need(self, wl: Workload, mode: str) -> int:
         """Bytes it will allocate beyond the inputs, when that may not fit (0: not a concern)."""
@@ -63,10 +68,13 @@ def _sinks(wl: Workload, inp: Inputs, peer: Peer) -> Optional[torch.Tensor]:
     return inp.sinks if (wl.sinks and peer.uses_sinks) else None
 
 
-def _cu_seqlens(wl: Workload, device) -> torch.Tensor:
+def _cu_seqlens(wl: Workload, device, drop_empty: bool = False) -> torch.Tensor:
+    """(N + 1,) int32 offsets of the packed documents; ``drop_empty`` leaves out zero-length
+    documents (they own no rows, so the packing is the same) for kernels that mishandle them."""
     cu = [0]
     for n in wl.doc_lens:
-        cu.append(cu[-1] + n)
+        if n or not drop_empty:
+            cu.append(cu[-1] + n)
     return torch.tensor(cu, dtype=torch.int32, device=device)
 
 
@@ -120,6 +128,13 @@ class HFEager(Peer):
     sinks, the Llama one otherwise. Quadratic memory: skipped where it would not fit."""
     name = "hf-eager"
     label = "transformers eager"
+    rate_hint = 0.15  # of work_flops: ~15 TFLOP/s on an H200 (gptoss 4k/16k, quick suite)
+
+    def work_flops(self, wl, mode):
+        """Every pair of the dense score matrix (one packed row for varlen), masked or not."""
+        keys = wl.rows_k if wl.varlen else wl.seqlen_k
+        rows = wl.rows_q if wl.varlen else wl.batch * wl.seqlen_q
+        return flops.attention_flops(rows * keys, wl.heads_q, wl.head_dim, mode)
 
     def unavailable(self):
         return _try_import("transformers.models.gpt_oss.modeling_gpt_oss")
@@ -168,9 +183,9 @@ class HFEager(Peer):
 # ---- FlexAttention ------------------------------------------------------------------------------
 
 try:  # module level, so that the compiled function below traces no import statement
-    from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import AuxRequest, flex_attention
 except ImportError:  # older torch: the peer reports itself unavailable
-    AuxRequest = create_block_mask = flex_attention = None
+    AuxRequest = flex_attention = None
 
 
 def _flex_sink(q, k, v, sinks, block_mask, scale):
@@ -185,16 +200,23 @@ def _flex_sink(q, k, v, sinks, block_mask, scale):
 
 
 class Flex(Peer):
+    """Compiled once per shape and grad mode (the harness reports those seconds as compile_s).
+    ``compiled=False`` runs torch's unfused reference path instead: for tests on the CPU."""
     name = "flex"
     label = "FlexAttention (compiled) + sink correction"
-    devices = ("cuda",)  # torch 2.11 compiles it on the CPU for inference only, without LSE
-    compiles = True
     _compiled = None
+
+    def __init__(self, compiled: bool = True):
+        self.compiled = self.compiles = compiled
+        # torch 2.11 compiles it on the CPU for inference only, without LSE.
+        self.devices = ("cuda",) if compiled else ("cpu", "cuda")
 
     def unavailable(self):
         return None if flex_attention else "not installed (torch without FlexAttention AuxRequest)"
 
-    def prepare(self, wl, device):
+    def _kernel(self):
+        if not self.compiled:
+            return _flex_sink
         if Flex._compiled is None:
             import torch._dynamo as dynamo
 
@@ -202,6 +224,10 @@ class Flex(Peer):
             # to the unfused (and memory-quadratic) path part-way through the full suite.
             dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, 128)
             Flex._compiled = torch.compile(_flex_sink, dynamic=False)
+        return Flex._compiled
+
+    def prepare(self, wl, device):
+        kernel = self._kernel()
         left, right = flops.window_bounds(wl.causal, wl.window)
         block_mask = None
         if wl.varlen:
@@ -209,10 +235,13 @@ class Flex(Peer):
                                           torch.tensor(wl.doc_lens, device=device))
             n_q = n_k = doc.numel()
             offset = 0
+            cu = _cu_seqlens(wl, "cpu").tolist()
+            docs = [(a, b, a, b) for a, b in zip(cu[:-1], cu[1:])]
         else:
             doc = None
             n_q, n_k = wl.seqlen_q, wl.seqlen_k
             offset = n_k - n_q
+            docs = [(0, n_q, 0, n_k)]
 
         def mask_mod(b, h, qi, ki):
             pos = qi + offset
@@ -226,15 +255,14 @@ class Flex(Peer):
             return vis
 
         if wl.varlen or left >= 0 or (right >= 0 and offset < n_k - 1):
-            block_mask = create_block_mask(mask_mod, None, None, n_q, n_k, device=device,
-                                           _compile=n_q * n_k > (1 << 24))
+            block_mask = flex_blocks.block_mask(docs, n_q, n_k, left, right, mask_mod, device)
 
         def fn(inp: Inputs):
             q, k, v = inp.q, inp.k, inp.v
             if wl.varlen:
                 q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
-            out = Flex._compiled(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                 _sinks(wl, inp, self), block_mask, wl.scale)
+            out = kernel(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                         _sinks(wl, inp, self), block_mask, wl.scale)
             out = out.transpose(1, 2)
             return out.squeeze(0) if wl.varlen else out
 
@@ -334,7 +362,7 @@ class TorchVarlen(_KVFallback):
 
         left, right = flops.window_bounds(wl.causal, wl.window)
         if wl.varlen:
-            cu_q = cu_k = _cu_seqlens(wl, device)
+            cu_q = cu_k = _cu_seqlens(wl, device, drop_empty=True)
             max_q = max_k = max(wl.doc_lens)
         else:
             cu_q = torch.arange(wl.batch + 1, dtype=torch.int32, device=device) * wl.seqlen_q
@@ -371,7 +399,7 @@ class FlashAttnPkg(Peer):
         kw = dict(softmax_scale=wl.scale, causal=wl.causal, window_size=(left, right))
         first = lambda r: r[0] if isinstance(r, tuple) else r  # some versions also return lse
         if wl.varlen:
-            cu = _cu_seqlens(wl, device)
+            cu = _cu_seqlens(wl, device, drop_empty=True)
             n = max(wl.doc_lens)
             return lambda inp: first(mod.flash_attn_varlen_func(inp.q, inp.k, inp.v, cu, cu, n, n,
                                                                 **kw))

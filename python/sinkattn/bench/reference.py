@@ -23,6 +23,8 @@ def _attend(q, k, v, sinks: Optional[torch.Tensor], left: int, right: int, scale
     """One sequence: q (Sq, Hq, D), k/v (Sk, Hkv, D), fp64 -> out (Sq, Hq, D)."""
     sq, hq, _ = q.shape
     sk, hkv, _ = k.shape
+    if sq == 0 or sk == 0:  # an empty document: no rows, or rows that see no key (output 0)
+        return q.new_zeros(sq, hq, v.shape[-1])
     k = k.repeat_interleave(hq // hkv, dim=1)
     v = v.repeat_interleave(hq // hkv, dim=1)
     logits = torch.einsum("qhd,khd->hqk", q, k) * scale

@@ -13,7 +13,11 @@ from .runner import COLUMNS
 from .suites import FWD
 
 NOISY = 0.2  # p20-p80 spread over the median above which a row is flagged as noisy
-NUMERIC = {"length", "ms", "tflops", "gbps", "peak_mib", "reps", "spread", "gflop", "cell_s"}
+NUMERIC = {"length", "ms", "tflops", "gbps", "peak_mib", "reps", "spread", "gflop", "compile_s",
+           "cell_s", "tier"}
+# Skips that say something about the implementation or the run (shown as table rows); any other
+# skip (not installed, feature or device missing) is folded into one line per implementation.
+VISIBLE_SKIPS = ("skipped: memory", "skipped: time", "skipped: budget")
 
 
 def write_csv(rows: List[dict], path: str) -> None:
@@ -56,6 +60,7 @@ def summarize(rows: List[dict]) -> List[dict]:
         tag = "fwd" if r["mode"] == FWD else "fb"
         rec[tag + "_status"] = r["status"]
         rec["spread"] = max(rec.get("spread", 0.0), parse_num(r.get("spread")) or 0.0)
+        rec["compile_s"] = (rec.get("compile_s") or 0.0) + (parse_num(r.get("compile_s")) or 0.0)
         if r["status"] == "ok":
             rec[tag + "_ms"] = parse_num(r["ms"])
             rec[tag + "_tflops"] = parse_num(r["tflops"])
@@ -82,11 +87,10 @@ def summarize(rows: List[dict]) -> List[dict]:
 
 def _quiet(rec: dict) -> bool:
     """Skipped for a reason that says nothing about speed (not installed, feature missing,
-    wrong device): folded into one line instead of a table row. Memory and time-budget skips
+    wrong device): folded into one line instead of a table row. Memory, time and budget skips
     stay visible: the peer could have run."""
     st = rec["status"]
-    return st.startswith("skipped:") and not st.startswith(("skipped: memory",
-                                                            "skipped: time budget"))
+    return st.startswith("skipped:") and not st.startswith(VISIBLE_SKIPS)
 
 
 def _quiet_line(recs: List[dict]) -> str:
@@ -133,22 +137,28 @@ def markdown(rows: List[dict], meta: dict, plots: List[str]) -> str:
     the plots."""
     m = meta
     timer = "CUDA-event" if str(m.get("device", "")).startswith("cuda") else "wall-clock"
+    cut = sorted({(r["workload"], r["impl"]) for r in rows
+                  if str(r["status"]).startswith("skipped: budget")})
     out = [
         "# Performance", "",
         f"- Date: {m.get('date', '?')}",
-        f"- Device: {m.get('device_name', '?')} ({m.get('device', '?')})",
+        f"- {'GPU' if timer == 'CUDA-event' else 'CPU'}: {m.get('device_name', '?')} "
+        f"({m.get('device', '?')})",
         f"- Software: torch {m.get('torch', '?')}, transformers {m.get('transformers', '?')}, "
         f"triton {m.get('triton', '-')}",
         f"- Commit: {m.get('commit', '?')}",
-        f"- Command: `{m.get('command', '?')}`", "",
+        f"- Command: `{m.get('command', '?')}`",
+        f"- Budget: {m.get('budget_s', '?')} s for the whole run, used {m.get('run_s', '?')} s; "
+        f"{len(cut)} (workload, implementation) cells skipped by it", "",
         "TFLOP/s count visible (unmasked) query-key pairs only: 4 * Hq * pairs * D for the "
         f"forward, {BWD_FACTOR}x that for the backward; backward TFLOP/s = backward FLOPs / "
         f"(fwd+bwd time - fwd time). Times are medians of {timer}-timed calls after warm-up, "
         "inputs rotated beyond the last-level cache. Memory is the peak allocated by one call "
-        "above what was live before it (inputs excluded). Every implementation was first checked against an fp64 "
-        "reference on a small slice of each workload (column 'check': worst relative error); "
+        "above what was live before it (inputs excluded). Every implementation was first "
+        "checked against an fp64 reference on a small slice of each workload (column 'check': worst relative error); "
         "a wrong one is not timed. \"no sinks\" rows compute plain attention: a speed reference "
-        "point, not the same function.", "",
+        "point, not the same function. 'compile s': seconds of setup and first calls (compilation, "
+        "autotuning, plans), outside the timed calls.", "",
     ]
     by_family: Dict[str, List[dict]] = {}
     for rec in summarize(rows):
@@ -156,8 +166,8 @@ def markdown(rows: List[dict], meta: dict, plots: List[str]) -> str:
     for fam, recs in by_family.items():
         out += [f"## {fam}", "",
                 "| workload | shape | implementation | fwd ms | fwd TFLOP/s | fwd GB/s | "
-                "fwd+bwd ms | bwd TFLOP/s | MiB fwd | MiB fwd+bwd | check | status |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "fwd+bwd ms | bwd TFLOP/s | MiB fwd | MiB fwd+bwd | check | compile s | status |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in recs:
             if _quiet(r):
                 continue
@@ -165,14 +175,38 @@ def markdown(rows: List[dict], meta: dict, plots: List[str]) -> str:
                 r["workload"], r["shape"], r["label"], _fmt(r.get("fwd_ms")),
                 _fmt(r.get("fwd_tflops")), _fmt(r.get("gbps")), _fmt(r.get("fb_ms")),
                 _fmt(r.get("bwd_tflops")), _fmt(r.get("fwd_mib")), _fmt(r.get("fb_mib")),
-                r.get("check_err") or "-", r["status"] + (f" ({r['note']})" if r["note"] else ""),
+                r.get("check_err") or "-", _fmt(r.get("compile_s") or None, 2),
+                r["status"] + (f" ({r['note']})" if r["note"] else ""),
             ]) + " |")
         if _quiet_line(recs):
             out.append("\nNot run: " + _quiet_line(recs) + ".")
         out.append("")
+    out += _ratios(summarize(rows))
     if plots:
         out += ["## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots] + [""]
     return "\n".join(out)
+
+
+# (numerator, denominator) workloads compared per implementation: packed documents against the
+# same tokens as one sequence (issue 7's varlen target).
+RATIOS = [("varlen-32k", "gptoss-32k"), ("varlen-16k", "gptoss-16k")]
+
+
+def _ratios(recs: List[dict]) -> List[str]:
+    """Throughput of one workload over another, per implementation that ran both."""
+    by = {(r["workload"], r["impl"]): r for r in recs}
+    out = []
+    for num, den in RATIOS:
+        for impl in dict.fromkeys(r["impl"] for r in recs):
+            a, b = by.get((num, impl)), by.get((den, impl))
+            if not a or not b:
+                continue
+            vals = [f"{name} {a[k] / b[k]:.2f}x" for k, name in (("fwd_tflops", "fwd"),
+                                                             ("bwd_tflops", "bwd"))
+                    if a.get(k) and b.get(k)]
+            if vals:
+                out.append(f"- {impl}: {num} / {den} TFLOP/s: " + ", ".join(vals))
+    return (["## Ratios", ""] + out + [""]) if out else []
 
 
 def plot(rows: List[dict], out_dir: str) -> List[str]:

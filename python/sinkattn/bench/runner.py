@@ -10,22 +10,25 @@ import gc
 import json
 import math
 import os
+import threading
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from . import flops
+from .budget import Budget
 from .inputs import make_inputs, set_bytes
 from .peers import Peer
+from .plan import BUDGET, Cell, Estimator, decide, memory_skip, static_skip
 from .reference import TOLERANCE, compare, reference
 from .suites import FWD, Workload
 from .timing import TimingConfig, input_sets_needed, measure, peak_memory
 
 # CSV columns, in order. Numbers are blank where they do not apply.
 COLUMNS = ["workload", "family", "length", "shape", "impl", "label", "mode", "status", "ms",
-           "tflops", "gbps", "peak_mib", "check_err", "reps", "spread", "gflop", "cell_s", "note"]
-
+           "tflops", "gbps", "peak_mib", "check_err", "reps", "spread", "gflop", "compile_s",
+           "cell_s", "tier", "note"]
 
 class ContextLost(RuntimeError):
     """The CUDA context is unusable (e.g. an illegal address): only a new process can go on."""
@@ -35,7 +38,8 @@ class ContextLost(RuntimeError):
 class Settings:
     device: torch.device
     timing: TimingConfig
-    deadline: float  # time.time() after which remaining cells are skipped
+    budget: Budget
+    max_cell_s: float = math.inf  # a cell estimated above this is skipped as too slow
 
 
 def _short(e: BaseException) -> str:
@@ -118,47 +122,59 @@ def check(peer: Peer, wl: Workload, device: torch.device) -> Tuple[str, float, s
 
 
 class Runner:
+    """Runs cells in the order given, appending rows to ``results_path``; ``lock`` guards the
+    file against the watchdog, which may write the report while a cell is running."""
+
     def __init__(self, settings: Settings, results_path: str):
         self.s = settings
         self.results_path = results_path
+        self.lock = threading.Lock()
+        self.current: Optional[Cell] = None  # the cell running now (the watchdog names it)
+        self.estimator = Estimator(settings.device.type, settings.timing)
         self._checks: Dict[Tuple[str, Workload], Tuple[str, float, str]] = {}
 
-    def _row(self, wl: Workload, peer: Peer, mode: str, status: str, **kw) -> dict:
-        row = dict.fromkeys(COLUMNS, "")
-        row.update(workload=wl.name, family=wl.family, length=wl.length, shape=wl.describe(),
-                   impl=peer.name, label=peer.label, mode=mode, status=status,
-                   gflop=_sig(wl.flops(mode) / 1e9))
-        row.update(kw)
-        return row
-
     def _save(self, rows: List[dict]) -> None:
-        with open(self.results_path, "a") as f:
+        with self.lock, open(self.results_path, "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
 
-    def run_cell(self, wl: Workload, peer: Peer) -> List[dict]:
-        """All rows of one (workload, peer); never raises except ContextLost."""
+    def _skip(self, cell: Cell, status: str) -> List[dict]:
+        rows = [cell_row(cell, m, status) for m in cell.wl.modes]
+        self._save(rows)
+        return rows
+
+    def run_cell(self, cell: Cell) -> List[dict]:
+        """All rows of one cell; never raises except ContextLost."""
         t0 = time.time()
+        self.current = cell
         try:
-            return self._run_cell(wl, peer)
+            return self._run_cell(cell)
         finally:  # seconds the cell took, check and compilation included: where a run's time went
-            with open(self.results_path, "a") as f:
-                f.write(json.dumps({"kind": "cell", "workload": wl.name, "impl": peer.name,
+            self.current = None
+            with self.lock, open(self.results_path, "a") as f:
+                f.write(json.dumps({"kind": "cell", "workload": cell.wl.name,
+                                    "impl": cell.peer.name,
                                     "cell_s": round(time.time() - t0, 1)}) + "\n")
 
-    def _run_cell(self, wl: Workload, peer: Peer) -> List[dict]:
-        dev = self.s.device
-        reason = (peer.unavailable()
-                  or (None if dev.type in peer.devices else f"{dev.type} not supported here")
-                  or peer.unsupported(wl, dev))
+    def estimate(self, cell: Cell, modes: Optional[List[str]] = None) -> float:
+        checked = (cell.peer.name, cell.wl.check_slice()) in self._checks
+        return self.estimator.cell_s(cell.peer, cell.wl, checked, modes)
+
+    def _run_cell(self, cell: Cell) -> List[dict]:
+        wl, peer, dev = cell.wl, cell.peer, self.s.device
+        reason = static_skip(peer, wl, dev)
         if reason:
-            rows = [self._row(wl, peer, m, "skipped: " + reason) for m in wl.modes]
+            return self._skip(cell, "skipped: " + reason)
+        free = _free_bytes(dev)
+        no_room = {m: memory_skip(peer, wl, m, free) for m in wl.modes}
+        fitting = [m for m in wl.modes if not no_room[m]]
+        if not fitting:
+            rows = [cell_row(cell, m, no_room[m]) for m in wl.modes]
             self._save(rows)
             return rows
-        if time.time() > self.s.deadline:
-            rows = [self._row(wl, peer, m, "skipped: time budget") for m in wl.modes]
-            self._save(rows)
-            return rows
+        why = decide(self.estimate(cell, fitting), self.s.budget.left(), self.s.max_cell_s)
+        if why:
+            return self._skip(cell, why)
 
         rows: List[dict] = []
         key = (peer.name, wl.check_slice())
@@ -173,13 +189,14 @@ class Runner:
         err_txt = "" if math.isnan(err) else f"{err:.2e}"
         if status != "ok":
             note = f"worst {worst}" if worst else ""
-            rows = [self._row(wl, peer, m, status, check_err=err_txt, note=note)
-                    for m in wl.modes]
+            rows = [cell_row(cell, m, status, check_err=err_txt, note=note) for m in wl.modes]
             self._save(rows)
             self._raise_if_lost()
             return rows
         for mode in wl.modes:
-            row = self._time_mode(wl, peer, mode)
+            why = no_room[mode] or decide(self.estimator.mode_s(peer, wl, mode),
+                                          self.s.budget.left(), math.inf)
+            row = cell_row(cell, mode, why) if why else self._time_mode(cell, mode, free)
             row["check_err"] = err_txt
             rows.append(row)
             self._save([row])
@@ -191,17 +208,14 @@ class Runner:
         if not _context_alive(self.s.device):
             raise ContextLost("CUDA context lost")
 
-    def _time_mode(self, wl: Workload, peer: Peer, mode: str) -> dict:
-        dev = self.s.device
-        if time.time() > self.s.deadline:
-            return self._row(wl, peer, mode, "skipped: time budget")
+    def _time_mode(self, cell: Cell, mode: str, free: int) -> dict:
+        wl, peer, dev = cell.wl, cell.peer, self.s.device
         need = peer.memory_need(wl, mode) + set_bytes(wl)
-        free = _free_bytes(dev)
-        if need > 0.9 * free:
-            return self._row(wl, peer, mode, f"skipped: memory (needs ~{need / 2**30:.0f} GiB)")
         sets = fn = None
         try:
+            t0 = time.perf_counter()
             fn = peer.prepare(wl, dev)
+            prep_s = time.perf_counter() - t0
             n = input_sets_needed(set_bytes(wl), dev, free - need)
             sets = [make_inputs(wl, dev, seed=1000 + i, requires_grad=mode != FWD)
                     for i in range(n)]
@@ -209,25 +223,57 @@ class Runner:
             t = measure(lambda i: one(sets[i % n]), dev, self.s.timing)
             peak = peak_memory(lambda: one(sets[0]), dev)
             ms = t.median_ms
+            compile_s = round(prep_s + t.first_s, 2)
+            self.estimator.observe(peer, wl, mode, ms, compile_s)
             gbps = ""
             if mode == FWD:
                 elem = sets[0].q.element_size()
                 moved = flops.fwd_min_bytes(wl.rows_q, wl.rows_k, wl.heads_q, wl.heads_kv,
                                             wl.head_dim, elem)
                 gbps = _sig(moved / ms / 1e6)
-            return self._row(wl, peer, mode, "ok", ms=_sig(ms),
+            return cell_row(cell, mode, "ok", ms=_sig(ms),
                              tflops=_sig(wl.flops(mode) / ms / 1e9), gbps=gbps,
                              peak_mib="" if math.isnan(peak) else round(peak / 2**20, 1),
-                             reps=t.reps, spread=round(t.spread, 3), note=peer.note())
+                             reps=t.reps, spread=round(t.spread, 3), compile_s=compile_s,
+                             note=peer.note())
         except torch.cuda.OutOfMemoryError:
-            return self._row(wl, peer, mode, "oom")
+            return cell_row(cell, mode, "oom")
         except Exception as e:  # noqa: BLE001
             if "out of memory" in str(e).lower():
-                return self._row(wl, peer, mode, "oom")
-            return self._row(wl, peer, mode, "error: " + _short(e))
+                return cell_row(cell, mode, "oom")
+            return cell_row(cell, mode, "error: " + _short(e))
         finally:
             del sets, fn
             _release(dev)
+
+
+def cell_row(cell: Cell, mode: str, status: str, **kw) -> dict:
+    """A CSV row of the cell (every column present; blanks where nothing applies)."""
+    wl, peer = cell.wl, cell.peer
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(workload=wl.name, family=wl.family, length=wl.length, shape=wl.describe(),
+               impl=peer.name, label=peer.label, mode=mode, status=status,
+               gflop=_sig(wl.flops(mode) / 1e9), tier=cell.tier)
+    row.update(kw)
+    return row
+
+
+def missing_rows(plan: List[Cell], rows: List[dict], running: Optional[Cell],
+                 device: torch.device) -> List[dict]:
+    """A row for every planned (cell, mode) without one, after a run cut short (by the watchdog,
+    or killed and then reported with --report-only): the static skip where there is one (it
+    would never have run), else "skipped: budget"."""
+    have = {(r["workload"], r["impl"], r["mode"]) for r in rows}
+    out = []
+    for cell in plan:
+        for mode in cell.wl.modes:
+            if (cell.wl.name, cell.peer.name, mode) in have:
+                continue
+            why = static_skip(cell.peer, cell.wl, device)
+            status = ("skipped: " + why if why else
+                      BUDGET + (" (cut while running)" if cell is running else " (not reached)"))
+            out.append(cell_row(cell, mode, status))
+    return out
 
 
 def load_rows(path: str) -> List[dict]:
@@ -250,12 +296,3 @@ def load_rows(path: str) -> List[dict]:
 
 def done_cells(rows: List[dict]) -> set:
     return {(r["workload"], r["impl"]) for r in rows}
-
-
-def cells(workloads: List[Workload], peers: List[Peer]) -> List[Tuple[Workload, Peer]]:
-    """Run order: peer by peer, those that compile per shape last, so that when the time budget
-    runs out it is their largest shapes that go unmeasured, never our own rows. Tables are
-    sorted by workload afterwards."""
-    order = sorted(peers, key=lambda p: p.compiles)
-    return [(wl, p) for p in order for wl in workloads]
-

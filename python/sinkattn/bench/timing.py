@@ -19,6 +19,7 @@ class Timing:
     median_ms: float
     reps: int
     spread: float  # (p80 - p20) / median of the timed calls: run-to-run noise of this cell
+    first_s: float = 0.0  # the first call, synchronised: compilation, autotuning, plan caches
 
 
 @dataclasses.dataclass
@@ -69,7 +70,8 @@ def measure(call: Callable[[int], None], device: torch.device, cfg: TimingConfig
     t0 = time.perf_counter()
     call(0)
     sync(device)
-    if time.perf_counter() - t0 < 0.1 * cfg.cap_s:
+    first_s = time.perf_counter() - t0
+    if first_s < 0.1 * cfg.cap_s:
         for i in range(1, cfg.warmup):
             call(i)
         sync(device)
@@ -80,7 +82,7 @@ def measure(call: Callable[[int], None], device: torch.device, cfg: TimingConfig
     times = sorted(_time_calls(call, cfg.warmup + 1, reps, device))
     med = statistics.median(times)
     lo, hi = times[int(0.2 * (reps - 1))], times[math.ceil(0.8 * (reps - 1))]
-    return Timing(med, reps, (hi - lo) / med if med > 0 else 0.0)
+    return Timing(med, reps, (hi - lo) / med if med > 0 else 0.0, first_s)
 
 
 def peak_memory(call: Callable[[], None], device: torch.device) -> float:
