@@ -24,7 +24,8 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
     const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
     const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
-    const CUtensorMap map_dq = make_accum_map(p.dq_accum, q_rows, p.heads_q, D, t.block_m);
+    // Each consumer reduces 64 rows of dq at a time.
+    const CUtensorMap map_dq = make_accum_map(p.dq_accum, q_rows, p.heads_q, D, 64);
     auto kernel = bwd_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid((unsigned)((p.seqlen_k + t.block_n - 1) / t.block_n), (unsigned)p.heads_kv,

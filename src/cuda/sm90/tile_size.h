@@ -19,13 +19,11 @@ constexpr FwdTile fwd_tile(int d) {
   return d <= 64 ? FwdTile{192, 128, 2, 3, 32, 160} : FwdTile{128, 128, 2, 2, 40, 232};
 }
 
-}  // namespace sinkattn::cuda::sm90
-
-namespace sinkattn::cuda::sm90 {
-
 struct BwdTile {
-  int block_n;        // key rows per block: 64 per consumer warpgroup
+  int block_n;        // key rows per block: 64 per consumer warpgroup (its dK, dV rows)
   int block_m;        // query rows per step
+  bool query_split;   // consumers split the step's queries for S, dP and dQ (d 64) instead of
+                      // the keys (d 128, where S^T and dP^T of 64 queries fit beside dK, dV)
   int stages;         // q / dout stages in flight
   int consumers;      // consumer warpgroups
   int producer_regs;  // setmaxnreg targets, as in FwdTile
@@ -33,6 +31,10 @@ struct BwdTile {
 };
 
 // Each consumer keeps its 64 keys' dK and dV (2 x D/2 fp32 per thread) for the whole block.
-constexpr BwdTile bwd_tile(int) { return BwdTile{128, 64, 2, 2, 24, 240}; }
+// d 64 has the registers for 64 x 128 tiles of S and dP, so it takes 128-query steps with
+// bigger products; d 128 takes 64-query steps with S^T and dP^T over the consumer's own keys.
+constexpr BwdTile bwd_tile(int d) {
+  return d <= 64 ? BwdTile{128, 128, true, 2, 2, 24, 240} : BwdTile{128, 64, false, 2, 2, 24, 240};
+}
 
 }  // namespace sinkattn::cuda::sm90
