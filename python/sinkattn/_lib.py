@@ -19,7 +19,7 @@ import os
 import struct
 
 # Must equal SINKATTN_ABI_VERSION of the header these structs mirror.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # sinkattn_status
 OK = 0
@@ -70,6 +70,8 @@ class Problem(ctypes.Structure):
         ("window_left", ctypes.c_int64),
         ("window_right", ctypes.c_int64),
         ("stream", ctypes.c_void_p),
+        ("zigzag_rank", ctypes.c_int32),
+        ("zigzag_world", ctypes.c_int32),
     ]
 
 
@@ -103,18 +105,61 @@ class BwdParams(ctypes.Structure):
     ]
 
 
-# The same layouts as struct formats ("@": native sizes and C alignment), so that ops.py can fill a
-# whole params struct with one pack_into call (~1 us) instead of ~40 ctypes attribute writes (~4 us).
-# Tensor views are "Q3q" (data, batch_stride, row_stride, head_stride). tests/python/test_abi.py
-# checks every field offset against the ctypes structs above and the C header.
-_TENSOR = "Q3q"
-_PROBLEM = "4i5q" + _TENSOR * 3 + "3Q2q" + "fi2qQ"
-PACK_FWD = struct.Struct("@" + _PROBLEM + _TENSOR + "QQN")  # + out, lse, workspace, workspace_size
-PACK_BWD = struct.Struct("@" + _PROBLEM + _TENSOR * 2 + "Q" + _TENSOR * 3 + "QiQN")
+# The same layouts as struct formats ("@": native sizes and C alignment), derived from the ctypes
+# fields so that a new field needs only its _fields_ entry (and its value where ops.py packs). A
+# call without a cached plan fills a whole params struct with one pack_into call (~1 us) instead of
+# ~40 ctypes attribute writes (~4 us). tests/python/test_abi.py checks every field offset against
+# the ctypes structs above and the C header.
+_CODES = {ctypes.c_int32: "i", ctypes.c_int64: "q", ctypes.c_float: "f", ctypes.c_void_p: "P",
+          ctypes.c_size_t: "N"}
+
+
+def _format(cls) -> str:
+    """The struct format of cls with C's tail padding as pad bytes ("x"), which struct omits."""
+    fmt = "".join(_format(t) if issubclass(t, ctypes.Structure) else _CODES[t]
+                  for _, t in cls._fields_)
+    return fmt + "x" * (ctypes.sizeof(cls) - struct.calcsize("@" + fmt))
+
+
+def _offset(cls, dotted: str) -> int:
+    """Byte offset of a (nested, dotted) field, e.g. "problem.q.data"."""
+    off = 0
+    for name in dotted.split("."):
+        field = getattr(cls, name)
+        off += field.offset
+        cls = dict(cls._fields_)[name]
+    return off
+
+
+def word(cls, dotted: str) -> int:
+    """Index of an 8-byte field (pointer, int64, size_t) in the struct viewed as uint64 words."""
+    off = _offset(cls, dotted)
+    assert off % 8 == 0, dotted
+    return off // 8
+
+
+def pointer_words(cls, base=0) -> list:
+    """Word indices of every pointer field, nested structs included (see FwdWords)."""
+    found = []
+    for name, t in cls._fields_:
+        off = base + getattr(cls, name).offset
+        if issubclass(t, ctypes.Structure):
+            found += pointer_words(t, off)
+        elif t is ctypes.c_void_p:
+            found.append(off // 8)
+    return found
+
+
+PACK_FWD = struct.Struct("@" + _format(FwdParams))
+PACK_BWD = struct.Struct("@" + _format(BwdParams))
 assert PACK_FWD.size == ctypes.sizeof(FwdParams) and PACK_BWD.size == ctypes.sizeof(BwdParams)
 # Where the size queries write their answer: the params' own workspace_size field (no extra object).
 FWD_WS_SIZE_OFFSET = FwdParams.workspace_size.offset
 BWD_WS_SIZE_OFFSET = BwdParams.workspace_size.offset
+# The params as arrays of uint64 words: a cached copy gets its data pointers patched by index
+# (ops.py), ~25 ns a pointer. Every struct is a multiple of 8 bytes (it holds pointers).
+FwdWords = ctypes.c_uint64 * (ctypes.sizeof(FwdParams) // 8)
+BwdWords = ctypes.c_uint64 * (ctypes.sizeof(BwdParams) // 8)
 
 
 def _candidates():

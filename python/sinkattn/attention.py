@@ -33,7 +33,7 @@ def attention(q, k, v, sinks=None, *, causal=True, window=None, scale=None, retu
     """
     sinks, _, _, scale, left, right = ops.resolve(q, sinks, causal, window, scale, deterministic)
     out, lse = ops.run_fwd(q, k, v, sinks, None, None, -1, -1, scale, left, right, causal,
-                           deterministic)
+                           deterministic, return_lse)
     return (out, lse) if return_lse else out
 
 
@@ -56,5 +56,5 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
         name = "cu_seqlens_q" if cu_seqlens_q is None else "cu_seqlens_k"
         ops._fail(name, "got None, expected an int32 tensor of sequence offsets", TypeError)
     out, lse = ops.run_fwd(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale, left,
-                           right, causal, deterministic)
+                           right, causal, deterministic, return_lse)
     return (out, lse) if return_lse else out

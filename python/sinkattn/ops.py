@@ -17,7 +17,8 @@ autograd formula can hand it to ``bwd``. dsink is fp32 (Hq,), empty when not wan
 Eager calls on plain tensors skip the dispatcher: they run the same implementation and the same
 autograd formula through a ``torch.autograd.Function``, which saves ~10-20 us of dispatcher time per
 call. Under torch.compile, with tensor subclasses, dispatch modes, functorch transforms or meta
-tensors the calls go through ``torch.ops.sinkattn.*`` instead.
+tensors the calls go through ``torch.ops.sinkattn.*`` instead. Either way a call like an earlier one
+(same shapes, strides, dtypes, devices, scalars) reuses its plan: see "plans" below.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ _DEVICES = ("cpu", "cuda", "meta")
 _poison_outputs = False
 # Set to False to send eager calls through torch.ops.sinkattn.* as well (debugging, tests).
 _eager_fast_path = True
+
+# Bound once: each dotted lookup costs ~30 ns on a path measured in microseconds.
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_functorch_level = torch._C._functorch.peek_interpreter_stack
+_Tensor = torch.Tensor
 
 
 # ---- argument checks (raise before the C ABI is touched) -----------------------------------------
@@ -183,33 +190,16 @@ def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
         return (dev, idx, _DTYPE_CODE[q.dtype], qs[3], qs[0], qs[1], ks[1], qs[2], ks[2],
                 q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3],
                 v.data_ptr(), *v.stride()[:3], 0 if sinks is None else sinks.data_ptr(),
-                0, 0, 0, 0, scale, causal, left, right, stream)
+                0, 0, 0, 0, scale, causal, left, right, stream, 0, 0)
     if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
         max_q, max_k = _max_seqlen(cu_q), _max_seqlen(cu_k)
     return (dev, idx, _DTYPE_CODE[q.dtype], qs[2], cu_q.shape[0] - 1, max_q, max_k, qs[1], ks[1],
             *_tv(q, True), *_tv(k, True), *_tv(v, True), 0 if sinks is None else sinks.data_ptr(),
-            cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream)
+            cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream, 0, 0)
 
 
 def _max_seqlen(cu: torch.Tensor) -> int:
     return int((cu[1:] - cu[:-1]).max()) if cu.shape[0] > 1 else 0
-
-
-def _run(params, size_fn, size_offset, entry, device) -> None:
-    """Asks for the workspace size (written straight into params.workspace_size), allocates it
-    (uint8, 256-byte aligned) and runs `entry`. On CUDA the workspace is freed right after the
-    launch: the caching allocator only hands it out again in stream order."""
-    addr = _lib.ctypes.addressof(params)
-    status = size_fn(addr, addr + size_offset)
-    if status:
-        _lib.raise_for(status)
-    n = params.workspace_size
-    if n:
-        ws = torch.empty(n + 255, dtype=torch.uint8, device=device)
-        params.workspace = (ws.data_ptr() + 255) & ~255
-    status = entry(addr)
-    if status:
-        _lib.raise_for(status)
 
 
 def _new(t: torch.Tensor, fill=None) -> torch.Tensor:
@@ -220,11 +210,12 @@ def _new(t: torch.Tensor, fill=None) -> torch.Tensor:
 
 
 def fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse):
-    """A filled sinkattn_fwd_params (no workspace yet) for tensors the core accepts as they are."""
+    """A filled sinkattn_fwd_params (no workspace yet) for tensors the core accepts as they are;
+    lse None = not wanted."""
     p = _lib.FwdParams()
     _lib.PACK_FWD.pack_into(p, 0, *_problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left,
                                             right, causal), *_tv(out, cu_q is not None),
-                            lse.data_ptr(), 0, 0)
+                            0 if lse is None else lse.data_ptr(), 0, 0)
     return p
 
 
@@ -240,58 +231,283 @@ def bwd_params(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, 
     return p
 
 
-def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic):
-    """The forward on real tensors (see the module docstring for the argument conventions)."""
-    _check_problem(q, k, v, sinks, cu_q, cu_k)
-    varlen = cu_q is not None
-    # Rows outside every sequence (cu_seqlens[-1] < total) are not written by the library: they
-    # read out = 0 and lse = -inf.
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = q.new_empty(_lse_shape(q, varlen), dtype=torch.float32)
+# ---- plans: what a repeated call reuses ----------------------------------------------------------
+# A call whose key (shapes, strides, dtypes and devices of every tensor, and the scalars) was seen
+# before reuses that call's packed params and workspace size: it copies them and patches the data
+# pointers and the CUDA stream, the only fields a key does not fix. The Python checks it skips are
+# functions of the key alone; the size query reads neither data pointers nor cu_seqlens contents
+# (sinkattn.h). The library itself still checks every call in full (pointers, cu_seqlens values).
+# Only calls that ran on the tensors as given (no layout copies) leave a plan. Every non-pointer
+# value that reaches the params must be part of the key (fwd_impl, bwd_impl): a new params field
+# fed from a new argument goes into the key too.
+
+_PLAN_LIMIT = 256  # distinct keys kept (varlen batches of changing lengths each make one)
+_fwd_plans: dict = {}
+_bwd_plans: dict = {}
+
+
+class _Plan:
+    __slots__ = ("words", "ws_like", "cuda", "device_index", "likes")
+
+    def __init__(self, words, ws_like, q: torch.Tensor, likes: tuple):
+        self.words = words  # the packed params, every pointer zeroed (a missed patch reads NULL)
+        self.ws_like = ws_like  # the workspace's _like, None when the call needs none
+        self.cuda = q.is_cuda
+        self.device_index = q.get_device() if self.cuda else 0
+        self.likes = likes  # the outputs' _likes: (out, lse) forward, (dsink,) backward
+
+
+def _remember(plans: dict, key, params, pointer_words, ws_like, q, likes: tuple) -> None:
+    words = _words(params, copy=True)
+    for i in pointer_words:
+        words[i] = 0
+    if len(plans) >= _PLAN_LIMIT:
+        plans.clear()
+    plans[key] = _Plan(bytes(words), ws_like, q, likes)
+
+
+def _words(params, copy=False):
+    """params (a ctypes struct) as uint64 words: a view of it, or a copy."""
+    cls = _lib.FwdWords if isinstance(params, _lib.FwdParams) else _lib.BwdWords
+    return cls.from_buffer_copy(params) if copy else cls.from_buffer(params)
+
+
+def _meta(t) -> tuple:
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
+
+
+def _problem_key(q, k, v, sinks, cu_q, cu_k) -> tuple:
+    """Everything _check_problem and the params read from these tensors, pointers aside."""
+    return (q.shape, q.stride(), q.dtype, q.device, k.shape, k.stride(), k.dtype, k.device,
+            v.shape, v.stride(), v.dtype, v.device,
+            None if sinks is None else (sinks.shape, sinks.dtype, sinks.device),
+            None if cu_q is None else (cu_q.shape, cu_q.dtype, cu_q.device),
+            None if cu_k is None else (cu_k.shape, cu_k.dtype, cu_k.device))
+
+
+_P = _lib.Problem
+_W_Q, _W_K, _W_V = (_lib.word(_P, f"{t}.data") for t in "qkv")
+_W_SINKS, _W_CU_Q, _W_CU_K = (_lib.word(_P, f) for f in ("sinks", "cu_seqlens_q", "cu_seqlens_k"))
+_W_MAX_Q, _W_MAX_K, _W_STREAM = (_lib.word(_P, f) for f in ("seqlen_q", "seqlen_k", "stream"))
+assert _lib.FwdParams.problem.offset == 0 and _lib.BwdParams.problem.offset == 0
+_addressof = _lib.ctypes.addressof
+_fwd_words, _bwd_words = _lib.FwdWords.from_buffer_copy, _lib.BwdWords.from_buffer_copy
+_FWD_POINTERS = _lib.pointer_words(_lib.FwdParams)
+_BWD_POINTERS = _lib.pointer_words(_lib.BwdParams)
+_WF_OUT, _WF_LSE, _WF_WS = (_lib.word(_lib.FwdParams, f) for f in ("out.data", "lse", "workspace"))
+_WB_OUT, _WB_DOUT, _WB_LSE, _WB_DQ, _WB_DK, _WB_DV, _WB_DSINK, _WB_WS = (
+    _lib.word(_lib.BwdParams, f) for f in ("out.data", "dout.data", "lse", "dq.data", "dk.data",
+                                           "dv.data", "dsink", "workspace"))
+
+
+def _patch_problem(w, plan: _Plan, qkv_ptrs, sinks, cu_q, cu_k, max_q, max_k) -> None:
+    """Writes the problem's pointers (and, for varlen without given max lengths, the lengths read
+    from cu_seqlens) into the copied params words w."""
+    w[_W_Q], w[_W_K], w[_W_V] = qkv_ptrs
+    if sinks is not None:
+        w[_W_SINKS] = sinks.data_ptr()
+    if cu_q is not None:
+        w[_W_CU_Q], w[_W_CU_K] = cu_q.data_ptr(), cu_k.data_ptr()
+        if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
+            w[_W_MAX_Q], w[_W_MAX_K] = _max_seqlen(cu_q), _max_seqlen(cu_k)
+    if plan.cuda:
+        w[_W_STREAM] = torch._C._cuda_getCurrentRawStream(plan.device_index)
+
+
+def _call(w, ws_like, ws_word: int, entry) -> None:
+    """Allocates the workspace (uint8, 255 bytes over the size, used from a 256-byte boundary) and
+    runs `entry` on the params words w (or the params struct, when there is no workspace). On CUDA the workspace is freed right after the launch: the
+    caching allocator only hands it out again in stream order."""
+    if ws_like is not None:
+        ws = torch.empty_like(ws_like)
+        w[ws_word] = (ws.data_ptr() + 255) & ~255
+    status = entry(_addressof(w))
+    if status:
+        _lib.raise_for(status)
+
+
+def _first_call(params, size_fn, size_offset, ws_word, entry, device):
+    """Asks for the workspace size (written straight into params.workspace_size), then runs; returns
+    the workspace's _like for the plan."""
+    addr = _lib.ctypes.addressof(params)
+    status = size_fn(addr, addr + size_offset)
+    if status:
+        _lib.raise_for(status)
+    n = params.workspace_size
+    ws_like = _like((n + 255,), torch.uint8, device) if n else None
+    _call(_words(params) if n else params, ws_like, ws_word, entry)
+    return ws_like
+
+
+# ---- forward and backward on real tensors --------------------------------------------------------
+
+
+def _like(shape, dtype, device) -> torch.Tensor:
+    """A tensor for torch.empty_like to copy shape, dtype and device from (the cheapest torch
+    allocation call). One element seen at every index: not dense, so empty_like returns contiguous
+    strides (a shape of at most one element is dense whatever its strides, hence a real one)."""
+    if math.prod(shape) > 1:
+        return torch.empty_strided(shape, (0,) * len(shape), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _fwd_outputs(out_like, lse_like, varlen: bool, want_lse: bool):
+    """out contiguous in q's shape and dtype, lse fp32 contiguous or None (not wanted: the library
+    skips it). Varlen rows outside every sequence (cu_seqlens[-1] < total) are not written by the
+    library: they read out = 0 and lse = -inf."""
+    out = torch.empty_like(out_like)
+    lse = torch.empty_like(lse_like) if want_lse else None
     if _poison_outputs or varlen:
         _new(out, 0.0 if varlen else None)
-        _new(lse, -math.inf if varlen else None)
+        if want_lse:
+            _new(lse, -math.inf if varlen else None)
+    return out, lse
+
+
+def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic,
+             want_lse=True):
+    """The forward on real tensors (see the module docstring for the argument conventions). lse is
+    None when not wanted (calls that record no autograd and do not return it)."""
+    try:
+        key = (_problem_key(q, k, v, sinks, cu_q, cu_k), max_q, max_k, scale, left, right, causal)
+        plan = _fwd_plans.get(key)
+    except (AttributeError, TypeError):  # not tensors: the checks say which argument is wrong
+        key = plan = None
+    if plan is not None:
+        ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr())
+        # On CUDA the core needs 16-byte aligned bases; a plan fixes strides, not addresses.
+        if plan.cuda and (ptrs[0] | ptrs[1] | ptrs[2]) & 15:
+            plan = None
+    if plan is None:
+        return _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+                          want_lse)
+    varlen = cu_q is not None
+    if varlen:
+        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
+    if sinks is not None:
+        sinks = sinks.contiguous()
+    out, lse = _fwd_outputs(*plan.likes, varlen, want_lse)
+    w = _fwd_words(plan.words)
+    _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
+    w[_WF_OUT] = out.data_ptr()
+    if want_lse:
+        w[_WF_LSE] = lse.data_ptr()
+    _call(w, plan.ws_like, _WF_WS, _lib.fwd)
+    return out, lse
+
+
+def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+               want_lse):
+    """fwd_impl without a plan: checks everything, copies layouts the core does not accept, and
+    leaves a plan for the key (None: leave none) when it ran on the tensors as given."""
+    _check_problem(q, k, v, sinks, cu_q, cu_k)
+    varlen = cu_q is not None
+    likes = (_like(q.shape, q.dtype, q.device),
+             _like(_lse_shape(q, varlen), torch.float32, q.device))
+    out, lse = _fwd_outputs(*likes, varlen, want_lse)
     if out.numel() == 0 or (varlen and cu_q.shape[0] == 1):
         return out, lse
     cuda = q.is_cuda
-    if cuda or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
-        q, k, v = _in(q, cuda), _in(k, cuda), _in(v, cuda)
+    given = (q, k, v)
+    q, k, v = (_in(t, cuda) for t in given)
+    as_given = q is given[0] and k is given[1] and v is given[2]
+    if varlen:  # the library reads offsets as a dense array
+        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
     if sinks is not None:
         sinks = sinks.contiguous()
     p = fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse)
-    _run(p, _lib.fwd_workspace_size, _lib.FWD_WS_SIZE_OFFSET, _lib.fwd, q.device)
+    ws_like = _first_call(p, _lib.fwd_workspace_size, _lib.FWD_WS_SIZE_OFFSET, _WF_WS, _lib.fwd,
+                          q.device)
+    if key is not None and as_given:
+        _remember(_fwd_plans, key, p, _FWD_POINTERS, ws_like, q, likes)
     return out, lse
 
 
 def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
              deterministic, want_dsink):
     """The backward on real tensors: (dq, dk, dv) in the layouts of (q, k, v), dsink fp32."""
+    want_dsink = want_dsink and sinks is not None
+    try:
+        key = (_problem_key(q, k, v, sinks, cu_q, cu_k), _meta(dout), _meta(out), lse.shape,
+               lse.dtype, lse.device, max_q, max_k, scale, left, right, causal, deterministic,
+               want_dsink)
+        plan = _bwd_plans.get(key)
+    except (AttributeError, TypeError):  # not tensors: the checks say which argument is wrong
+        key = plan = None
+    if plan is None:
+        return _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale,
+                          left, right, causal, deterministic, want_dsink)
+    varlen = cu_q is not None
+    dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, *plan.likes)
+    ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr())
+    rest = (out.data_ptr(), dout.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr())
+    if plan.cuda and (ptrs[0] | ptrs[1] | ptrs[2] | rest[0] | rest[1] | rest[2] | rest[3]
+                      | rest[4]) & 15:  # see fwd_impl
+        return _bwd_first(None, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale,
+                          left, right, causal, deterministic, want_dsink)
+    if varlen:
+        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
+    if sinks is not None:
+        sinks = sinks.contiguous()
+    lse = lse.contiguous()
+    w = _bwd_words(plan.words)
+    _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
+    w[_WB_OUT], w[_WB_DOUT], w[_WB_DQ], w[_WB_DK], w[_WB_DV] = rest
+    w[_WB_LSE] = lse.data_ptr()
+    if want_dsink:
+        w[_WB_DSINK] = dsink.data_ptr()
+    _call(w, plan.ws_like, _WB_WS, _lib.bwd)
+    return dq, dk, dv, dsink
+
+
+def _bwd_outputs(q, k, v, varlen: bool, dsink_like):
+    """Gradients in the layouts of q, k, v (empty_like keeps dense strides); varlen rows outside
+    every sequence are not written by the library and get 0. dsink fp32 (Hq,), or (0,) when not
+    wanted: see _dsink_like."""
+    fill = 0.0 if varlen else None
+    dq, dk, dv = _new(torch.empty_like(q), fill), _new(torch.empty_like(k), fill), _new(
+        torch.empty_like(v), fill)
+    return dq, dk, dv, _new(torch.empty_like(dsink_like))
+
+
+def _dsink_like(q, want_dsink: bool):
+    return _like((q.shape[-2] if want_dsink else 0,), torch.float32, q.device)
+
+
+def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right,
+               causal, deterministic, want_dsink):
+    """bwd_impl without a plan (see _fwd_first)."""
     _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k)
     varlen = cu_q is not None
-    # Gradients in the layouts of q, k, v (empty_like keeps dense strides); varlen rows outside
-    # every sequence are not written by the library and get 0.
-    dq, dk, dv = (_new(torch.empty_like(t), 0.0 if varlen else None) for t in (q, k, v))
-    want_dsink = want_dsink and sinks is not None
-    dsink = _new(q.new_empty((q.shape[-2] if want_dsink else 0,), dtype=torch.float32))
+    dsink_like = _dsink_like(q, want_dsink)
+    dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, dsink_like)
     if q.numel() == 0 or (varlen and cu_q.shape[0] == 1):
         # No query row: nothing depends on k, v or the sinks.
         for g in (dq, dk, dv, dsink):
             g.zero_()
         return dq, dk, dv, dsink
     cuda = q.is_cuda
-    q, k, v, out, dout = (_in(t, cuda) for t in (q, k, v, out, dout))
+    given = (q, k, v, out, dout)
+    q, k, v, out, dout = (_in(t, cuda) for t in given)
+    as_given = all(a is b for a, b in zip((q, k, v, out, dout), given))
     lse = lse.contiguous()
+    if varlen:
+        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
     if sinks is not None:
         sinks = sinks.contiguous()
     # Gradients are written in place when the core accepts their layout, else via a copy.
     gq, gk, gv = (g if _usable(g, cuda) else torch.empty(g.shape, dtype=g.dtype, device=g.device)
                   for g in (dq, dk, dv))
+    as_given = as_given and gq is dq and gk is dk and gv is dv
     p = bwd_params(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right,
                    causal, deterministic, gq, gk, gv, dsink if want_dsink else None)
-    _run(p, _lib.bwd_workspace_size, _lib.BWD_WS_SIZE_OFFSET, _lib.bwd, q.device)
+    ws_like = _first_call(p, _lib.bwd_workspace_size, _lib.BWD_WS_SIZE_OFFSET, _WB_WS, _lib.bwd,
+                          q.device)
     for g, t in ((dq, gq), (dk, gk), (dv, gv)):
         if t is not g:
             g.copy_(t)
+    if key is not None and as_given:
+        _remember(_bwd_plans, key, p, _BWD_POINTERS, ws_like, q, (dsink_like,))
     return dq, dk, dv, dsink
 
 
@@ -411,24 +627,25 @@ class _EagerAttention(torch.autograd.Function):
 
 def _eager_ok(*tensors) -> bool:
     """Whether the dispatcher can be skipped: plain tensors, eager mode, nothing intercepting."""
-    if (not _eager_fast_path or torch.compiler.is_compiling()
-            or torch._C._len_torch_dispatch_stack()
-            or torch._C._functorch.peek_interpreter_stack() is not None):
+    if (not _eager_fast_path or _is_compiling() or _dispatch_modes()
+            or _functorch_level() is not None):
         return False
     for t in tensors:
-        if t is not None and (type(t) is not torch.Tensor or t.is_meta):
+        if t is not None and (type(t) is not _Tensor or t.is_meta):
             return False
     return True
 
 
-def run_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic):
-    """Differentiable forward: (out, lse) via the eager fast path or torch.ops.sinkattn.fwd."""
+def run_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic,
+            want_lse=True):
+    """Differentiable forward: (out, lse) via the eager fast path or torch.ops.sinkattn.fwd. lse may
+    be None when not wanted and no autograd graph is recorded (the backward needs it)."""
     args = (q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic)
     if _eager_ok(q, k, v, sinks, cu_q, cu_k):
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
                                         or (sinks is not None and sinks.requires_grad)):
             return _EagerAttention.apply(*args)
-        return fwd_impl(*args)
+        return fwd_impl(*args, want_lse)
     return torch.ops.sinkattn.fwd(*args)
 
 
@@ -441,28 +658,35 @@ def resolve(q, sinks, causal, window, scale, deterministic, max_seqlen_q=None, m
     window: None (unbounded), an int W >= 1 (W keys including the query itself: left = W - 1; when
     not causal also right = W - 1, a symmetric band), or an explicit (left, right) tuple whose
     entries are >= 0 or None / -1 for unbounded (right must be 0 or unbounded when causal)."""
-    if not isinstance(q, torch.Tensor):
+    if not isinstance(q, _Tensor):
         _fail("q", f"got {type(q).__name__}, expected a torch.Tensor", TypeError)
-    if not isinstance(causal, bool):
+    if causal is not True and causal is not False:
         _fail("causal", f"got {causal!r}, expected a bool", TypeError)
-    if not isinstance(deterministic, bool):
+    if deterministic is not True and deterministic is not False:
         _fail("deterministic", f"got {deterministic!r}, expected a bool", TypeError)
-    left, right = _window(window, causal)
+    if window is None:  # the common case, inlined (this runs on every call)
+        left, right = -1, (0 if causal else -1)
+    else:
+        left, right = _window(window, causal)
+        left, right = int(left), int(right)
     if scale is None:
-        scale = q.shape[-1] ** -0.5 if q.dim() else 1.0
+        scale = float(q.shape[-1] ** -0.5 if q.dim() else 1.0)
     elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         _fail("scale", f"got {scale!r}, expected a finite float > 0", TypeError)
     elif not (math.isfinite(scale) and scale > 0):
         _fail("scale", f"got {scale!r}, expected a finite float > 0")
+    else:
+        scale = float(scale)
     if sinks is not None:
-        if not isinstance(sinks, torch.Tensor):
+        if not isinstance(sinks, _Tensor):
             _fail("sinks", f"got {type(sinks).__name__}, expected a torch.Tensor or None", TypeError)
         if not sinks.is_floating_point():
             _fail("sinks", f"got dtype {sinks.dtype}, expected a floating-point dtype", TypeError)
         if sinks.dtype != torch.float32:
             sinks = sinks.float()  # differentiable: dsink comes back in the sinks' dtype
-    return (sinks, _max_len("max_seqlen_q", max_seqlen_q), _max_len("max_seqlen_k", max_seqlen_k),
-            float(scale), int(left), int(right))
+    return (sinks, -1 if max_seqlen_q is None else _max_len("max_seqlen_q", max_seqlen_q),
+            -1 if max_seqlen_k is None else _max_len("max_seqlen_k", max_seqlen_k), scale, left,
+            right)
 
 
 def _max_len(name, n):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -47,9 +48,25 @@ def test_ctypes_layout_matches_header(tmp_path):
     assert got[:-1] == want
 
 
-@pytest.mark.parametrize("pack,cls", [(_lib.PACK_FWD, _lib.FwdParams), (_lib.PACK_BWD, _lib.BwdParams)])
+class _Tail(ctypes.Structure):  # C pads it to 16 bytes; struct formats do not pad at the end
+    _fields_ = [("a", ctypes.c_int64), ("b", ctypes.c_int32)]
+
+
+class _GrownProblem(ctypes.Structure):  # the problem with two more int32 fields, as ABIs grow
+    _fields_ = _lib.Problem._fields_ + [("x", ctypes.c_int32), ("y", ctypes.c_int32)]
+
+
+class _Extended(ctypes.Structure):
+    _fields_ = [("problem", _GrownProblem), ("tail", _Tail), ("c", ctypes.c_int32),
+                ("d", ctypes.c_void_p)]
+
+
+@pytest.mark.parametrize("pack,cls", [
+    (_lib.PACK_FWD, _lib.FwdParams), (_lib.PACK_BWD, _lib.BwdParams),
+    (struct.Struct("@" + _lib._format(_Extended)), _Extended)])
 def test_pack_formats_match_ctypes(pack, cls):
     """Packing 1, 2, 3, ... must put value n into the n-th field."""
+    assert pack.size == ctypes.sizeof(cls)
     values = list(range(1, len(list(_flat_fields(cls))) + 1))
     p = cls()
     pack.pack_into(p, 0, *values)
@@ -64,3 +81,22 @@ def test_pack_formats_match_ctypes(pack, cls):
                 read.append(x)
     walk(p)
     assert read == values
+
+
+def test_word_indices_name_the_fields():
+    """ops.py patches pointers by word index: check the indices against ctypes attribute access."""
+    p = _lib.FwdParams()
+    words = _lib.FwdWords.from_buffer(p)
+    words[_lib.word(_lib.FwdParams, "problem.k.data")] = 0x1234
+    words[_lib.word(_lib.FwdParams, "lse")] = 0x5678
+    assert p.problem.k.data == 0x1234 and p.lse == 0x5678
+    pointers = _lib.pointer_words(_lib.BwdParams)
+    assert len(pointers) == sum(t is ctypes.c_void_p for t in _leaf_types(_lib.BwdParams))
+
+
+def _leaf_types(cls):
+    for _, t in cls._fields_:
+        if issubclass(t, ctypes.Structure):
+            yield from _leaf_types(t)
+        else:
+            yield t
