@@ -169,7 +169,10 @@ def _usable(t: torch.Tensor, cuda: bool) -> bool:
 
 
 def _in(t: torch.Tensor, cuda: bool) -> torch.Tensor:
-    return t if _usable(t, cuda) else t.contiguous()
+    if _usable(t, cuda):
+        return t
+    c = t.contiguous()  # returns t itself when only its base address is misaligned
+    return t.clone() if c is t else c
 
 
 def _tv(t: torch.Tensor, varlen: bool) -> tuple:

@@ -247,8 +247,9 @@ def test_budget_bounds_the_whole_run_even_when_a_cell_hangs(tmp_path):
     # --report-only on a run killed from outside: cells without rows become budget skips.
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text("\n".join(lines[:2]) + "\n")  # sinkattn gptoss only
-    p = _bench_cmd(["--suite", "quick", "--out", str(out), "--no-plots", "--impls",
-                    "sinkattn,sdpa-flash", "--workloads", "gptoss-512", "--report-only"], 100)
+    p = _bench_cmd(["--suite", "quick", "--device", "cpu", "--out", str(out), "--no-plots",
+                    "--impls", "sinkattn,sdpa-flash", "--workloads", "gptoss-512", "--report-only"],
+                   100)
     assert p.returncode == 0, p.stderr[-2000:]
     st = {(r["impl"], r["mode"]): r["status"] for r in report.read_csv(str(out / "results.csv"))}
     assert st[("sinkattn", FWD)] == "ok"
