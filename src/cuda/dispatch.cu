@@ -163,7 +163,6 @@ std::string sm90_refusal(const sinkattn_problem& p) {
 
 std::string sm90_bwd_refusal(const sinkattn_bwd_params& b) {
   std::string why = sm90_refusal(b.problem);
-  if (why.empty() && b.deterministic) why = "the deterministic backward is the portable one";
 #ifdef SINKATTN_WITH_SM90
   const sinkattn_problem& p = b.problem;
   const bool varlen = is_varlen(p);

@@ -24,6 +24,20 @@ void launch_bwd_dq_convert(const Params& p, cudaStream_t stream) {
   check_launch("sinkattn backward dq conversion kernel");
 }
 
+// The deterministic mode's dq: recomputes S and dP per query block (no atomics).
+template <typename T, int D>
+void launch_bwd_dq_kernel(const Params& p, cudaStream_t stream) {
+  if (p.seqlen_q == 0) return;
+  constexpr TileSize t = tile_size(Kernel::kBwdDq, D);
+  constexpr int smem = smem_bytes(Kernel::kBwdDq, D);
+  auto kernel = bwd_dq_kernel<T, D>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const dim3 grid((unsigned)((p.seqlen_q + t.block_m - 1) / t.block_m), (unsigned)p.heads_q,
+                  (unsigned)p.batch);
+  kernel<<<grid, t.warps * 32, smem, stream>>>(p);
+  check_launch("sinkattn backward dq kernel");
+}
+
 template <typename T>
 void launch_bwd_dsink(const Params& p, cudaStream_t stream) {
   if (p.dsink == nullptr) return;
@@ -33,7 +47,6 @@ void launch_bwd_dsink(const Params& p, cudaStream_t stream) {
 
 template <typename T, int D>
 void launch_bwd(const Params& p, cudaStream_t stream) {
-  const unsigned hq = (unsigned)p.heads_q, batch = (unsigned)p.batch;
   launch_bwd_prep<T, D>(p, stream);
 
   if (p.seqlen_k > 0) {
@@ -42,21 +55,14 @@ void launch_bwd(const Params& p, cudaStream_t stream) {
     auto kernel = bwd_dkdv_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid((unsigned)((p.seqlen_k + t.block_n - 1) / t.block_n), (unsigned)p.heads_kv,
-                    batch);
+                    (unsigned)p.batch);
     kernel<<<grid, t.warps * 32, smem, stream>>>(p);
     check_launch("sinkattn backward dk/dv kernel");
   }
-  if (p.dq_atomic) {
+  if (p.dq_atomic)
     launch_bwd_dq_convert<T, D>(p, stream);
-  } else if (p.seqlen_q > 0) {
-    constexpr TileSize t = tile_size(Kernel::kBwdDq, D);
-    constexpr int smem = smem_bytes(Kernel::kBwdDq, D);
-    auto kernel = bwd_dq_kernel<T, D>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const dim3 grid((unsigned)((p.seqlen_q + t.block_m - 1) / t.block_m), hq, batch);
-    kernel<<<grid, t.warps * 32, smem, stream>>>(p);
-    check_launch("sinkattn backward dq kernel");
-  }
+  else
+    launch_bwd_dq_kernel<T, D>(p, stream);
   launch_bwd_dsink<T>(p, stream);
 }
 

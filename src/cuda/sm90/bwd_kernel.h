@@ -12,7 +12,8 @@
 //   barrier, dV += P^T dO and dK += dS^T Q over the consumer's keys read P / dS M-major.
 // Either way each consumer adds its 64 x D fp32 dQ rows into the accumulator with one TMA
 // reduction per 32 columns (no per-element atomics). The prep / dq conversion / dsink kernels
-// around it are the portable path's.
+// around it are the portable path's, and so is the deterministic mode's dq kernel (this kernel
+// then skips dQ: its dK and dV have a fixed summation order already).
 #pragma once
 
 #include <cuda.h>
@@ -172,6 +173,9 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   float acc_dk[D / 8][4], acc_dv[D / 8][4];
   sm80::zero(acc_dk);
   sm80::zero(acc_dv);
+  // Atomic mode: dQ here, by TMA reductions. Deterministic mode: dQ comes from the portable dq
+  // kernel afterwards (reductions land in no fixed order), this kernel does dK and dV only.
+  const bool with_dq = p.dq_atomic != 0;
   mbar_wait(kv_full, 0);
 
   // This consumer's 64 x D fp32 dQ rows (query row0 of the step on) into its staging chunks,
@@ -253,6 +257,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
 
       // dQ (this consumer's 64 queries, complete) = dS K; dV += P^T dO, dK += dS^T Q over this
       // consumer's keys, P^T / dS^T read M-major from sub-tile c.
+      // (The deterministic mode discards dq: skipping the product costs registers, see notes.)
       float dq[8][4];
       wgmma_fence();
 #pragma unroll
@@ -271,10 +276,12 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       pin(acc_dv);
       pin(acc_dk);
       mbar_arrive(&empty[s]);
-      stage_dq(dq, 0);
-      fence_async_smem();
+      if (with_dq) {
+        stage_dq(dq, 0);
+        fence_async_smem();
+      }
       named_sync(3, 256);  // both consumers are done with P / dS; sdQ is written
-      reduce_dq(head, q0);
+      if (with_dq) reduce_dq(head, q0);
     }
   } else {
     const T* sK = reinterpret_cast<const T*>(base + L::k + c * 64 * 128);
@@ -340,6 +347,15 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
         mma_rs<1>(acc_dk, dsf[kk], nmajor_desc(sQ, kk, BM * 128), 1, T{});
       wgmma_commit();
 
+      if (!with_dq) {
+        wgmma_wait<0>();
+        pin(acc_dv);
+        pin(acc_dk);
+        pin(pf);
+        pin(dsf);
+        mbar_arrive(&empty[s]);
+        continue;
+      }
       // dS^T (this thread's rows 16 warp + g (+8), query columns 8 nt + 2t) into shared memory,
       // laid out as the M-major A operand of dQ = dS K.
 #pragma unroll

@@ -27,7 +27,8 @@ constexpr bool has_bwd(int d) { return d == 64 || d == 128; }
 template <typename T, int D>
 void launch_fwd(const sm80::Params& p, cudaStream_t stream);
 
-// The whole backward in atomic-dq mode (params.dq_atomic = 1, dq_accum set).
+// The whole backward: dq by TMA reductions (params.dq_atomic = 1, dq_accum set) or, in the
+// deterministic mode, by the portable dq kernel.
 template <typename T, int D>
 void launch_bwd(const sm80::Params& p, cudaStream_t stream);
 

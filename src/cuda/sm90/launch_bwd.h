@@ -1,6 +1,6 @@
 // Body of sm90::launch_bwd, included by the per-(dtype, head dim) instantiation files: the
-// portable prep, the Hopper dK/dV kernel (dq by TMA reductions), the portable dq conversion and
-// dsink.
+// portable prep, the Hopper dK/dV kernel (dq by TMA reductions in atomic mode), the portable dq
+// conversion (atomic mode) or dq kernel (deterministic mode), and dsink.
 #pragma once
 
 #include "cuda/sm80/launch_bwd.h"
@@ -24,8 +24,9 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
     const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
     const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
-    // Each consumer reduces 64 rows of dq at a time.
-    const CUtensorMap map_dq = make_accum_map(p.dq_accum, q_rows, p.heads_q, D, 64);
+    // Each consumer reduces 64 rows of dq at a time (unused in deterministic mode).
+    const CUtensorMap map_dq = p.dq_atomic ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, 64)
+                                           : CUtensorMap{};
     auto kernel = bwd_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid((unsigned)((p.seqlen_k + t.block_n - 1) / t.block_n), (unsigned)p.heads_kv,
@@ -34,7 +35,10 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
                                                              map_dq);
     sm80::check_launch("sinkattn sm90 backward kernel");
   }
-  sm80::launch_bwd_dq_convert<T, D>(p, stream);
+  if (p.dq_atomic)
+    sm80::launch_bwd_dq_convert<T, D>(p, stream);
+  else
+    sm80::launch_bwd_dq_kernel<T, D>(p, stream);
   sm80::launch_bwd_dsink<T>(p, stream);
 }
 
