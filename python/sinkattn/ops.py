@@ -181,8 +181,10 @@ def _tv(t: torch.Tensor, varlen: bool) -> tuple:
     return (t.data_ptr(), 0, s[0], s[1]) if varlen else (t.data_ptr(), s[0], s[1], s[2])
 
 
-def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal) -> tuple:
-    """The sinkattn_problem fields, in order (see _lib.PACK_FWD)."""
+def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+             zigzag=(0, 0)) -> tuple:
+    """The sinkattn_problem fields, in order (see _lib.PACK_FWD). zigzag: (rank, world) of a
+    fused zigzag context-parallel call (problem.zigzag_rank / zigzag_world), (0, 0) = off."""
     if q.is_cuda:
         dev, idx = _lib.DEVICE_CUDA, q.get_device()
         stream = torch._C._cuda_getCurrentRawStream(idx)
@@ -193,12 +195,12 @@ def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
         return (dev, idx, _DTYPE_CODE[q.dtype], qs[3], qs[0], qs[1], ks[1], qs[2], ks[2],
                 q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3],
                 v.data_ptr(), *v.stride()[:3], 0 if sinks is None else sinks.data_ptr(),
-                0, 0, 0, 0, scale, causal, left, right, stream, 0, 0)
+                0, 0, 0, 0, scale, causal, left, right, stream, *zigzag)
     if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
         max_q, max_k = _max_seqlen(cu_q), _max_seqlen(cu_k)
     return (dev, idx, _DTYPE_CODE[q.dtype], qs[2], cu_q.shape[0] - 1, max_q, max_k, qs[1], ks[1],
             *_tv(q, True), *_tv(k, True), *_tv(v, True), 0 if sinks is None else sinks.data_ptr(),
-            cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream, 0, 0)
+            cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream, *zigzag)
 
 
 def _max_seqlen(cu: torch.Tensor) -> int:
@@ -212,23 +214,25 @@ def _new(t: torch.Tensor, fill=None) -> torch.Tensor:
     return t if fill is None else t.fill_(fill)
 
 
-def fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse):
+def fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse,
+               zigzag=(0, 0)):
     """A filled sinkattn_fwd_params (no workspace yet) for tensors the core accepts as they are;
     lse None = not wanted."""
     p = _lib.FwdParams()
     _lib.PACK_FWD.pack_into(p, 0, *_problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left,
-                                            right, causal), *_tv(out, cu_q is not None),
+                                            right, causal, zigzag), *_tv(out, cu_q is not None),
                             0 if lse is None else lse.data_ptr(), 0, 0)
     return p
 
 
 def bwd_params(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
-               deterministic, dq, dk, dv, dsink):
+               deterministic, dq, dk, dv, dsink, zigzag=(0, 0)):
     """A filled sinkattn_bwd_params (no workspace yet); dsink None = not wanted."""
     varlen = cu_q is not None
     p = _lib.BwdParams()
     _lib.PACK_BWD.pack_into(
-        p, 0, *_problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal),
+        p, 0, *_problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+                        zigzag),
         *_tv(out, varlen), *_tv(dout, varlen), lse.data_ptr(), *_tv(dq, varlen), *_tv(dk, varlen),
         *_tv(dv, varlen), 0 if dsink is None else dsink.data_ptr(), deterministic, 0, 0)
     return p
@@ -368,11 +372,12 @@ def _fwd_outputs(out_like, lse_like, varlen: bool, want_lse: bool):
 
 
 def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic,
-             want_lse=True):
+             want_lse=True, zigzag=(0, 0)):
     """The forward on real tensors (see the module docstring for the argument conventions). lse is
     None when not wanted (calls that record no autograd and do not return it)."""
     try:
-        key = (_problem_key(q, k, v, sinks, cu_q, cu_k), max_q, max_k, scale, left, right, causal)
+        key = (_problem_key(q, k, v, sinks, cu_q, cu_k), max_q, max_k, scale, left, right, causal,
+               zigzag)
         plan = _fwd_plans.get(key)
     except (AttributeError, TypeError):  # not tensors: the checks say which argument is wrong
         key = plan = None
@@ -383,7 +388,7 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
             plan = None
     if plan is None:
         return _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
-                          want_lse)
+                          want_lse, zigzag)
     varlen = cu_q is not None
     if varlen:
         cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
@@ -400,7 +405,7 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
 
 
 def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
-               want_lse):
+               want_lse, zigzag=(0, 0)):
     """fwd_impl without a plan: checks everything, copies layouts the core does not accept, and
     leaves a plan for the key (None: leave none) when it ran on the tensors as given."""
     _check_problem(q, k, v, sinks, cu_q, cu_k)
@@ -418,7 +423,8 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
         cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
     if sinks is not None:
         sinks = sinks.contiguous()
-    p = fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse)
+    p = fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse,
+                   zigzag)
     ws_like = _first_call(p, _lib.fwd_workspace_size, _lib.FWD_WS_SIZE_OFFSET, _WF_WS, _lib.fwd,
                           q.device)
     if key is not None and as_given:
@@ -427,19 +433,19 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
 
 
 def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
-             deterministic, want_dsink):
+             deterministic, want_dsink, zigzag=(0, 0)):
     """The backward on real tensors: (dq, dk, dv) in the layouts of (q, k, v), dsink fp32."""
     want_dsink = want_dsink and sinks is not None
     try:
         key = (_problem_key(q, k, v, sinks, cu_q, cu_k), _meta(dout), _meta(out), lse.shape,
                lse.dtype, lse.device, max_q, max_k, scale, left, right, causal, deterministic,
-               want_dsink)
+               want_dsink, zigzag)
         plan = _bwd_plans.get(key)
     except (AttributeError, TypeError):  # not tensors: the checks say which argument is wrong
         key = plan = None
     if plan is None:
         return _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale,
-                          left, right, causal, deterministic, want_dsink)
+                          left, right, causal, deterministic, want_dsink, zigzag)
     varlen = cu_q is not None
     dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, *plan.likes)
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr())
@@ -447,7 +453,7 @@ def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, le
     if plan.cuda and (ptrs[0] | ptrs[1] | ptrs[2] | rest[0] | rest[1] | rest[2] | rest[3]
                       | rest[4]) & 15:  # see fwd_impl
         return _bwd_first(None, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale,
-                          left, right, causal, deterministic, want_dsink)
+                          left, right, causal, deterministic, want_dsink, zigzag)
     if varlen:
         cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
     if sinks is not None:
@@ -478,7 +484,7 @@ def _dsink_like(q, want_dsink: bool):
 
 
 def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right,
-               causal, deterministic, want_dsink):
+               causal, deterministic, want_dsink, zigzag=(0, 0)):
     """bwd_impl without a plan (see _fwd_first)."""
     _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k)
     varlen = cu_q is not None
@@ -503,7 +509,7 @@ def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, sc
                   for g in (dq, dk, dv))
     as_given = as_given and gq is dq and gk is dk and gv is dv
     p = bwd_params(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right,
-                   causal, deterministic, gq, gk, gv, dsink if want_dsink else None)
+                   causal, deterministic, gq, gk, gv, dsink if want_dsink else None, zigzag)
     ws_like = _first_call(p, _lib.bwd_workspace_size, _lib.BWD_WS_SIZE_OFFSET, _WB_WS, _lib.bwd,
                           q.device)
     for g, t in ((dq, gq), (dk, gk), (dv, gv)):
@@ -583,7 +589,8 @@ def _grads(ctx, dout, dlse, bwd):
         grads = bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k, *ctx.args, want_dsink)
     if dlse is not None:
         extra = _lse_grads(dlse, q, k, v, out, lse, sinks, cu_q, cu_k, ctx.args, want_dsink, bwd)
-        grads = extra if grads is None else [a + b for a, b in zip(grads, extra)]
+        grads = extra if grads is None else [
+            b if a is None else a if b is None else a + b for a, b in zip(grads, extra)]
     if grads is None:
         return (None,) * 13
     dq, dk, dv, dsink = grads
@@ -601,8 +608,13 @@ def _lse_grads(dlse, q, k, v, out, lse, sinks, cu_q, cu_k, args, want_dsink, bwd
     e0[..., 0] = 1.0
     fake_out = torch.zeros_like(out)
     fake_out[..., 0] = -rows.to(out.dtype)
-    dq, dk, _, dsink = bwd(e0, q, k, torch.zeros_like(v), fake_out, lse, sinks, cu_q, cu_k, *args,
-                           want_dsink)
+    dq, dk, _, _ = bwd(e0, q, k, torch.zeros_like(v), fake_out, lse, sinks, cu_q, cu_k, *args,
+                       False)
+    dsink = None
+    if want_dsink:  # exactly, from fp32 lse and dlse (fake_out holds dlse rounded to out's dtype)
+        s = sinks.float().view(-1, 1) if varlen else sinks.float().view(1, -1, 1)
+        p_sink = torch.where(torch.isfinite(lse), torch.exp(s - lse), 0.0)
+        dsink = (p_sink * dlse.float()).sum(dim=1 if varlen else (0, 2))
     return dq, dk, torch.zeros_like(v), dsink
 
 
@@ -742,9 +754,21 @@ def _window(window, causal):
 # ---- low-level functions (no autograd) for layers built on top, e.g. context parallelism ---------
 
 
+def _zigzag(z) -> tuple:
+    """(rank, world) of a fused zigzag call as ints; the library checks their values."""
+    if (not isinstance(z, (tuple, list)) or len(z) != 2
+            or any(isinstance(x, bool) or not isinstance(x, numbers.Integral) for x in z)):
+        _fail("zigzag", f"got {z!r}, expected a (rank, world) pair of ints", TypeError)
+    return int(z[0]), int(z[1])
+
+
 def fwd(q, k, v, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
-        max_seqlen_k=None, causal=True, window=None, scale=None):
+        max_seqlen_k=None, causal=True, window=None, scale=None, zigzag=None):
     """Forward without autograd: returns (out, lse).
+
+    zigzag=(rank, world): a fused zigzag context-parallel call (problem.zigzag_rank / zigzag_world
+    of sinkattn.h: every sequence's query rows are its zigzag chunks rank and 2*world-1-rank, its
+    keys the whole gathered sequence); eager only (it bypasses the custom op).
 
     Same arguments and meanings as ``sinkattn.attention`` (fixed-length, q 4-D) or
     ``sinkattn.varlen_attention`` (q 3-D with cu_seqlens_q/k). out is contiguous in q's shape and
@@ -755,6 +779,8 @@ def fwd(q, k, v, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen
     with torch.no_grad():
         args = (q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale, left, right,
                 causal, False)
+        if zigzag is not None:
+            return fwd_impl(*args, zigzag=_zigzag(zigzag))
         if _eager_ok(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k):
             return fwd_impl(*args)
         return torch.ops.sinkattn.fwd(*args)
@@ -762,8 +788,8 @@ def fwd(q, k, v, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen
 
 def bwd(dout, q, k, v, out, lse, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=None,
         max_seqlen_q=None, max_seqlen_k=None, causal=True, window=None, scale=None,
-        deterministic=False):
-    """Backward without autograd: returns (dq, dk, dv, dsink).
+        deterministic=False, zigzag=None):
+    """Backward without autograd: returns (dq, dk, dv, dsink). zigzag: as in fwd.
 
     out and lse are the forward's (for context parallelism: the final, merged ones; delta_i =
     dout_i . out_i and P_ij = exp(x_ij - lse_i) are formed from them). dq, dk, dv have the shapes,
@@ -774,7 +800,9 @@ def bwd(dout, q, k, v, out, lse, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=
     with torch.no_grad():
         args = (dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale,
                 left, right, causal, deterministic, sinks is not None)
-        if _eager_ok(dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k):
+        if zigzag is not None:
+            dq, dk, dv, dsink = bwd_impl(*args, zigzag=_zigzag(zigzag))
+        elif _eager_ok(dout, q, k, v, out, lse, sinks, cu_seqlens_q, cu_seqlens_k):
             dq, dk, dv, dsink = bwd_impl(*args)
         else:
             dq, dk, dv, dsink = torch.ops.sinkattn.bwd(*args)

@@ -1,6 +1,8 @@
 """Context parallelism on the CPU: gloo process groups of 2 and 4 ranks against the single-process
-result (sinkattn on the full sequence), forward and backward, every mode and layout, with sinks,
-windows, packed varlen documents crossing shard boundaries, and GQA/MQA; plus the refusals.
+result (sinkattn on the full sequence), forward and backward, every mode and layout (the zigzag
+all-gather fused and unfused), with sinks, windows, packed varlen documents crossing shard
+boundaries, and GQA/MQA; plus the refusals and switches. With two GPUs, test_cp_nccl runs every
+mode in bf16 over NCCL under the DESIGN.md tolerance rule (scripts/gpu_cp.sh).
 
 One spawn per world size runs every case (spawning costs seconds, a case milliseconds). Workers
 record failures instead of stopping, and rank 0 writes them to a file the test asserts on.
@@ -30,8 +32,9 @@ MASKS = [  # name, causal, window
     ("bidirectional", False, None),
     ("band(3,2)", False, (3, 2)),
 ]
-MODE_LAYOUTS = [(mode, layout) for mode in ("allgather", "ring", "halo", "ulysses")
-                for layout in ("contiguous", "zigzag")]
+# (mode, layout, fused): fused None is the default (fused for the zigzag all-gather)
+VARIANTS = [(mode, layout, None) for mode in ("allgather", "ring", "halo", "ulysses")
+            for layout in ("contiguous", "zigzag")] + [("allgather", "zigzag", False)]
 
 
 _seed = 0  # the run's seed, handed to the workers (SINKATTN_TEST_SEED replays a run)
@@ -73,13 +76,14 @@ def _close(name, got, want, failures, tag):
         failures.append(f"{tag}: {name} max error {err:.3g} > {bound:.3g}")
 
 
-def _case(index, world, mode, layout, varlen, mask, sinks_on, hq, hkv, failures):
+def _case(index, world, variant, varlen, mask, sinks_on, hq, hkv, failures):
     from sinkattn import cp
     import sinkattn
 
+    mode, layout, fused = variant
     name, causal, window = mask
-    tag = (f"W={world} {mode}/{layout} {'varlen' if varlen else 'fixed'} {name} "
-           f"sinks={sinks_on} Hq={hq} Hkv={hkv}")
+    tag = (f"W={world} {mode}/{layout}{'' if fused is None else f' fused={fused}'} "
+           f"{'varlen' if varlen else 'fixed'} {name} sinks={sinks_on} Hq={hq} Hkv={hkv}")
     d = 32
     g = _gen(index)
     rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731  same on every rank
@@ -107,7 +111,7 @@ def _case(index, world, mode, layout, varlen, mask, sinks_on, hq, hkv, failures)
     ql, kl, vl = (sh(t).requires_grad_() for t in (q, k, v))
     sl = None if sinks is None else sinks.detach().clone().requires_grad_()
     out = cp.attention(ql, kl, vl, sl, mode=mode, layout=layout, cu_seqlens=cu, causal=causal,
-                       window=window)
+                       window=window, fused=fused)
     (out * sh(grad_out)).sum().backward()
     _close("out", out, sh(ref), failures, tag)
     _close("dq", ql.grad, sh(qr.grad), failures, tag)
@@ -168,15 +172,62 @@ def _refusals(rank, world, failures):
                  "bad mode")
     n += _expect(ValueError, ["heads_k_stride"],
                  lambda: cp.attention(q, k, k, heads_k_stride=3), failures, "bad stride")
-    n += _expect(NotImplementedError, ["fused", "docs/CONTEXT_PARALLEL.md"],
-                 lambda: cp.attention(q, k, k, layout="zigzag", fused=True), failures, "fused")
-    os.environ["SINKATTN_CP_FUSED"] = "1"
-    n += _expect(NotImplementedError, ["fused"],
-                 lambda: cp.attention(q, k, k, layout="zigzag"), failures, "fused env")
-    del os.environ["SINKATTN_CP_FUSED"]
     n += _expect(ValueError, ["fused", "zigzag"],
                  lambda: cp.attention(q, k, k, mode="ring", fused=True), failures, "fused ring")
+    n += _expect(ValueError, ["fused", "zigzag"],
+                 lambda: cp.attention(q, k, k, fused=(False, True)), failures, "fused contiguous")
+    n += _expect(TypeError, ["fused"], lambda: cp.attention(q, k, k, layout="zigzag", fused="yes"),
+                 failures, "fused type")
     return n
+
+
+def _fused_switches(rank, world, failures):
+    """The fused zigzag all-gather is the default; fused=False / SINKATTN_CP_FUSED=0 (and the
+    per-direction flash_compat switches) take the unfused path; verify catches a wrong kernel."""
+    from dataclasses import replace
+
+    from sinkattn import cp
+    from sinkattn.cp import allgather
+
+    n, real = 0, allgather.fused_call
+    g = _gen(-5)
+    calls = []
+
+    def spy(P):  # records that the fused path was planned (plans are cached per shape: new sizes)
+        calls.append(P.rows)
+        return real(P)
+
+    def attend(S, **kw):
+        q, k, v = (torch.randn(1, S, h, 32, generator=g) for h in (4, 2, 2))
+        sh = lambda t: cp.shard(t, "zigzag").contiguous()  # noqa: E731
+        return cp.attention(sh(q), sh(k), sh(v), torch.randn(4, generator=g), layout="zigzag", **kw)
+
+    allgather.fused_call = spy
+    try:
+        attend(20 * world)
+        n += _check(len(calls) == 1, f"default did not plan the fused call: {calls}", failures)
+        calls.clear()
+        os.environ["SINKATTN_CP_FUSED"] = "0"
+        try:
+            attend(22 * world)
+        finally:
+            del os.environ["SINKATTN_CP_FUSED"]
+        n += _check(calls == [], f"SINKATTN_CP_FUSED=0 planned the fused call: {calls}", failures)
+        attend(24 * world, fused=False)
+        n += _check(calls == [], f"fused=False planned the fused call: {calls}", failures)
+        # a fused kernel told the wrong rank computes the wrong rows: verify must raise everywhere
+        allgather.fused_call = lambda P: replace(real(P), zigzag=((P.rank + 1) % P.world, P.world))
+        n += _expect(RuntimeError, ["verify", "fused", "disagree"],
+                     lambda: attend(26 * world, verify=True), failures, "verify wrong fused")
+    finally:
+        allgather.fused_call = real
+    return n
+
+
+def _check(ok, why, failures):
+    if not ok:
+        failures.append(why)
+    return 1
 
 
 def _extras(rank, world, failures):
@@ -199,7 +250,18 @@ def _extras(rank, world, failures):
         n += 1
     out = cp.attention(cp.shard(q), cp.shard(k), cp.shard(v), sinks, verify=True, profile=True)
     _close("out", out, cp.shard(ref), failures, "verify+profile")
-    n += 1
+    # fused zigzag with verify: forward recomputed unfused, backward too
+    qz, kz, vz = (cp.shard(t, "zigzag").contiguous().requires_grad_() for t in (q, k, v))
+    gz = torch.randn(qz.shape, generator=g)
+    qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
+    ref_z = sinkattn.attention(qr, kr, vr, sinks, causal=True, window=6)
+    (ref_z * cp.unshard(gz, "zigzag")).sum().backward()
+    out = cp.attention(qz, kz, vz, sinks, layout="zigzag", window=6, verify=True)
+    (out * gz).sum().backward()
+    for name, a, b in (("out", out, ref_z), ("dq", qz.grad, qr.grad), ("dk", kz.grad, kr.grad),
+                       ("dv", vz.grad, vr.grad)):
+        _close(name, a, cp.shard(b, "zigzag"), failures, "fused verify")
+    n += 2
     # llama3 varlen names
     cu = torch.tensor(_docs(world, "contiguous"), dtype=torch.int32)
     T = int(cu[-1])
@@ -232,9 +294,17 @@ def _extras(rank, world, failures):
     (out * zs(grad)).sum().backward()
     _close("out", out, zs(ref), failures, "zigzag_llama3 qkvpacked")
     _close("dqkv", qkv_l.grad, zs(qkv_ref.grad), failures, "zigzag_llama3 qkvpacked")
-    n += _expect(NotImplementedError, ["fused"], lambda: cp.zigzag_llama3_flash_attn_varlen_func(
-        zs(qh), zs(kh), zs(vh), local_cu, local_cu, 0, 0, 2, None, causal=True,
-        use_fused_kernel_forward=True), failures, "zigzag_llama3 fused")
+    for fwd_fused, bwd_fused in ((True, False), (False, True), (True, True)):
+        ql, kl, vl = (zs(t).requires_grad_() for t in (qh, kh, vh))
+        out = cp.zigzag_llama3_flash_attn_varlen_func(
+            ql, kl, vl, local_cu, cuz, 0, 0, 1, None, causal=True, sinks=sinks,
+            use_fused_kernel_forward=fwd_fused, use_fused_kernel_backward=bwd_fused)
+        (out * zs(grad)).sum().backward()
+        tag = f"zigzag_llama3 fused fwd={fwd_fused} bwd={bwd_fused}"
+        _close("out", out, zs(ref), failures, tag)
+        for i, (name, t) in enumerate((("dq", ql), ("dk", kl), ("dv", vl))):
+            _close(name, t.grad, zs(qkv_ref.grad[:, i]), failures, tag)
+        n += 1
     full = cp.unshard(cp.shard(q, "zigzag"), "zigzag")
     _close("unshard", full, q, failures, "unshard zigzag")
     return n + 2
@@ -299,93 +369,155 @@ def _hf(rank, world, failures):
     return n
 
 
-def _bf16(rank, world, failures):
-    """bf16 shards under the DESIGN.md rule (tests/python/compare.py): against float64, the error
-    of out, dq, dk, dv and the group-summed dsink is at most 2x that of the same math done by torch
-    in bf16, plus the rounding atol. (The merging modes round each partial output to bf16 before
-    the fp32 merge, so their errors exceed the single-device kernel's; see CONTEXT_PARALLEL.md.)"""
+LOWP_MASKS = [  # name, causal, window
+    ("causal", True, None),
+    ("causal-window9", True, 9),
+    ("bidirectional", False, None),
+    ("band(3,2)", False, (3, 2)),
+]
+
+
+def _bounds(causal, window):
+    """(left, right) of the torch reference for sinkattn's (causal, window) arguments."""
+    if window is None:
+        return -1, (0 if causal else -1)
+    if isinstance(window, int):
+        return window - 1, (0 if causal else window - 1)
+    return window
+
+
+def _lowp(rank, world, failures, device, full):
+    """Half-precision shards under the DESIGN.md rule (tests/python/compare.py): against float64,
+    the error of out, dq, dk, dv and the group-summed dsink is at most 2x that of the same math
+    done by torch in bf16, plus the rounding atol. (The merging modes round each partial output
+    to bf16 before the fp32 merge, so their errors exceed the single-device kernel's; see
+    CONTEXT_PARALLEL.md.) full=False: one causal-window case per variant (the CPU run);
+    full=True: every variant x fixed/varlen x mask x sinks, GQA and MQA (the NCCL run), the fused
+    zigzag all-gather with verify on."""
+    n = 0
+    for variant in VARIANTS:
+        if not full:
+            n += _lowp_case(n, world, variant, False, LOWP_MASKS[1], True, 4, 2, device, False,
+                            failures)
+            continue
+        for varlen in (False, True):
+            for mask in LOWP_MASKS:
+                if variant[0] == "halo" and mask[2] is None:
+                    continue
+                for sinks_on in (True, False):
+                    heads = [(8, 2)] + ([(8, 1)] if sinks_on and mask[0] == "causal" else [])
+                    for hq, hkv in heads:
+                        verify = variant[:2] == ("allgather", "zigzag") and variant[2] is None
+                        n += _lowp_case(n, world, variant, varlen, mask, sinks_on, hq, hkv,
+                                        device, verify, failures)
+    return n
+
+
+def _lowp_case(index, world, variant, varlen, mask, sinks_on, hq, hkv, device, verify, failures):
     import compare
     import reference
     from sinkattn import cp
 
-    g = _gen(-4)
-    S, hq, hkv, d = 32 * world, 4, 2, 64
-    q, k, v = (torch.randn(1, S, h, d, generator=g) for h in (hq, hkv, hkv))
-    grad = torch.randn(1, S, hq, d, generator=g)
-    sinks = torch.randn(hq, generator=g)
-    left = 8  # window=9
+    mode, layout, fused = variant
+    name, causal, window = mask
+    left, right = _bounds(causal, window)
+    tag = (f"W={world} bf16 {mode}/{layout}{'' if fused is None else f' fused={fused}'} "
+           f"{'varlen' if varlen else 'fixed'} {name} sinks={sinks_on} Hq={hq} Hkv={hkv}")
+    g = _gen(5000 + index)
+    d = 64
+    cu = _docs(world, layout) if varlen else None
+    rows = (cu[-1],) if varlen else (1, 32 * world)
+    q, k, v = (torch.randn(*rows, h, d, generator=g).to(device) for h in (hq, hkv, hkv))
+    grad = torch.randn(*rows, hq, d, generator=g).to(device)
+    sinks = torch.randn(hq, generator=g).to(device) if sinks_on else None
+    dim = 0 if varlen else 1
+    cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int32)
 
     def run(dtype, attend, shard):
-        """(out of this rank's rows, lse, full-size dq, dk, dv, dsink summed over the ranks)."""
+        """(out of these rows, lse, full-size dq, dk, dv, dsink summed over the ranks)."""
         leaves = [t.detach().to(dtype).clone().requires_grad_() for t in (q, k, v)]
-        s = sinks.detach().to(torch.float64 if dtype == torch.float64 else torch.float32)
-        s = s.clone().requires_grad_()
+        s = None
+        if sinks is not None:
+            s = sinks.detach().to(torch.float64 if dtype == torch.float64 else torch.float32)
+            s = s.clone().requires_grad_()
         out, lse = attend(*(shard(t) for t in leaves), s)
         (out.double() * shard(grad).double()).sum().backward()  # dout: grad in out's dtype
-        grads = [t.grad for t in leaves] + [s.grad]
+        grads = [t.grad for t in leaves] + [None if s is None else s.grad]
         if shard is not _same:  # each rank holds its shard's part of the gradients
             for t in grads:
-                dist.all_reduce(t)
+                if t is not None:
+                    dist.all_reduce(t)
         return [out, lse] + grads
 
     def torch_ref(dtype):
-        return run(dtype, lambda *a: reference.attention(*a, causal=True, left=left, dtype=dtype),
-                   _same)
+        kw = dict(causal=causal, left=left, right=right, dtype=dtype)
+        if varlen:
+            return run(dtype, lambda *a: reference.varlen_attention(
+                *a[:3], cu_t.to(device), cu_t.to(device), a[3], **kw), _same)
+        return run(dtype, lambda *a: reference.attention(*a, **kw), _same)
 
-    truth, low = torch_ref(torch.float64), torch_ref(torch.bfloat16)
-    n = 0
-    for mode in cp.MODES:
-        for layout in cp.LAYOUTS:
-            sh = lambda t, layout=layout: cp.shard(t, layout)  # noqa: E731
-            got = run(torch.bfloat16, lambda *a, mode=mode, layout=layout: cp.attention(
-                *a, mode=mode, layout=layout, window=9, return_lse=True), sh)
-            out_full = cp.unshard(got[0].detach(), layout)
+    sh = lambda t: cp.shard(t, layout, dim=dim, cu_seqlens=cu)  # noqa: E731
+    try:
+        truth, low = torch_ref(torch.float64), torch_ref(torch.bfloat16)
+        got = run(torch.bfloat16, lambda *a: cp.attention(
+            *a, mode=mode, layout=layout, cu_seqlens=cu, causal=causal, window=window,
+            fused=fused, verify=verify, return_lse=True), sh)
+        checks = [("out", got[0], sh(truth[0]), sh(low[0]), None),
+                  ("dq", got[2], truth[2], low[2], None), ("dk", got[3], truth[3], low[3], None),
+                  ("dv", got[4], truth[4], low[4], None)]
+        if sinks is not None:
             # dsink's contract is -sum exp(s - lse) dout.out over the STORED out (bf16)
-            stored = -(torch.exp(sinks.double()[:, None] - truth[1][0].detach())
-                       * (grad.to(torch.bfloat16).double() * out_full.double()).sum(-1)[0].t()
-                       ).sum(1)
-            checks = [("out", got[0], sh(truth[0]), sh(low[0]), None),
-                      ("dq", got[2], truth[2], low[2], None), ("dk", got[3], truth[3], low[3], None),
-                      ("dv", got[4], truth[4], low[4], None),
-                      ("dsink", got[5], truth[5], low[5], stored)]
-            for name, a, b, c, st in checks:
-                try:
-                    compare.check(name, a, b, c, torch.bfloat16, stored=st)
-                except AssertionError as e:
-                    failures.append(f"W={world} bf16 {mode}/{layout}: {e}")
-            n += 1
-    return n
+            out_full = cp.unshard(got[0].detach(), layout, dim=dim, cu_seqlens=cu)
+            lse64 = truth[1] if varlen else truth[1][0]
+            dot = (grad.to(torch.bfloat16).double() * out_full.double()).sum(-1)
+            dot = dot.t() if varlen else dot[0].t()
+            stored = -(torch.exp(sinks.double()[:, None] - lse64.detach()) * dot).sum(1)
+            checks.append(("dsink", got[5], truth[5], low[5], stored))
+        for name, a, b, c, st in checks:
+            try:
+                compare.check(name, a, b, c, torch.bfloat16, stored=st)
+            except AssertionError as e:
+                failures.append(f"{tag}: {e}")
+    except Exception:  # noqa: BLE001  one broken case must not hide the others
+        failures.append(f"{tag}: " + traceback.format_exc())
+    return 1
 
 
 def _same(t):
     return t
 
 
-def _worker(rank, world, path, out_path, seed):
+def _worker(rank, world, path, out_path, seed, backend="gloo"):
     global _seed
     _seed = seed
     os.environ["SINKATTN_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=60))
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"file://{path}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=120))
     failures, cases = [], 0
     try:
-        for mode, layout in MODE_LAYOUTS:
-            for varlen in (False, True):
-                for mask in MASKS:
-                    if mode == "halo" and mask[2] is None:
-                        continue  # halo needs a bounded window (a refusal test covers it)
-                    for sinks_on in (True, False):
-                        heads = [(4, 2)]
-                        if sinks_on and mask[0] == "causal":
-                            heads += [(4, 4), (4, 1)]  # MHA and MQA
-                        for hq, hkv in heads:
-                            cases += _case(cases, world, mode, layout, varlen, mask, sinks_on,
-                                           hq, hkv, failures)
-        cases += _refusals(rank, world, failures)
-        cases += _extras(rank, world, failures)
-        cases += _hf(rank, world, failures)
-        cases += _bf16(rank, world, failures)
+        if backend == "nccl":  # CUDA kernels: bf16 only, every case under the DESIGN.md rule
+            cases += _lowp(rank, world, failures, torch.device("cuda", rank), full=True)
+        else:
+            for variant in VARIANTS:
+                for varlen in (False, True):
+                    for mask in MASKS:
+                        if variant[0] == "halo" and mask[2] is None:
+                            continue  # halo needs a bounded window (a refusal test covers it)
+                        for sinks_on in (True, False):
+                            heads = [(4, 2)]
+                            if sinks_on and mask[0] == "causal":
+                                heads += [(4, 4), (4, 1)]  # MHA and MQA
+                            for hq, hkv in heads:
+                                cases += _case(cases, world, variant, varlen, mask, sinks_on,
+                                               hq, hkv, failures)
+            cases += _refusals(rank, world, failures)
+            cases += _fused_switches(rank, world, failures)
+            cases += _extras(rank, world, failures)
+            cases += _hf(rank, world, failures)
+            cases += _lowp(rank, world, failures, torch.device("cpu"), full=False)
     except Exception:  # noqa: BLE001
         failures.append(f"rank {rank}: " + traceback.format_exc())
     everyone = [None] * world
@@ -403,12 +535,24 @@ def _worker(rank, world, path, out_path, seed):
     os._exit(0)
 
 
-@pytest.mark.parametrize("world", [2, 4])
-def test_cp_gloo(world, tmp_path):
+def _spawn(world, tmp_path, backend):
     out_path = tmp_path / "result.json"
     seed = int(torch.randint(2**31, ()))  # from the run's seed (conftest)
-    mp.spawn(_worker, args=(world, str(tmp_path / "store"), str(out_path), seed), nprocs=world)
+    mp.spawn(_worker, args=(world, str(tmp_path / "store"), str(out_path), seed, backend),
+             nprocs=world)
     result = json.loads(out_path.read_text())
     assert not result["failures"], f"worker seed {seed}:\n" + "\n".join(result["failures"][:40])
-    print(f"world {world}: {result['cases']} cases")
-    assert result["cases"] >= 100
+    print(f"{backend} world {world}: {result['cases']} cases")
+    return result
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_cp_gloo(world, tmp_path):
+    assert _spawn(world, tmp_path, "gloo")["cases"] >= 100
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.device_count() >= 2
+                         and dist.is_nccl_available()), reason="needs 2 GPUs and NCCL")
+def test_cp_nccl(tmp_path):
+    """Every mode on 2 GPUs over NCCL, bf16 (scripts/gpu_cp.sh runs it on the lent machine)."""
+    assert _spawn(2, tmp_path, "nccl")["cases"] >= 100

@@ -147,3 +147,62 @@ def test_merge_is_exact_and_never_nan():
     assert not e_out.isnan().any() and (e_out == 0).all() and (e_lse == -math.inf).all()
     s_out, s_lse = merge.add_sink(e_out, e_lse, sinks)
     assert (s_out == 0).all() and torch.equal(s_lse, sinks.view(h, 1).expand(h, t))
+
+
+@pytest.mark.parametrize("world,bounds,left,right", [
+    (2, [0, 8, 8, 32, 44], -1, 0),  # causal, packed documents (one empty)
+    (3, [0, 12, 48], 5, 0),          # causal window, chunks of 2 and 8 rows
+    (2, [0, 40], 3, 2),              # a band: keys ahead of the query too
+    (4, [0, 16], -1, -1),            # bidirectional
+])
+def test_fused_zigzag_call_is_each_ranks_rows_of_the_full_attention(world, bounds, left, right):
+    """allgather.fused_call (one kernel call, problem.zigzag_*) against the keys in global order
+    gives every rank exactly its rows of the full sequence's out, lse and dq, and the ranks' dK/dV
+    sum to the full ones (single process, CPU, fp32)."""
+    from sinkattn import ops
+    from sinkattn.cp import allgather, local
+
+    g = torch.Generator().manual_seed(7)
+    T, hq, hkv, d = bounds[-1], 4, 2, 32
+    q, dout = (torch.randn(T, hq, d, generator=g) for _ in range(2))
+    k, v = (torch.randn(T, hkv, d, generator=g) for _ in range(2))
+    sinks = torch.randn(hq, generator=g)
+    cu = torch.tensor(bounds, dtype=torch.int32)
+    mask = dict(causal=right == 0, window=None if left < 0 and right < 0 else
+                (None if left < 0 else left, None if right < 0 else right))
+    out, lse = ops.fwd(q, k, v, sinks, cu_seqlens_q=cu, cu_seqlens_k=cu, **mask)
+    dq, dk, dv, _ = ops.bwd(dout, q, k, v, out, lse, sinks, cu_seqlens_q=cu, cu_seqlens_k=cu,
+                            **mask)
+    dk_sum, dv_sum = torch.zeros_like(k), torch.zeros_like(v)
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)  # noqa: E731
+    for rank in range(world):
+        P = Problem(None, rank, world, "allgather", "zigzag", 1, T // world, T, bounds, True, hq,
+                    hkv, d, left, right, d ** -0.5, False, 1, True, False, False, True)
+        call = allgather.fused_call(P)
+        assert call.zigzag == (rank, world) and len(call.cu_q) == len(bounds)
+        sh = lambda t, dim=0: L.shard(t, "zigzag", dim=dim, cu_seqlens=bounds,  # noqa: E731
+                                      rank=rank, world_size=world)
+        o, l = local.run_one(call, sh(q), k, v, sinks, P.scale)
+        close(o, sh(out))
+        close(l, sh(lse, 1))
+        gq = torch.zeros(sh(q).shape)
+        local.backward([call], sh(dout), sh(q), k, v, sh(out), sh(lse, 1), P.scale, False, gq,
+                       dk_sum, dv_sum)
+        close(gq, sh(dq))
+    close(dk_sum, dk)
+    close(dv_sum, dv)
+
+
+def test_fused_zigzag_refusals_name_the_argument():
+    from sinkattn import ops
+
+    q = torch.randn(8, 2, 32)
+    k = torch.randn(16, 2, 32)
+    cu_q, cu_k = torch.tensor([0, 8], dtype=torch.int32), torch.tensor([0, 16], dtype=torch.int32)
+    kw = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+    with pytest.raises(TypeError, match="zigzag"):
+        ops.fwd(q, k, k, zigzag=(1,), **kw)
+    with pytest.raises(ValueError, match="problem.zigzag_rank"):
+        ops.fwd(q, k, k, zigzag=(2, 2), **kw)
+    with pytest.raises(ValueError, match=r"problem.cu_seqlens_k\[1\]"):
+        ops.fwd(q, k, k, zigzag=(0, 3), **kw)  # 16 keys, expected 3 x 8

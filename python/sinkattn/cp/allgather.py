@@ -4,41 +4,59 @@ Only the Hkv heads are gathered (no GQA repetition), `heads_k_stride` kv heads a
 head group's all-gather is in flight while the current one computes. The gathered rows are put in
 global order (a no-op for the contiguous layout with one sequence), so a query chunk sees its keys
 as one range per document: with the contiguous layout one varlen call per head group, documents
-crossing chunk boundaries included; with the zigzag layout two calls, one per query chunk, each
-bottom-right aligned on its own key range [0, end of the chunk) (the unfused zigzag path).
-The backward gathers K/V again, computes dK/dV for the whole gathered range and reduce-scatters
-them (fp32) back to their owners, overlapped with the next head group.
+crossing chunk boundaries included.
 
-The FUSED zigzag path (both query chunks in one launch) needs a kernel feature the C ABI lacks;
-asking for it raises NotImplementedError (see docs/CONTEXT_PARALLEL.md).
+With the zigzag layout a rank's two query chunks r and 2W-1-r of every document need overlapping
+key ranges [0, (r+1)C) and [0, (2W-r)C) of that document. FUSED (the default): one kernel call per
+head group for both chunks of every document, the kernel placing each row at its global position
+(problem.zigzag_rank / zigzag_world of the C ABI), so the short chunk's tiles fill the SMs next to
+the long chunk's. UNFUSED (fused=False, SINKATTN_CP_FUSED=0): two calls per head group, one per
+query chunk, each bottom-right aligned on its own key range [0, end of the chunk). The forward and
+the backward choose separately (flash_compat's use_fused_kernel_forward / _backward).
+
+The backward gathers K/V again, computes dK/dV for the whole gathered range and reduce-scatters
+them (fp32) back to their owners, overlapped with the next head group. With verify, a fused
+backward is recomputed unfused and compared (the forward is compared in api._verify).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import comm, local, plan
+from . import comm, local, plan, verify
 from .problem import Problem
 
-FUSED_MISSING = (
-    "the fused zigzag all-gather needs one kernel launch in which the two query chunks of a rank "
-    "read overlapping key ranges ([0, (r+1)C) and [0, (2W-r)C) of the gathered K/V); the C ABI's "
-    "varlen problem only takes non-overlapping, increasing cu_seqlens_k, so this build has no such "
-    "kernel (the ABI extension it needs, per-sequence key start offsets, is described in "
-    "docs/CONTEXT_PARALLEL.md). Use fused=False / SINKATTN_CP_FUSED=0 for the unfused two-call "
-    "path")
+
+def fused_call(P: Problem) -> plan.Call:
+    """Every document's two zigzag chunks (of every batch entry) as ONE varlen call against the
+    gathered keys in global order: sequence d has the 2 * len_d / (2W) local query rows of
+    document d (local offsets = global / W) and all len_d gathered key rows."""
+    cu_q, cu_k = [0], [0]
+    for _ in range(P.batch):
+        for a, b in zip(P.bounds, P.bounds[1:]):
+            cu_q.append(cu_q[-1] + (b - a) // P.world)
+            cu_k.append(cu_k[-1] + b - a)
+    return plan.Call(0, cu_q[-1], 0, cu_k[-1], P.left, P.right, cu_q, cu_k, [(0, cu_q[-1])],
+                     zigzag=(P.rank, P.world))
 
 
 class AllGather:
     def __init__(self, P: Problem):
-        if P.fused:
-            raise NotImplementedError(f"sinkattn.cp: fused=True: {FUSED_MISSING}")
         self.P = P
-        self._perm_cpu, self.calls = P.cached("allgather", lambda: (
-            P.gathered_perm(), plan.build(P.segs(P.rank), P.doc_segs(), P.left, P.right)))
+        self._perm_cpu = P.cached("allgather-perm", P.gathered_perm)
+        # forward / backward kernel calls (fused: one per head group; see the module docstring)
+        self.fwd_calls = self._calls(P.fused)
+        self.bwd_calls = self._calls(P.fused_bwd)
         g = P.heads_k_stride
         self.groups = [(h, h + g) for h in range(0, P.hkv, g)]
         self.rep = P.hq // P.hkv
+
+    def _calls(self, fused: bool):
+        P = self.P
+        if fused:
+            return P.cached("allgather-fused", lambda: [fused_call(P)])
+        return P.cached("allgather-calls",
+                        lambda: plan.build(P.segs(P.rank), P.doc_segs(), P.left, P.right))
 
     def _perm(self, device):
         if self._perm_cpu is None:
@@ -72,7 +90,7 @@ class AllGather:
         # Every local row meets all of its keys in exactly one call (one key range per document),
         # so the calls take the sinks themselves and nothing is merged.
         P, T = self.P, q.shape[0]
-        calls = self.calls
+        calls = self.fwd_calls
         if len(self.groups) == 1 and len(calls) == 1 and _covers(calls[0], T):
             kv = self._keys(self._start(k, v, 0, P.hkv))
             with comm.profile_range("sinkattn.cp.allgather.fwd", P.profile):
@@ -91,6 +109,18 @@ class AllGather:
 
     def backward(self, dout, q, k, v, out, lse):
         P = self.P
+        dq, dk, dv = self._backward(self.bwd_calls, dout, q, k, v, out, lse)
+        if P.verify and P.fused_bwd:
+            with torch.no_grad():
+                dq2, dk2, dv2 = self._backward(self._calls(False), dout, q, k, v, out, lse)
+            verify.check_close(P.group, q.dtype, q.device, "fused and unfused zigzag backward",
+                               [("dq", dq, dq2, True), ("dk", dk, dk2, True),
+                                ("dv", dv, dv2, True)])
+        return dq.to(q.dtype), dk, dv
+
+    def _backward(self, calls, dout, q, k, v, out, lse):
+        """(dq fp32, dk, dv) of this rank's rows through `calls`."""
+        P = self.P
         dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         scattering = []
@@ -98,7 +128,7 @@ class AllGather:
             hs = slice(h0 * self.rep, h1 * self.rep)
             dkv = torch.zeros(kv.shape, dtype=torch.float32, device=kv.device)
             with comm.profile_range("sinkattn.cp.allgather.bwd", P.profile):
-                local.backward(self.calls, dout[:, hs], q[:, hs], kv[:, 0], kv[:, 1], out[:, hs],
+                local.backward(calls, dout[:, hs], q[:, hs], kv[:, 0], kv[:, 1], out[:, hs],
                                lse[hs], P.scale, P.deterministic, dq[:, hs], dkv[:, 0], dkv[:, 1])
             perm = self._perm(kv.device)
             if perm is not None:  # back to the rank-major order of the all-gather
@@ -109,7 +139,7 @@ class AllGather:
             g = pending.wait()
             dk[:, h0:h1] = g[:, 0]
             dv[:, h0:h1] = g[:, 1]
-        return dq.to(q.dtype), dk, dv
+        return dq, dk, dv
 
 
 def _covers(c: plan.Call, rows: int) -> bool:

@@ -7,10 +7,10 @@ import struct
 import zlib
 
 import torch
-import torch.distributed as dist
 
 from .. import ops
 from . import comm, merge
+from . import verify as _verify_mod
 from .allgather import AllGather
 from .halo import Halo
 from .layout import LAYOUTS, _cu_list, _fail, check_layout, local_ranges
@@ -111,14 +111,16 @@ def attention(q, k, v, sinks=None, *, group=None, mode: str = "allgather",
             positions (a query sees keys of its own document only, when varlen).
         heads_k_stride: allgather mode: kv heads per all-gather round (must divide Hkv); default
             the largest divisor of Hkv up to Hkv / 2, so the next round's gather overlaps compute.
-        fused: allgather + zigzag: one kernel launch for both query chunks. Not available in this
-            build (raises NotImplementedError naming the missing kernel feature). Default: the
-            environment variable SINKATTN_CP_FUSED (unset = unfused two-call path).
-        verify: recompute the forward with another decomposition ('ring' for every mode but ring,
-            'allgather' for ring) and raise RuntimeError on every rank on mismatch. Default:
+        fused: allgather + zigzag: one kernel launch per head group for both query chunks (True),
+            or the two-call path (False); a (forward, backward) pair chooses per direction.
+            Default: fused, unless the environment variable SINKATTN_CP_FUSED=0. Only valid with
+            mode='allgather', layout='zigzag'.
+        verify: recompute the forward with another decomposition (a fused forward: the unfused
+            path; otherwise 'ring', or 'allgather' for ring), and a fused backward with the
+            unfused one, and raise RuntimeError on every rank on mismatch. Default:
             SINKATTN_CP_VERIFY.
         profile: NVTX / torch.profiler ranges around communication and compute. Default:
-            SINKATTN_CP_PROFILE.
+            SINKATTN_CP_PROFILE or SINKATTN_CP_NVTX.
         return_lse: also return the local lse, fp32 (B, Hq, S_local) or (Hq, T_local); it carries
             no gradient.
         check: all-gather a signature of the arguments first so that mismatches across ranks
@@ -133,22 +135,23 @@ def attention(q, k, v, sinks=None, *, group=None, mode: str = "allgather",
             _fail(name, f"got {type(t).__name__}, expected a torch.Tensor", TypeError)
     rank, world = comm.rank_world(group)
     cu = _cu_list(cu_seqlens)
-    if fused is None:
-        fused = _env_flag("SINKATTN_CP_FUSED") and mode == "allgather" and layout == "zigzag"
+    fused, fused_bwd = _fused_flags(fused, mode, layout)
     verify = _env_flag("SINKATTN_CP_VERIFY") if verify is None else verify
-    profile = _env_flag("SINKATTN_CP_PROFILE") if profile is None else profile
+    if profile is None:
+        profile = _env_flag("SINKATTN_CP_PROFILE") or _env_flag("SINKATTN_CP_NVTX")
     if check is None:
         check = _env_flag("SINKATTN_CP_CHECK", True)
     if check:
         comm.check_consistent(group, q.device, _signature(
             q, k, v, sinks, cu, mode, layout, causal, window, scale, heads_k_stride,
-            {"fused": fused, "verify": verify, "deterministic": deterministic,
+            {"fused": fused, "fused_bwd": fused_bwd, "verify": verify,
+             "deterministic": deterministic,
              "return_lse": return_lse}))
     # From here on every rank sees the same arguments, so every rank raises the same error.
     if mode not in MODES:
         _fail("mode", f"got {mode!r}, expected one of {', '.join(map(repr, MODES))}")
     check_layout(layout)
-    if fused and not (mode == "allgather" and layout == "zigzag"):
+    if (fused or fused_bwd) and not (mode == "allgather" and layout == "zigzag"):
         _fail("fused", f"got True with mode={mode!r}, layout={layout!r}; the fused path is the "
               "zigzag all-gather (mode='allgather', layout='zigzag')")
     sinks, _, _, scale, left, right = ops.resolve(q, sinks, causal, window, scale, deterministic)
@@ -177,7 +180,7 @@ def attention(q, k, v, sinks=None, *, group=None, mode: str = "allgather",
         _fail("heads_k_stride", f"got {heads_k_stride!r}, expected a divisor of the {hkv} kv heads")
     P = Problem(group, rank, world, mode, layout, batch, rows, total, list(bounds), varlen, hq, hkv,
                 dim, left, right, scale, deterministic, stride, bool(fused), bool(verify),
-                bool(profile))
+                bool(profile), bool(fused_bwd))
     impl = MODES[mode](P)
     qf, kf, vf = (t.reshape(-1, t.shape[-2], dim) for t in (q, k, v))
     out, lse = _CPAttention.apply(qf, kf, vf, sinks, impl)
@@ -191,18 +194,28 @@ def attention(q, k, v, sinks=None, *, group=None, mode: str = "allgather",
     return out, lse
 
 
+def _fused_flags(fused, mode, layout) -> tuple:
+    """(forward, backward) fused switches from the argument (None, a bool or a pair) and
+    SINKATTN_CP_FUSED; the default is fused for the zigzag all-gather, off elsewhere."""
+    if fused is None:
+        on = _env_flag("SINKATTN_CP_FUSED", True) and mode == "allgather" and layout == "zigzag"
+        return on, on
+    if isinstance(fused, (tuple, list)) and len(fused) == 2:
+        return bool(fused[0]), bool(fused[1])
+    if isinstance(fused, bool):
+        return fused, fused
+    _fail("fused", f"got {fused!r}, expected None, a bool or a (forward, backward) pair of bools",
+          TypeError)
+
+
 def _verify(P: Problem, q, k, v, sinks, out, lse) -> None:
-    """Recomputes with another decomposition; raises on every rank when any rank disagrees."""
-    alt_mode = "allgather" if P.mode == "ring" else "ring"
-    alt = Problem(**{**P.__dict__, "mode": alt_mode, "fused": False, "verify": False, "_segs": {}})
+    """Recomputes the forward with another decomposition (a fused one: unfused); raises on every
+    rank when any rank disagrees."""
+    alt_mode = "allgather" if P.mode == "ring" or P.fused else "ring"
+    alt = Problem(**{**P.__dict__, "mode": alt_mode, "fused": False, "fused_bwd": False,
+                     "verify": False, "_segs": {}})
     with torch.no_grad():
         o2, l2 = MODES[alt_mode](alt).forward(q, k, v, None if sinks is None else sinks.detach())
-    ref = o2.float().abs().max().clamp_min(1.0)
-    err = torch.stack([(out.detach().float() - o2.float()).abs().max() / ref,
-                       torch.nan_to_num((lse - l2).abs(), nan=0.0).max()]).to(q.device)
-    dist.all_reduce(err, op=dist.ReduceOp.MAX, group=P.group)
-    tol = 1e-4 if q.dtype == torch.float32 else 2e-2
-    if bool((err > tol).any()):
-        raise RuntimeError(f"sinkattn.cp: verify: mode={P.mode!r} and mode={alt_mode!r} disagree: "
-                           f"max relative out error {err[0].item():.3g}, max lse error "
-                           f"{err[1].item():.3g} (tolerance {tol})")
+    what = f"mode={P.mode!r}{' (fused)' if P.fused else ''} and mode={alt_mode!r} (unfused)"
+    _verify_mod.check_close(P.group, q.dtype, q.device, what,
+                            [("out", out, o2, True), ("lse", lse, l2, False)])

@@ -10,7 +10,8 @@ Differences, all refused loudly rather than ignored: dropout_p must be 0 and ali
 applied to GLOBAL positions on every path (upstream's llama3 path aligns a non-causal window to
 the end of the gathered keys). return_attn_probs returns (out, lse, None) like upstream, lse
 fp32 (B, H, S_local) or (H, T_local), sink included. The zigzag llama3 fused-kernel switches
-(use_fused_kernel_forward/backward) raise NotImplementedError: see allgather.FUSED_MISSING.
+(use_fused_kernel_forward/backward) pick the fused one-launch path per direction; left at None
+they follow sinkattn.cp.attention's default (fused, unless SINKATTN_CP_FUSED=0).
 """
 
 from __future__ import annotations
@@ -148,14 +149,15 @@ def zigzag_llama3_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, ma
                                          dropout_p=0.0, softmax_scale=None, causal=False,
                                          window_size=(-1, -1), alibi_slopes=None,
                                          deterministic=False, return_attn_probs=False, group=None,
-                                         sinks=None, use_fused_kernel_forward=False,
-                                         use_fused_kernel_backward=False):
+                                         sinks=None, use_fused_kernel_forward=None,
+                                         use_fused_kernel_backward=None):
     """All-gather CP over packed shards in the per-document zigzag layout (every document's
     length divisible by 2W; rank r holds chunks r and 2W-1-r of each). cu_seqlens_q: the LOCAL
     offsets (global / W); cu_seqlens_k: the same local offsets or the global ones. local_k_slice
     is accepted for signature compatibility and unused (every chunk's key range is derived from
-    the layout). use_fused_kernel_forward/backward: the fused one-launch path (refused: see
-    allgather.FUSED_MISSING); default the unfused two-call path, or SINKATTN_CP_FUSED."""
+    the layout). use_fused_kernel_forward/backward: both zigzag chunks in one kernel launch per
+    head group (True) or one launch per chunk (False), per direction; None (the default) takes
+    sinkattn.cp.attention's default: fused unless SINKATTN_CP_FUSED=0."""
     window = _common(dropout_p, alibi_slopes, causal, window_size)
     world = dist.get_world_size(group)
     cu_q = [int(x) for x in cu_seqlens_q.tolist()]
@@ -165,8 +167,10 @@ def zigzag_llama3_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, ma
         _fail("cu_seqlens_k", f"got {cu_k}, expected the local offsets {cu_q} or the global ones "
               f"{cu} (self-attention: keys are the same documents as queries)")
     fused = None
-    if use_fused_kernel_forward or use_fused_kernel_backward:
-        fused = True
+    if use_fused_kernel_forward is not None or use_fused_kernel_backward is not None:
+        default = api._fused_flags(None, "allgather", "zigzag")
+        fused = tuple(default[i] if x is None else bool(x)
+                      for i, x in enumerate((use_fused_kernel_forward, use_fused_kernel_backward)))
     out = api.attention(q, k, v, sinks, group=group, mode="allgather", layout="zigzag",
                         cu_seqlens=cu, causal=causal, window=window, scale=softmax_scale,
                         heads_k_stride=heads_k_stride, deterministic=deterministic,

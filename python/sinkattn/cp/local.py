@@ -31,8 +31,11 @@ def _cu(call: Call, device) -> tuple:
 def _args(c: Call, device, scale) -> dict:
     cu_q, cu_k = _cu(c, device)
     causal, window = c.window()
-    return dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=c.max_q, max_seqlen_k=c.max_k,
+    args = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=c.max_q, max_seqlen_k=c.max_k,
                 causal=causal, window=window, scale=scale)
+    if c.zigzag is not None:
+        args["zigzag"] = c.zigzag
+    return args
 
 
 def forward(calls: Sequence[Call], q, k, v, scale, acc_out, acc_lse) -> None:

@@ -21,7 +21,7 @@ reused by forward and backward.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .layout import Seg
 
@@ -40,6 +40,10 @@ class Call:
     cu_q: List[int] = field(default_factory=lambda: [0])
     cu_k: List[int] = field(default_factory=lambda: [0])
     pieces: List[Tuple[int, int]] = field(default_factory=list)  # q rows of real pairs (no gaps)
+    # (rank, world): a fused zigzag call (problem.zigzag_rank / zigzag_world of the C ABI): every
+    # sequence's query rows are its chunks r and 2W-1-r, its keys the whole gathered document,
+    # and left/right apply at those global positions. None: the usual bottom-right alignment.
+    zigzag: Optional[Tuple[int, int]] = None
 
     @property
     def max_q(self) -> int:

@@ -41,9 +41,10 @@ class Problem:
     scale: float  # softmax scale on q.k
     deterministic: bool  # bit-identical gradients run to run (handed to the kernel backward)
     heads_k_stride: int  # kv heads per all-gather round (allgather mode)
-    fused: bool  # fused zigzag kernel requested (refused: see allgather.py)
+    fused: bool  # allgather + zigzag forward: one fused kernel call per head group
     verify: bool  # recompute with another decomposition and raise on mismatch
     profile: bool  # NVTX / profiler ranges on communication and compute
+    fused_bwd: bool = False  # the same for the backward (see allgather.py)
     _segs: dict = field(default_factory=dict, repr=False)  # segs() memo, per rank
 
     def key(self) -> tuple:
