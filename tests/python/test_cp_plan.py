@@ -80,7 +80,9 @@ def test_halo_blocks_cover_the_mask_exactly_once(world, layout, bounds, left, ri
     for r in range(world):
         P = _problem(world, r, layout, bounds, left, right)
         h = Halo(P)
-        total += plan.visible_pairs(h.calls_local) + plan.visible_pairs(h.calls_halo)
+        rows = [i for c in h.calls for a, b in c.pieces for i in range(a, b)]
+        assert len(rows) == len(set(rows))  # each query row meets all of its keys in one call
+        total += plan.visible_pairs(h.calls)
         assert h.n_halo <= len(P.segs(r)) * (left + right)  # only rows the window reaches
     assert total == _visible(bounds, left, right)
 

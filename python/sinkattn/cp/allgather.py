@@ -91,7 +91,7 @@ class AllGather:
         # so the calls take the sinks themselves and nothing is merged.
         P, T = self.P, q.shape[0]
         calls = self.fwd_calls
-        if len(self.groups) == 1 and len(calls) == 1 and _covers(calls[0], T):
+        if len(self.groups) == 1 and len(calls) == 1 and plan.covers(calls[0], T):
             kv = self._keys(self._start(k, v, 0, P.hkv))
             with comm.profile_range("sinkattn.cp.allgather.fwd", P.profile):
                 return local.run_one(calls[0], q, kv[:, 0], kv[:, 1], sinks, P.scale)
@@ -140,8 +140,3 @@ class AllGather:
             dk[:, h0:h1] = g[:, 0]
             dv[:, h0:h1] = g[:, 1]
         return dq, dk, dv
-
-
-def _covers(c: plan.Call, rows: int) -> bool:
-    """Whether the call's real pairs cover rows [0, rows) (so its output needs no copy)."""
-    return c.q0 == 0 and c.q1 == rows and sum(b - a for a, b in c.pieces) == rows

@@ -7,8 +7,9 @@ from the layout, so every rank computes the same exchange lists without communic
 receives from rank b exactly the rows of b it needs (contiguous layout: the tail of rank a - 1;
 zigzag: the tails of the chunks before each of a's two chunks, one of which may be a's own).
 
-The local block is computed while the halos are in flight, the halo blocks after. The backward
-sends the halo rows' dK/dV (fp32) back to their owners, overlapped with the local block's backward.
+Each rank's keys become one extended buffer (its rows and the halo pieces in document order), so
+one kernel call per document stretch sees all of its rows' keys and applies the sinks itself: no
+partial outputs to merge. The backward sends the halo rows' dK/dV (fp32) back to their owners.
 The window must be bounded on both sides (that is what makes the halo small).
 """
 
@@ -18,7 +19,8 @@ from typing import List
 
 import torch
 
-from . import comm, local, merge, plan
+from .. import ops
+from . import comm, local, plan
 from . import layout as L
 from .layout import Seg, _fail
 from .problem import Problem
@@ -63,8 +65,8 @@ def _runs(rows: torch.Tensor) -> List[tuple]:
 
 
 def _plans(P: Problem):
-    """(rows received from each rank, my local rows each rank needs, halo rows, local calls,
-    halo calls)."""
+    """(rows received from each rank, my local rows each rank needs, halo rows, the rows of
+    cat(local keys, halo buffer) that make up the extended key buffer, its calls)."""
     r, W = P.rank, P.world
     need = _exchange_rows(P)
     recv_counts = [need[r][b][0].numel() for b in range(W)]
@@ -78,10 +80,33 @@ def _plans(P: Problem):
         for start, n in _runs(need[r][b][0]):
             one += L.segments([(start, n)], P.bounds, off)
             off += n
-    segs = [Seg(s.row + bb * n_halo, s.n, s.doc + bb * P.ndocs, s.pos)
-            for bb in range(P.batch) for s in one]
-    return (recv_counts, send_rows, n_halo, plan.build(mine, mine, P.left, P.right),
-            plan.build(mine, segs, P.left, P.right))
+    # The extended key buffer of one batch entry: my rows and the halo pieces in document order,
+    # runs of consecutive positions merged, so that every query row meets ALL of its keys in one
+    # segment (one call per document stretch, the sinks inside, nothing merged afterwards).
+    # ext_from[i]: the row of cat(local keys, halo buffer) that ext row i copies.
+    local_one = L.segments(L.local_ranges(P.layout, r, W, P.total, P.bounds if P.varlen else None),
+                           P.bounds)
+    pieces = sorted([(s.doc, s.pos, s.n, s.row) for s in local_one] +
+                    [(s.doc, s.pos, s.n, P.rows + s.row) for s in one])
+    ext_one: List[Seg] = []
+    ext_from: List[int] = []
+    for doc, pos, n, src in pieces:
+        last = ext_one[-1] if ext_one else None
+        if last is not None and last.doc == doc and last.pos + last.n == pos:
+            ext_one[-1] = Seg(last.row, last.n + n, doc, last.pos)
+        else:
+            ext_one.append(Seg(len(ext_from), n, doc, pos))
+        ext_from += range(src, src + n)
+    n_ext = len(ext_from)
+    ext_segs = [Seg(s.row + bb * n_ext, s.n, s.doc + bb * P.ndocs, s.pos)
+                for bb in range(P.batch) for s in ext_one]
+    per_entry = torch.tensor(ext_from, dtype=torch.long)
+    # batch entry bb of cat(local (B * rows), halo (B * n_halo)) rows
+    local_part = per_entry < P.rows
+    index = torch.cat([torch.where(local_part, per_entry + bb * P.rows,
+                                   per_entry - P.rows + P.batch * P.rows + bb * n_halo)
+                       for bb in range(P.batch)])
+    return recv_counts, send_rows, n_halo, index, plan.build(mine, ext_segs, P.left, P.right)
 
 
 class Halo:
@@ -91,8 +116,8 @@ class Halo:
                   f"bounded (left, right)); got left={P.left}, right={P.right} (-1 = unbounded); "
                   "use mode='ring' or 'allgather' for full attention")
         self.P = P
-        (self.recv_counts, self.send_rows, self.n_halo, self.calls_local,
-         self.calls_halo) = P.cached("halo", lambda: _plans(P))
+        (self.recv_counts, self.send_rows, self.n_halo, self.ext_index,
+         self.calls) = P.cached("halo", lambda: _plans(P))
 
     def _exchange(self, P, kv4, grads=None):
         """Forward (grads None): sends the rows others need from kv4 (B, n, ...), receives the
@@ -127,41 +152,53 @@ class Halo:
         kv = torch.stack((k, v), 1)
         kv4 = kv.view((P.batch, P.rows) + tuple(kv.shape[1:]))
         pend, got = self._exchange(P, kv4)
-        acc_out, acc_lse = merge.empty(q.shape[0], P.hq, P.dim, q.device)
+        pend.wait()
+        pieces = [g for g in got if g is not None]  # (B, n) each: the halo buffer is batch-major
+        halo = torch.cat(pieces, 1).reshape((-1,) + tuple(kv.shape[1:])) if pieces else kv[:0]
+        ext = torch.cat((kv, halo)).index_select(0, self.ext_index.to(q.device))
+        self.ext = ext
+        T, calls = q.shape[0], self.calls
         with comm.profile_range("sinkattn.cp.halo.fwd", P.profile):
-            local.forward(self.calls_local, q, k, v, P.scale, acc_out, acc_lse)
-            pend.wait()
-            pieces = [g for g in got if g is not None]
-            self.halo = None
-            if pieces:
-                h = torch.cat(pieces, 1).reshape((P.batch * self.n_halo,) + tuple(kv.shape[1:]))
-                self.halo = h
-                local.forward(self.calls_halo, q, h[:, 0], h[:, 1], P.scale, acc_out, acc_lse)
-        self.kv_shape = kv.shape
-        out, lse = merge.add_sink(acc_out, acc_lse, sinks)
-        return out.to(q.dtype), lse
+            if len(calls) == 1 and plan.covers(calls[0], T):
+                return local.run_one(calls[0], q, ext[:, 0], ext[:, 1], sinks, P.scale)
+            out = q.new_zeros(q.shape)
+            lse = q.new_full((P.hq, T), -torch.inf, dtype=torch.float32)
+            if sinks is not None:  # rows no call covers see only the sink
+                lse.copy_(sinks.detach().float().unsqueeze(1).expand(P.hq, T))
+            local.forward_complete(calls, q, ext[:, 0], ext[:, 1], sinks, P.scale, out, lse)
+        return out, lse
 
     def backward(self, dout, q, k, v, out, lse):
         P = self.P
         f32 = dict(dtype=torch.float32, device=q.device)
-        dq = torch.zeros(q.shape, **f32)
-        dkv = torch.zeros(self.kv_shape, **f32)
-        dkv4 = dkv.view((P.batch, P.rows) + tuple(dkv.shape[1:]))
-        grads = [None] * P.world
-        if self.halo is not None:
-            gh = torch.zeros(self.halo.shape, **f32)
-            local.backward(self.calls_halo, dout, q, self.halo[:, 0], self.halo[:, 1], out, lse,
-                           P.scale, P.deterministic, dq, gh[:, 0], gh[:, 1])
-            gh4 = gh.view((P.batch, self.n_halo) + tuple(gh.shape[1:]))
-            off = 0
-            for b, n in enumerate(self.recv_counts):
-                if n:
-                    grads[b] = gh4[:, off:off + n]
-                    off += n
-        pend, got = self._exchange(P, dkv4, grads)
+        ext, T, calls = self.ext, q.shape[0], self.calls
         with comm.profile_range("sinkattn.cp.halo.bwd", P.profile):
-            local.backward(self.calls_local, dout, q, k, v, out, lse, P.scale, P.deterministic,
-                           dq, dkv[:, 0], dkv[:, 1])
+            if len(calls) == 1 and plan.covers(calls[0], T):
+                c = calls[0]
+                dq, dk_e, dv_e, _ = ops.bwd(
+                    dout, q, ext[c.k0:c.k1, 0], ext[c.k0:c.k1, 1], out, lse, None,
+                    deterministic=P.deterministic, **local._args(c, q.device, P.scale))
+                dext = torch.zeros(ext.shape, **f32)
+                dext[c.k0:c.k1, 0] = dk_e
+                dext[c.k0:c.k1, 1] = dv_e
+            else:
+                dq = torch.zeros(q.shape, **f32)
+                dext = torch.zeros(ext.shape, **f32)
+                local.backward(calls, dout, q, ext[:, 0], ext[:, 1], out, lse, P.scale,
+                               P.deterministic, dq, dext[:, 0], dext[:, 1])
+        # Back to cat(local keys, halo buffer) rows; the halo rows' grads go home.
+        n_local = P.batch * P.rows
+        dcat = torch.zeros((n_local + P.batch * self.n_halo,) + tuple(ext.shape[1:]), **f32)
+        dcat.index_add_(0, self.ext_index.to(q.device), dext)
+        dkv = dcat[:n_local]
+        dkv4 = dkv.view((P.batch, P.rows) + tuple(dkv.shape[1:]))
+        gh4 = dcat[n_local:].view((P.batch, self.n_halo) + tuple(dkv.shape[1:]))
+        grads, off = [None] * P.world, 0
+        for b, n in enumerate(self.recv_counts):
+            if n:
+                grads[b] = gh4[:, off:off + n]
+                off += n
+        pend, got = self._exchange(P, dkv4, grads)
         pend.wait()
         for b, g in enumerate(got):
             if g is not None:  # grads of my rows that rank b used as its halo

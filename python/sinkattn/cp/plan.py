@@ -124,6 +124,11 @@ def _append(c: Call, p: Pair) -> None:
     c.q1, c.k1 = q1, k1
 
 
+def covers(c: Call, rows: int) -> bool:
+    """Whether the call's real pairs cover rows [0, rows) (so its output needs no copy)."""
+    return c.q0 == 0 and c.q1 == rows and sum(b - a for a, b in c.pieces) == rows
+
+
 def visible_pairs(calls: Sequence[Call]) -> int:
     """Number of (query, key) pairs the calls' kernels look at (for tests and FLOP counts)."""
     n = 0
