@@ -25,14 +25,17 @@ dev = "cuda"
 q = torch.randn(1, 1, 2, 64, device=dev, dtype=torch.bfloat16)
 k = torch.randn(1, 16, 1, 64, device=dev, dtype=torch.bfloat16)
 v = torch.randn(1, 16, 1, 64, device=dev, dtype=torch.bfloat16)
+sinks = torch.randn(2, device=dev)
 with torch.no_grad():
+    sinkattn.attention(q, k, v, sinks)
     sinkattn.attention(q, k, v)
-    key = next(iter(ops._fwd_plans))  # the one planned call above
+    key = list(ops._fwd_plans)[-1]  # the plan of the call without sinks
     plan = ops._fwd_plans[key]
     w = ops._fwd_words(plan.words)
     out_like = plan.likes[0]
     rows = {
         "attention()": lambda: sinkattn.attention(q, k, v),
+        "attention(sinks)": lambda: sinkattn.attention(q, k, v, sinks),
         "resolve": lambda: ops.resolve(q, None, True, None, None, False),
         "eager_ok": lambda: ops._eager_ok(q, k, v, None, None, None),
         "is_grad_enabled+requires_grad": lambda: torch.is_grad_enabled() and q.requires_grad,
