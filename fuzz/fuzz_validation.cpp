@@ -195,6 +195,24 @@ Decoded decode_problem(FuzzedDataProvider& in, Arena& a) {
   p.window_right = in.ConsumeIntegralInRange<int>(0, 3) == 0 ? pick_size(in, 30) : p.causal ? 0 : -1;
   if (in.ConsumeIntegralInRange<int>(0, 31) == 0) p.window_left = in.ConsumeIntegral<int64_t>();
   p.stream = nullptr;
+  // Fused zigzag positions, mostly off: a consistent layout (even Sq, Sk = W * Sq) to run, or
+  // raw values for the refusals.
+  switch (in.ConsumeIntegralInRange<int>(0, 15)) {
+    case 0:
+      p.zigzag_world = in.ConsumeIntegralInRange<int32_t>(1, 4);
+      p.zigzag_rank = in.ConsumeIntegralInRange<int32_t>(0, p.zigzag_world - 1);
+      if (p.seqlen_q >= 0 && p.seqlen_q <= 128) {
+        p.seqlen_q &= ~int64_t{1};
+        p.seqlen_k = p.seqlen_q * p.zigzag_world;
+      }
+      break;
+    case 1:
+      p.zigzag_world = in.ConsumeIntegral<int32_t>();
+      p.zigzag_rank = in.ConsumeIntegral<int32_t>();
+      break;
+    default:
+      break;
+  }
 
   const bool plausible = p.batch > 0 && p.batch <= 64 && p.heads_q > 0 && p.heads_kv > 0 &&
                          p.heads_q <= 64 && p.head_dim > 0 && p.head_dim <= 256 &&
