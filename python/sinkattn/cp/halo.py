@@ -119,6 +119,12 @@ class Halo:
         (self.recv_counts, self.send_rows, self.n_halo, self.ext_index,
          self.calls) = P.cached("halo", lambda: _plans(P))
 
+    def _on(self, device, which: str, b: int = 0) -> torch.Tensor:
+        """An index tensor of the plan on `device`, copied there once (a copy from host memory per
+        call would synchronise the stream)."""
+        src = self.ext_index if which == "ext" else self.send_rows[b]
+        return self.P.cached(f"halo-{which}-{b}-{device}", lambda: src.to(device))
+
     def _exchange(self, P, kv4, grads=None):
         """Forward (grads None): sends the rows others need from kv4 (B, n, ...), receives the
         halo pieces. Backward: sends the pieces' grads (B, n_halo, ...) home, receives the grads of
@@ -132,7 +138,7 @@ class Halo:
             n_in = self.recv_counts[b]
             if grads is None:
                 if n_out:
-                    idx = self.send_rows[b].to(kv4.device)
+                    idx = self._on(kv4.device, "send", b)
                     sends.append((kv4.index_select(1, idx).contiguous(), b))
                 if n_in:
                     got[b] = kv4.new_empty((P.batch, n_in) + tail)
@@ -155,7 +161,7 @@ class Halo:
         pend.wait()
         pieces = [g for g in got if g is not None]  # (B, n) each: the halo buffer is batch-major
         halo = torch.cat(pieces, 1).reshape((-1,) + tuple(kv.shape[1:])) if pieces else kv[:0]
-        ext = torch.cat((kv, halo)).index_select(0, self.ext_index.to(q.device))
+        ext = torch.cat((kv, halo)).index_select(0, self._on(q.device, "ext"))
         self.ext = ext
         T, calls = q.shape[0], self.calls
         with comm.profile_range("sinkattn.cp.halo.fwd", P.profile):
@@ -189,7 +195,7 @@ class Halo:
         # Back to cat(local keys, halo buffer) rows; the halo rows' grads go home.
         n_local = P.batch * P.rows
         dcat = torch.zeros((n_local + P.batch * self.n_halo,) + tuple(ext.shape[1:]), **f32)
-        dcat.index_add_(0, self.ext_index.to(q.device), dext)
+        dcat.index_add_(0, self._on(q.device, "ext"), dext)
         dkv = dcat[:n_local]
         dkv4 = dkv.view((P.batch, P.rows) + tuple(dkv.shape[1:]))
         gh4 = dcat[n_local:].view((P.batch, self.n_halo) + tuple(dkv.shape[1:]))
@@ -202,5 +208,5 @@ class Halo:
         pend.wait()
         for b, g in enumerate(got):
             if g is not None:  # grads of my rows that rank b used as its halo
-                dkv4.index_add_(1, self.send_rows[b].to(g.device), g)
+                dkv4.index_add_(1, self._on(g.device, "send", b), g)
         return dq.to(q.dtype), dkv[:, 0].to(k.dtype), dkv[:, 1].to(v.dtype)
