@@ -4,7 +4,9 @@
 // an mbarrier. The other warpgroups are consumers owning 64 query rows each: S = Q K^T and
 // O += P V run on wgmma with fp32 accumulators in registers; the mask and online softmax (sink
 // folded in once) are the portable path's, since a warp holds the same C-fragment layout.
-// A consumer releases a stage by arriving on its "empty" barrier as soon as its product is done.
+// A consumer releases a stage by arriving on its "empty" barrier as soon as its product is done,
+// issues S_{j+1} together with P_j V_j (its softmax then overlaps the tensor cores), and takes
+// turns with the other consumers at every issue (turns.h).
 #pragma once
 
 #include <cuda.h>
