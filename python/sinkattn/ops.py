@@ -298,6 +298,8 @@ _W_SINKS, _W_CU_Q, _W_CU_K = (_lib.word(_P, f) for f in ("sinks", "cu_seqlens_q"
 _W_MAX_Q, _W_MAX_K, _W_STREAM = (_lib.word(_P, f) for f in ("seqlen_q", "seqlen_k", "stream"))
 assert _lib.FwdParams.problem.offset == 0 and _lib.BwdParams.problem.offset == 0
 _addressof = _lib.ctypes.addressof
+_empty_like = torch.empty_like
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 _fwd_words, _bwd_words = _lib.FwdWords.from_buffer_copy, _lib.BwdWords.from_buffer_copy
 _FWD_POINTERS = _lib.pointer_words(_lib.FwdParams)
 _BWD_POINTERS = _lib.pointer_words(_lib.BwdParams)
@@ -318,7 +320,7 @@ def _patch_problem(w, plan: _Plan, qkv_ptrs, sinks, cu_q, cu_k, max_q, max_k) ->
         if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
             w[_W_MAX_Q], w[_W_MAX_K] = _max_seqlen(cu_q), _max_seqlen(cu_k)
     if plan.cuda:
-        w[_W_STREAM] = torch._C._cuda_getCurrentRawStream(plan.device_index)
+        w[_W_STREAM] = _raw_stream(plan.device_index)
 
 
 def _call(w, ws_like, ws_word: int, entry) -> None:
@@ -390,13 +392,22 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
         return _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
                           want_lse, zigzag)
     varlen = cu_q is not None
-    if varlen:
-        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
     if sinks is not None:
         sinks = sinks.contiguous()
-    out, lse = _fwd_outputs(*plan.likes, varlen, want_lse)
     w = _fwd_words(plan.words)
-    _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
+    if varlen or _poison_outputs or plan.ws_like is not None:
+        if varlen:
+            cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
+        out, lse = _fwd_outputs(*plan.likes, varlen, want_lse)
+        _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
+    else:  # the common case (fixed length, no workspace), inlined: it runs on every call
+        out = _empty_like(plan.likes[0])
+        lse = _empty_like(plan.likes[1]) if want_lse else None
+        w[_W_Q], w[_W_K], w[_W_V] = ptrs
+        if sinks is not None:
+            w[_W_SINKS] = sinks.data_ptr()
+        if plan.cuda:
+            w[_W_STREAM] = _raw_stream(plan.device_index)
     w[_WF_OUT] = out.data_ptr()
     if want_lse:
         w[_WF_LSE] = lse.data_ptr()
