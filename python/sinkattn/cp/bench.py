@@ -195,12 +195,7 @@ def main(argv=None) -> None:
     if args.device == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-        # gloo beside NCCL keeps the per-call argument check (comm.check_consistent) on the host,
-        # as docs/CONTEXT_PARALLEL.md recommends: an NCCL-only group syncs the GPU at every call.
-        try:
-            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
-        except (RuntimeError, ValueError):
-            dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device)
     else:
         device = torch.device("cpu")
         dist.init_process_group("gloo")
