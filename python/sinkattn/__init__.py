@@ -8,9 +8,9 @@ Low-level, autograd-free building blocks: sinkattn.ops.fwd / sinkattn.ops.bwd.
 """
 
 from . import _lib, ops
-from .attention import attention, varlen_attention
+from .attention import attention, kernels, varlen_attention
 
 __version__ = "{}.{}.{}".format(_lib.VERSION // 10000, _lib.VERSION // 100 % 100, _lib.VERSION % 100)
 has_cuda = _lib.HAS_CUDA  # whether the loaded libsinkattn has a CUDA backend
 
-__all__ = ["attention", "varlen_attention", "ops", "has_cuda", "__version__"]
+__all__ = ["attention", "varlen_attention", "kernels", "ops", "has_cuda", "__version__"]

@@ -205,6 +205,8 @@ for _name, _args, _res in [
     ("sinkattn_bwd_can_implement", [_P], ctypes.c_int),
     ("sinkattn_fwd", [_P], ctypes.c_int),
     ("sinkattn_bwd", [_P], ctypes.c_int),
+    ("sinkattn_fwd_kernel", [_P], ctypes.c_char_p),
+    ("sinkattn_bwd_kernel", [_P], ctypes.c_char_p),
 ]:
     _fn = getattr(LIB, _name)
     _fn.argtypes = _args
@@ -226,6 +228,8 @@ fwd = LIB.sinkattn_fwd
 bwd = LIB.sinkattn_bwd
 fwd_can_implement = LIB.sinkattn_fwd_can_implement
 bwd_can_implement = LIB.sinkattn_bwd_can_implement
+fwd_kernel = LIB.sinkattn_fwd_kernel
+bwd_kernel = LIB.sinkattn_bwd_kernel
 
 
 def raise_for(status: int) -> None:

@@ -443,6 +443,36 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
     return out, lse
 
 
+def kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+            deterministic) -> dict:
+    """The kernel families the library picks for a forward and a backward of this problem (see
+    sinkattn.kernels); tensors the core would not read in place are copied first, as the calls do."""
+    _check_problem(q, k, v, sinks, cu_q, cu_k)
+    cuda = q.is_cuda
+    q, k, v = (_in(t, cuda) for t in (q, k, v))
+    varlen = cu_q is not None
+    if varlen:
+        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
+    if sinks is not None:
+        sinks = sinks.contiguous()
+    out = torch.empty_like(q)
+    lse = torch.empty(_lse_shape(q, varlen), dtype=torch.float32, device=q.device)
+    found = {}
+    for name, params, kernel in (
+            ("fwd", fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+                               out, lse), _lib.fwd_kernel),
+            ("bwd", bwd_params(out, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left,
+                               right, causal, deterministic, torch.empty_like(q),
+                               torch.empty_like(k), torch.empty_like(v),
+                               None if sinks is None else torch.empty_like(sinks)),
+             _lib.bwd_kernel)):
+        text = kernel(_addressof(params))
+        if text is None:  # refused: the library's reason names the argument
+            raise ValueError(_lib.LIB.sinkattn_last_error().decode("utf-8", "replace"))
+        found[name] = text.decode()
+    return found
+
+
 def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
              deterministic, want_dsink, zigzag=(0, 0)):
     """The backward on real tensors: (dq, dk, dv) in the layouts of (q, k, v), dsink fp32."""

@@ -124,3 +124,10 @@ def test_window_past_every_position_is_unbounded(causal, window, same_as):
     got = sinkattn.attention(q, k, v, sinks, causal=causal, window=window)
     want = sinkattn.attention(q, k, v, sinks, causal=causal, window=same_as)
     assert torch.equal(got, want)
+
+
+def test_kernels_names_the_path_and_refuses_like_the_call():
+    q, k, v, s = make(1, 8, 8, 4, 2, 64, F32)
+    assert sinkattn.kernels(q, k, v, s) == {"fwd": "cpu", "bwd": "cpu"}
+    with pytest.raises(ValueError, match="sinks"):
+        sinkattn.kernels(q, k, v, s[:3])

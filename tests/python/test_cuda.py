@@ -93,3 +93,19 @@ def test_opcheck_and_compile_on_cuda():
     want = torch.autograd.grad(fn(ql, kl, vl, sl), (ql, kl, vl, sl))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+def test_kernels_names_the_hopper_path_or_the_reason(monkeypatch):
+    """sinkattn.kernels reports the kernel family; on sm_90 the Hopper one for d 64 / 128 and the
+    portable one, with its reason, where it does not apply or is switched off."""
+    q, k, v, s = (t.detach() for t in make(1, 64, 64, 4, 2, 64, BF16, device="cuda"))
+    if torch.cuda.get_device_capability() != (9, 0):
+        assert sinkattn.kernels(q, k, v, s)["fwd"].startswith("cuda sm80 (portable; sm90 not used")
+        return
+    got = sinkattn.kernels(q, k, v, s)
+    assert got == {"fwd": "cuda sm90 (wgmma, TMA)", "bwd": "cuda sm90 (wgmma, TMA)"}
+    q32, k32, v32, s32 = (t.detach() for t in make(1, 64, 64, 4, 2, 32, BF16, device="cuda"))
+    assert "head_dim 32" in sinkattn.kernels(q32, k32, v32, s32)["fwd"]
+    monkeypatch.setenv("SINKATTN_CUDA_PATH", "sm80")
+    assert sinkattn.kernels(q, k, v, s)["bwd"] == (
+        "cuda sm80 (portable; sm90 not used: SINKATTN_CUDA_PATH=sm80)")
