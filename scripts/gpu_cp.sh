@@ -39,8 +39,10 @@ section cp_nccl_tests "${TEST_S:-120}" python3 -m pytest -q -p no:cacheprovider 
 tests_rc=$?
 tail -5 "$OUT/cp_nccl_tests.log"
 
+# TORCH_CP=1 adds PyTorch's own context_parallel (SDPA, no sinks) as the peer, after the rest.
 section cp_bench "${BENCH_S:-150}" torchrun --standalone --nproc_per_node 2 -m sinkattn.cp.bench \
-  --tokens "$tokens" --csv "$OUT/cp_bench.csv" --budget-s $(( ${BENCH_S:-150} - 40 ))
+  --tokens "$tokens" --csv "$OUT/cp_bench.csv" --budget-s $(( ${BENCH_S:-150} - 40 )) \
+  ${TORCH_CP:+--torch-cp}
 bench_rc=$?
 grep -v "^{" "$OUT/cp_bench.log" | tail -25 | tee "$OUT/cp_table.txt"
 echo "total $(( $(date +%s) - start ))s; tests rc=$tests_rc bench rc=$bench_rc"

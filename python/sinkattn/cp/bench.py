@@ -156,6 +156,49 @@ def run(args, device) -> list:
     return rows
 
 
+def torch_cp_rows(args, device) -> list:
+    """PyTorch's own context parallelism as the peer (ANCHORS.md): ring attention over SDPA (cuDNN
+    or flash backend), load-balanced, NO sinks, K/V repeated to every query head (no GQA), with
+    the all-gather and the all-to-all rotation; its efficiency is against SDPA on one GPU with the
+    same tensors. Opt-in (--torch-cp): the API is experimental."""
+    import torch.nn.functional as F
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.experimental import context_parallel
+    from torch.distributed.tensor.experimental._attention import set_rotate_method
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    world, S, rows = dist.get_world_size(), args.tokens, []
+    mesh = init_device_mesh("cuda", (world,))
+    for shape in args.shapes:
+        hq, _, d, _ = SHAPES[shape]
+        g = torch.Generator(device=device).manual_seed(4321)
+        q, k, v, dout = (torch.randn(1, hq, S, d, device=device, generator=g).to(torch.bfloat16)
+                         for _ in range(4))
+
+        def train_step(q, k, v, dout):
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+            return lambda: F.scaled_dot_product_attention(*leaves, is_causal=True).backward(dout)
+
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]):
+            base = _slowest(_time(train_step(q, k, v, dout), args.reps, args.warmup, device),
+                            device)
+            for rotate in ("allgather", "alltoall"):
+                set_rotate_method(rotate)
+                bufs = [t.clone() for t in (q, k, v, dout)]
+                with context_parallel(mesh, buffers=bufs, buffer_seq_dims=[2, 2, 2, 2],
+                                      no_restore_buffers=set(bufs)):
+                    ms = _slowest(_time(train_step(*bufs), args.reps, args.warmup, device), device)
+                flops = 14 * _pairs(S, None) * d * hq
+                rows.append(dict(shape=shape, mode=f"torch-cp-{rotate}", window="", tokens=S,
+                                 world=world, single_ms=round(base, 3), cp_ms=round(ms, 3),
+                                 efficiency=round(base / world / ms, 4),
+                                 tflops_per_gpu=round(flops / world / ms * 1e-9, 1),
+                                 max_diff=float("nan")))
+                if dist.get_rank() == 0:
+                    print(rows[-1], flush=True)
+    return rows
+
+
 def table(rows) -> str:
     lines = [f"{'shape':8} {'mode':18} {'1-GPU ms':>9} {'CP ms':>8} {'eff/GPU':>8} "
              f"{'TFLOPs/GPU':>10} {'max diff':>9}"]
@@ -189,6 +232,8 @@ def main(argv=None) -> None:
     ap.add_argument("--budget-s", type=float, default=150.0,
                     help="start no cell after this many seconds")
     ap.add_argument("--csv", default=None, help="write the rows here (rank 0)")
+    ap.add_argument("--torch-cp", action="store_true",
+                    help="also time PyTorch's context_parallel (SDPA, no sinks) as the peer")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                     help="cuda: NCCL, one GPU per rank; cpu: gloo (a smoke test of the script)")
     args = ap.parse_args(argv)
@@ -201,6 +246,11 @@ def main(argv=None) -> None:
         dist.init_process_group("gloo")
     try:
         rows = run(args, device)
+        if args.torch_cp:
+            if device.type != "cuda":
+                rows.append(dict(shape="-", mode="torch-cp", skipped="CUDA only"))
+            else:
+                rows += torch_cp_rows(args, device)
         if dist.get_rank() == 0:
             if args.csv:
                 keys = list(dict.fromkeys(k for r in rows for k in r))
