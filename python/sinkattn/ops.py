@@ -175,6 +175,14 @@ def _in(t: torch.Tensor, cuda: bool) -> torch.Tensor:
     return t.clone() if c is t else c
 
 
+def _dense(sinks, cu_q, cu_k) -> tuple:
+    """sinks and cu_seqlens as the library reads them: dense arrays (a strided view passed by
+    address would be read past its end)."""
+    if cu_q is not None:
+        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
+    return (None if sinks is None else sinks.contiguous()), cu_q, cu_k
+
+
 def _tv(t: torch.Tensor, varlen: bool) -> tuple:
     """The sinkattn_tensor fields of t: (data, batch_stride, row_stride, head_stride)."""
     s = t.stride()
@@ -430,10 +438,7 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
     given = (q, k, v)
     q, k, v = (_in(t, cuda) for t in given)
     as_given = q is given[0] and k is given[1] and v is given[2]
-    if varlen:  # the library reads offsets as a dense array
-        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
-    if sinks is not None:
-        sinks = sinks.contiguous()
+    sinks, cu_q, cu_k = _dense(sinks, cu_q, cu_k)
     p = fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse,
                    zigzag)
     ws_like = _first_call(p, _lib.fwd_workspace_size, _lib.FWD_WS_SIZE_OFFSET, _WF_WS, _lib.fwd,
@@ -451,10 +456,7 @@ def kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal
     cuda = q.is_cuda
     q, k, v = (_in(t, cuda) for t in (q, k, v))
     varlen = cu_q is not None
-    if varlen:
-        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
-    if sinks is not None:
-        sinks = sinks.contiguous()
+    sinks, cu_q, cu_k = _dense(sinks, cu_q, cu_k)
     out = torch.empty_like(q)
     lse = torch.empty(_lse_shape(q, varlen), dtype=torch.float32, device=q.device)
     found = {}
@@ -495,10 +497,7 @@ def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, le
                       | rest[4]) & 15:  # see fwd_impl
         return _bwd_first(None, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale,
                           left, right, causal, deterministic, want_dsink, zigzag)
-    if varlen:
-        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
-    if sinks is not None:
-        sinks = sinks.contiguous()
+    sinks, cu_q, cu_k = _dense(sinks, cu_q, cu_k)
     lse = lse.contiguous()
     w = _bwd_words(plan.words)
     _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
@@ -541,10 +540,7 @@ def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, sc
     q, k, v, out, dout = (_in(t, cuda) for t in given)
     as_given = all(a is b for a, b in zip((q, k, v, out, dout), given))
     lse = lse.contiguous()
-    if varlen:
-        cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
-    if sinks is not None:
-        sinks = sinks.contiguous()
+    sinks, cu_q, cu_k = _dense(sinks, cu_q, cu_k)
     # Gradients are written in place when the core accepts their layout, else via a copy.
     gq, gk, gv = (g if _usable(g, cuda) else torch.empty(g.shape, dtype=g.dtype, device=g.device)
                   for g in (dq, dk, dv))

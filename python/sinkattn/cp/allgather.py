@@ -95,10 +95,7 @@ class AllGather:
             kv = self._keys(self._start(k, v, 0, P.hkv))
             with comm.profile_range("sinkattn.cp.allgather.fwd", P.profile):
                 return local.run_one(calls[0], q, kv[:, 0], kv[:, 1], sinks, P.scale)
-        out = q.new_zeros(q.shape)
-        lse = q.new_full((P.hq, T), -torch.inf, dtype=torch.float32)
-        if sinks is not None:  # rows no call covers see only the sink
-            lse.copy_(sinks.detach().float().unsqueeze(1).expand(P.hq, T))
+        out, lse = local.sink_only(q, P.hq, sinks)  # rows no call covers see only the sink
         for h0, h1, kv in self._gathered(k, v):
             hs = slice(h0 * self.rep, h1 * self.rep)
             with comm.profile_range("sinkattn.cp.allgather.fwd", P.profile):

@@ -167,10 +167,7 @@ class Halo:
         with comm.profile_range("sinkattn.cp.halo.fwd", P.profile):
             if len(calls) == 1 and plan.covers(calls[0], T):
                 return local.run_one(calls[0], q, ext[:, 0], ext[:, 1], sinks, P.scale)
-            out = q.new_zeros(q.shape)
-            lse = q.new_full((P.hq, T), -torch.inf, dtype=torch.float32)
-            if sinks is not None:  # rows no call covers see only the sink
-                lse.copy_(sinks.detach().float().unsqueeze(1).expand(P.hq, T))
+            out, lse = local.sink_only(q, P.hq, sinks)  # rows no call covers: the sink only
             local.forward_complete(calls, q, ext[:, 0], ext[:, 1], sinks, P.scale, out, lse)
         return out, lse
 
@@ -178,15 +175,14 @@ class Halo:
         P = self.P
         f32 = dict(dtype=torch.float32, device=q.device)
         ext, T, calls = self.ext, q.shape[0], self.calls
+        ext_index = self._on(q.device, "ext")
         with comm.profile_range("sinkattn.cp.halo.bwd", P.profile):
             if len(calls) == 1 and plan.covers(calls[0], T):
                 c = calls[0]
                 dq, dk_e, dv_e, _ = ops.bwd(
                     dout, q, ext[c.k0:c.k1, 0], ext[c.k0:c.k1, 1], out, lse, None,
                     deterministic=P.deterministic, **local._args(c, q.device, P.scale))
-                dext = torch.zeros(ext.shape, **f32)
-                dext[c.k0:c.k1, 0] = dk_e
-                dext[c.k0:c.k1, 1] = dv_e
+                dext, ext_index = torch.stack((dk_e, dv_e), 1).float(), ext_index[c.k0:c.k1]
             else:
                 dq = torch.zeros(q.shape, **f32)
                 dext = torch.zeros(ext.shape, **f32)
@@ -195,7 +191,7 @@ class Halo:
         # Back to cat(local keys, halo buffer) rows; the halo rows' grads go home.
         n_local = P.batch * P.rows
         dcat = torch.zeros((n_local + P.batch * self.n_halo,) + tuple(ext.shape[1:]), **f32)
-        dcat.index_add_(0, self._on(q.device, "ext"), dext)
+        dcat.index_add_(0, ext_index, dext)
         dkv = dcat[:n_local]
         dkv4 = dkv.view((P.batch, P.rows) + tuple(dkv.shape[1:]))
         gh4 = dcat[n_local:].view((P.batch, self.n_halo) + tuple(dkv.shape[1:]))

@@ -46,6 +46,17 @@ def forward(calls: Sequence[Call], q, k, v, scale, acc_out, acc_lse) -> None:
         merge.merge_into(acc_out[c.q0:c.q1], acc_lse[:, c.q0:c.q1], out, lse)
 
 
+def sink_only(q, hq: int, sinks) -> tuple:
+    """(out, lse) of rows that see no key: out 0 in q's shape and dtype, lse (hq, T) the sink or
+    -inf; forward_complete then overwrites the rows its calls cover."""
+    T = q.shape[0]
+    out = q.new_zeros(q.shape)
+    lse = q.new_full((hq, T), -torch.inf, dtype=torch.float32)
+    if sinks is not None:
+        lse.copy_(sinks.detach().float().unsqueeze(1).expand(hq, T))
+    return out, lse
+
+
 def forward_complete(calls: Sequence[Call], q, k, v, sinks, scale, out, lse) -> None:
     """For plans where every query row is in at most one call, together with ALL the keys it can
     see (the gathered-K/V plans): each call runs with the sinks, so its output is final and
