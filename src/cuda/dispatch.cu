@@ -144,13 +144,9 @@ std::string sm90_refusal(const sinkattn_problem& p) {
   if (forced != nullptr && std::string(forced) == "sm80") return "SINKATTN_CUDA_PATH=sm80";
   const int arch = device_arch(p.device_index);
   if (arch != 90) return "the device is sm_" + std::to_string(arch) + ", the kernels need sm_90";
-  if (!sm90::has_fwd(p.head_dim))
+  if (!sm90::has_kernels(p.head_dim))
     return "head_dim " + std::to_string(p.head_dim) + " has no Hopper kernels (64, 128)";
-  const bool varlen = is_varlen(p);
-  const sm90::TensorShape q{p.head_dim, varlen ? p.total_q : p.seqlen_q, p.heads_q,
-                            varlen ? 1 : p.batch};
-  const sm90::TensorShape kv{p.head_dim, varlen ? p.total_k : p.seqlen_k, p.heads_kv,
-                             varlen ? 1 : p.batch};
+  const sm90::TensorShape q = sm90::q_shape(p, p.head_dim), kv = sm90::kv_shape(p, p.head_dim);
   std::string why = sm90::tma_unsupported("problem.q", p.q, q);
   if (why.empty()) why = sm90::tma_unsupported("problem.k", p.k, kv);
   if (why.empty()) why = sm90::tma_unsupported("problem.v", p.v, kv);
@@ -165,10 +161,7 @@ std::string sm90_bwd_refusal(const sinkattn_bwd_params& b) {
   std::string why = sm90_refusal(b.problem);
 #ifdef SINKATTN_WITH_SM90
   const sinkattn_problem& p = b.problem;
-  const bool varlen = is_varlen(p);
-  const sm90::TensorShape q{p.head_dim, varlen ? p.total_q : p.seqlen_q, p.heads_q,
-                            varlen ? 1 : p.batch};
-  if (why.empty()) why = sm90::tma_unsupported("dout", b.dout, q);
+  if (why.empty()) why = sm90::tma_unsupported("dout", b.dout, sm90::q_shape(p, p.head_dim));
 #endif
   return why;
 }
@@ -261,7 +254,7 @@ void fwd(const sinkattn_fwd_params& f) {
 #ifdef SINKATTN_WITH_SM90
   if (sm90_refusal(p).empty()) {
     dispatch(p, [&](auto type, auto dim) {
-      if constexpr (sm90::has_fwd(decltype(dim)::value))
+      if constexpr (sm90::has_kernels(decltype(dim)::value))
         sm90::launch_fwd<decltype(type), decltype(dim)::value>(k, stream);
     });
     return;
@@ -294,7 +287,7 @@ void bwd(const sinkattn_bwd_params& b) {
 #ifdef SINKATTN_WITH_SM90
   if (sm90_bwd_refusal(b).empty()) {
     dispatch(p, [&](auto type, auto dim) {
-      if constexpr (sm90::has_bwd(decltype(dim)::value))
+      if constexpr (sm90::has_kernels(decltype(dim)::value))
         sm90::launch_bwd<decltype(type), decltype(dim)::value>(k, stream);
     });
     return;

@@ -112,34 +112,35 @@ class Lib:
         p.stream = torch.cuda.current_stream().cuda_stream
         return p
 
-    def fwd(self, problem, out, lse):
+    def _fwd_params(self, problem, out, lse):
         varlen = problem.cu_seqlens_q is not None
         f = FwdParams(problem, tensor(out, varlen), ptr(lse), None, 0)
         self._workspace("fwd", f)
-        self._call(self.lib.sinkattn_fwd, f)
+        return f
+
+    def _bwd_params(self, problem, out, dout, lse, dq, dk, dv, dsink, deterministic):
+        varlen = problem.cu_seqlens_q is not None
+        b = BwdParams(problem, tensor(out, varlen), tensor(dout, varlen), ptr(lse),
+                      tensor(dq, varlen), tensor(dk, varlen), tensor(dv, varlen), ptr(dsink),
+                      1 if deterministic else 0, None, 0)
+        self._workspace("bwd", b)
+        return b
+
+    def _kernel(self, entry, params):
+        name = entry(ctypes.byref(params))
+        return name.decode() if name else "refused: " + self.lib.sinkattn_last_error().decode()
+
+    def fwd(self, problem, out, lse):
+        self._call(self.lib.sinkattn_fwd, self._fwd_params(problem, out, lse))
 
     def fwd_kernel(self, problem, out, lse):
         """The kernel family sinkattn_fwd would run (and why not a faster one)."""
-        varlen = problem.cu_seqlens_q is not None
-        f = FwdParams(problem, tensor(out, varlen), ptr(lse), None, 0)
-        self._workspace("fwd", f)
-        name = self.lib.sinkattn_fwd_kernel(ctypes.byref(f))
-        return name.decode() if name else "refused: " + self.lib.sinkattn_last_error().decode()
+        return self._kernel(self.lib.sinkattn_fwd_kernel, self._fwd_params(problem, out, lse))
 
-    def bwd_kernel(self, problem, out, dout, lse, dq, dk, dv, dsink, deterministic):
-        """The kernel family sinkattn_bwd would run (and why not a faster one)."""
-        varlen = problem.cu_seqlens_q is not None
-        b = BwdParams(problem, tensor(out, varlen), tensor(dout, varlen), ptr(lse),
-                      tensor(dq, varlen), tensor(dk, varlen), tensor(dv, varlen), ptr(dsink),
-                      1 if deterministic else 0, None, 0)
-        self._workspace("bwd", b)
-        name = self.lib.sinkattn_bwd_kernel(ctypes.byref(b))
-        return name.decode() if name else "refused: " + self.lib.sinkattn_last_error().decode()
+    def bwd_kernel(self, problem, *args):
+        """The kernel family sinkattn_bwd would run (and why not a faster one); args as bwd's."""
+        return self._kernel(self.lib.sinkattn_bwd_kernel, self._bwd_params(problem, *args))
 
     def bwd(self, problem, out, dout, lse, dq, dk, dv, dsink, deterministic):
-        varlen = problem.cu_seqlens_q is not None
-        b = BwdParams(problem, tensor(out, varlen), tensor(dout, varlen), ptr(lse),
-                      tensor(dq, varlen), tensor(dk, varlen), tensor(dv, varlen), ptr(dsink),
-                      1 if deterministic else 0, None, 0)
-        self._workspace("bwd", b)
-        self._call(self.lib.sinkattn_bwd, b)
+        self._call(self.lib.sinkattn_bwd,
+                   self._bwd_params(problem, out, dout, lse, dq, dk, dv, dsink, deterministic))

@@ -21,8 +21,7 @@ inline bool pingpong() {
 }
 
 // Head dims with Hopper kernels (forward and backward).
-constexpr bool has_fwd(int d) { return d == 64 || d == 128; }
-constexpr bool has_bwd(int d) { return d == 64 || d == 128; }
+constexpr bool has_kernels(int d) { return d == 64 || d == 128; }
 
 template <typename T, int D>
 void launch_fwd(const sm80::Params& p, cudaStream_t stream);

@@ -18,8 +18,7 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     constexpr int smem = BwdSmem<D>::bytes;
     const bool varlen = p.cu_seqlens_q != nullptr;
     const int64_t q_rows = varlen ? p.total_q : p.batch * p.seqlen_q;
-    const TensorShape q{D, varlen ? p.total_q : p.seqlen_q, p.heads_q, varlen ? 1 : p.batch};
-    const TensorShape kv{D, varlen ? p.total_k : p.seqlen_k, p.heads_kv, varlen ? 1 : p.batch};
+    const TensorShape q = q_shape(p, D), kv = kv_shape(p, D);
     const CUtensorMap map_q = make_tile_map(p.q, q, t.block_m);
     const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
     const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);

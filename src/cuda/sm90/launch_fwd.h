@@ -12,9 +12,7 @@ template <typename T, int D>
 void launch_fwd(const sm80::Params& p, cudaStream_t stream) {
   constexpr FwdTile t = fwd_tile(D);
   constexpr int smem = FwdSmem<D>::bytes;
-  const bool varlen = p.cu_seqlens_q != nullptr;
-  const TensorShape q{D, varlen ? p.total_q : p.seqlen_q, p.heads_q, varlen ? 1 : p.batch};
-  const TensorShape kv{D, varlen ? p.total_k : p.seqlen_k, p.heads_kv, varlen ? 1 : p.batch};
+  const TensorShape q = q_shape(p, D), kv = kv_shape(p, D);
   const CUtensorMap map_q = make_tile_map(p.q, q, t.block_m);
   const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
   const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);

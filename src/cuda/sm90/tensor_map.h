@@ -16,6 +16,19 @@ struct TensorShape {
   int64_t dim, rows, heads, batch;  // head dim (a multiple of 64), tokens, heads, batch entries
 };
 
+// The q-like and k-like tensors of a problem (sinkattn_problem or the kernels' Params: the same
+// field names) as TMA sees them, for head dim `dim`.
+template <typename P>
+TensorShape q_shape(const P& p, int64_t dim) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  return {dim, varlen ? p.total_q : p.seqlen_q, p.heads_q, varlen ? 1 : p.batch};
+}
+template <typename P>
+TensorShape kv_shape(const P& p, int64_t dim) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  return {dim, varlen ? p.total_k : p.seqlen_k, p.heads_kv, varlen ? 1 : p.batch};
+}
+
 // Empty when TMA can address the tensor, else why not (a stride TMA cannot encode).
 std::string tma_unsupported(const char* name, const sinkattn_tensor& t, const TensorShape& s);
 
