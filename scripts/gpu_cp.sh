@@ -7,7 +7,8 @@
 #      the whole sequence, gptoss and llama shapes, 64k tokens in total.
 # Expects a CUDA build in build/cuda (carried, or built here when absent). Each section has its
 # own time limit so the whole call stays under 5 minutes; logs, CSV and the table go to $OUT.
-#   usage: scripts/gpu_cp.sh [tokens]        env: TEST_S, BENCH_S (section limits, seconds)
+#   usage: scripts/gpu_cp.sh [tokens]   env: TEST_S, BENCH_S (section limits, seconds), TORCH_CP=1,
+#          PROFILE="halo-w128 ..." (kernel tables of those modes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tokens="${1:-65536}"
@@ -42,7 +43,9 @@ tail -5 "$OUT/cp_nccl_tests.log"
 # TORCH_CP=1 adds PyTorch's own context_parallel (SDPA, no sinks) as the peer, after the rest.
 section cp_bench "${BENCH_S:-150}" torchrun --standalone --nproc_per_node 2 -m sinkattn.cp.bench \
   --tokens "$tokens" --csv "$OUT/cp_bench.csv" --budget-s $(( ${BENCH_S:-150} - 40 )) \
-  ${TORCH_CP:+--torch-cp}
+  ${TORCH_CP:+--torch-cp} ${PROFILE:+--profile $PROFILE}
 bench_rc=$?
+# PROFILE="mode ..." adds rank 0's kernel table of those modes (torch.profiler, 3 steps).
+awk '/^profile,/{p=1} p{print} /Self CUDA time total/{p=0}' "$OUT/cp_bench.log" | cut -c1-160
 grep -v "^{" "$OUT/cp_bench.log" | tail -25 | tee "$OUT/cp_table.txt"
 echo "total $(( $(date +%s) - start ))s; tests rc=$tests_rc bench rc=$bench_rc"

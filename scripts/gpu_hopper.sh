@@ -3,7 +3,7 @@
 # in build/cuda: the shape grid against fp64 on the default path (the sm90 forward where it
 # applies), compute-sanitizer memcheck on the small grid, the C++ test grid on both paths, then
 # the timings of both paths and the SDPA peer side by side. Results under $OUT.
-#   usage: scripts/gpu_hopper.sh            env: SKIP_GTEST=1, SKIP_SANITIZER=1
+#   usage: scripts/gpu_hopper.sh   env: GRID_PATHS, GTEST_PATHS, VARIANTS, SKIP_GTEST=1, SKIP_SANITIZER=1
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/sinkattn-out}"; mkdir -p "$OUT"
@@ -30,13 +30,17 @@ if [ "${SKIP_GTEST:-0}" != 1 ] && [ -x build/cuda/tests/cpp/sinkattn_tests ]; th
   done
   echo "gtest: $(( $(date +%s) - t0 )) s"
 fi
-# Variants: "path[:pingpong]"; the sm90 ping-pong is on unless :0.
-for variant in ${VARIANTS:-sm80 auto:0 auto}; do
-  path=${variant%%:*}; pp=1; [ "$variant" != "$path" ] && pp=${variant#*:}
-  echo "=== timings, SINKATTN_CUDA_PATH=$path SINKATTN_SM90_PINGPONG=$pp"
-  ( cd tests/cuda && SINKATTN_CUDA_PATH=$path SINKATTN_SM90_PINGPONG=$pp python3 check_cuda.py "$LIB" --no-grid ) \
-    > "$OUT/bench_${path}_$pp.log" 2>&1
-  grep -E "forward kernel" "$OUT/bench_${path}_$pp.log" | head -4
-  sed -n '/^shape/,$p' "$OUT/bench_${path}_$pp.log"
+# Timing variants: each a comma-joined list of VAR=value settings for one check_cuda.py run, or
+# "-" for the defaults; LIB=path times another build (e.g. the previous commit's library).
+for variant in ${VARIANTS:-SINKATTN_CUDA_PATH=sm80 SINKATTN_SM90_PINGPONG=0 -}; do
+  lib=$LIB; envs=()
+  for kv in ${variant//,/ }; do
+    case $kv in -) ;; LIB=*) lib=$(realpath "${kv#LIB=}") ;; *) envs+=("$kv") ;; esac
+  done
+  tag=${variant//[^A-Za-z0-9]/_}
+  echo "=== timings: $variant"
+  ( cd tests/cuda && env "${envs[@]}" python3 check_cuda.py "$lib" --no-grid ) > "$OUT/bench_$tag.log" 2>&1
+  grep -E "forward kernel" "$OUT/bench_$tag.log" | head -4
+  sed -n '/^shape/,$p' "$OUT/bench_$tag.log"
 done
 echo "total: $(( $(date +%s) - t0 )) s"

@@ -78,6 +78,24 @@ def _time(step, reps: int, warmup: int, device) -> float:
     return statistics.median(times)
 
 
+def _profile(step, title: str, device) -> None:
+    """Rank 0's kernels and host ranges over 3 steps (torch.profiler), sorted by device time: where
+    a mode's time goes beyond the attention kernels."""
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    if dist.get_rank() == 0:
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"\nprofile, {title} (3 steps, rank 0):\n" +
+              prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60),
+              flush=True)
+
+
 def _slowest(ms: float, device) -> float:
     t = torch.tensor([ms], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -141,6 +159,8 @@ def run(args, device) -> list:
                 out.backward(dout_l)
 
             ms = _slowest(_time(step, args.reps, args.warmup, device), device)
+            if name in args.profile:
+                _profile(step, f"{shape} {name}", device)
             with torch.no_grad():
                 out = cp.attention(*leaves, sinks, **kw)
             err = (cp.unshard(out, layout).float() - ref[window].float()).abs().max()
@@ -232,6 +252,8 @@ def main(argv=None) -> None:
     ap.add_argument("--budget-s", type=float, default=150.0,
                     help="start no cell after this many seconds")
     ap.add_argument("--csv", default=None, help="write the rows here (rank 0)")
+    ap.add_argument("--profile", nargs="*", default=[], choices=list(MODES),
+                    help="also profile these modes (rank 0 prints a kernel table)")
     ap.add_argument("--torch-cp", action="store_true",
                     help="also time PyTorch's context_parallel (SDPA, no sinks) as the peer")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"),

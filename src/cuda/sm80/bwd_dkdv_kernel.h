@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "cuda/common/ptx.h"
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
@@ -47,9 +48,10 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D).warps * 32)
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
-  const int64_t head_kv = blockIdx.y, b = blockIdx.z;
+  const GridPos at = grid_pos(p, (p.seqlen_k + BN - 1) / BN, p.heads_kv);
+  const int64_t head_kv = at.head, b = at.b;
   const Sequence seq(p, b);
-  const int64_t n0 = (int64_t)blockIdx.x * BN;
+  const int64_t n0 = at.block * BN;  // under a causal mask the first key blocks see the most
   if (n0 >= seq.len_k) return;
   const Mask mask = Mask::of(p, seq);
   int64_t q_lo, q_hi;

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "cuda/common/ptx.h"
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
@@ -34,9 +35,11 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDq, D).warps * 32,
   T* sV = sK + 2 * BN * kS;  // [2][BN][kS]
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t head = blockIdx.y, b = blockIdx.z;
+  const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
+  const GridPos at = grid_pos(p, blocks, p.heads_q);
+  const int64_t head = at.head, b = at.b;
   const Sequence seq(p, b);
-  const int64_t m0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * BM;
+  const int64_t m0 = (blocks - 1 - at.block) * BM;
   if (m0 >= seq.len_q) return;
   const int64_t head_kv = head / p.group;
   const Mask mask = Mask::of(p, seq);

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cuda/common/ptx.h"
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
@@ -37,10 +38,12 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D).warps * 32,
   T* sQ = reinterpret_cast<T*>(smem_raw);
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t head = blockIdx.y, b = blockIdx.z;
+  const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
+  const GridPos at = grid_pos(p, blocks, p.heads_q);
+  const int64_t head = at.head, b = at.b;
   const Sequence seq(p, b);
   // Longest blocks first: under a causal mask the last query blocks see the most keys.
-  const int64_t m0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * BM;
+  const int64_t m0 = (blocks - 1 - at.block) * BM;
   if (m0 >= seq.len_q) return;
   const int64_t head_kv = head / p.group;
   const Mask mask = Mask::of(p, seq);

@@ -1,6 +1,7 @@
 // Body of launch_bwd, included by the per-(dtype, head dim) instantiation files.
 #pragma once
 
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/bwd_dkdv_kernel.h"
 #include "cuda/sm80/bwd_dq_kernel.h"
 #include "cuda/sm80/bwd_prep.h"
@@ -32,8 +33,7 @@ void launch_bwd_dq_kernel(const Params& p, cudaStream_t stream) {
   constexpr int smem = smem_bytes(Kernel::kBwdDq, D);
   auto kernel = bwd_dq_kernel<T, D>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid((unsigned)((p.seqlen_q + t.block_m - 1) / t.block_m), (unsigned)p.heads_q,
-                  (unsigned)p.batch);
+  const dim3 grid = make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
   kernel<<<grid, t.warps * 32, smem, stream>>>(p);
   check_launch("sinkattn backward dq kernel");
 }
@@ -54,8 +54,7 @@ void launch_bwd(const Params& p, cudaStream_t stream) {
     constexpr int smem = smem_bytes(Kernel::kBwdDkDv, D);
     auto kernel = bwd_dkdv_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const dim3 grid((unsigned)((p.seqlen_k + t.block_n - 1) / t.block_n), (unsigned)p.heads_kv,
-                    (unsigned)p.batch);
+    const dim3 grid = make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
     kernel<<<grid, t.warps * 32, smem, stream>>>(p);
     check_launch("sinkattn backward dk/dv kernel");
   }

@@ -1,6 +1,7 @@
 // Body of launch_fwd, included by the per-(dtype, head dim) instantiation files.
 #pragma once
 
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/fwd_kernel.h"
 #include "cuda/sm80/launch.h"
 
@@ -12,8 +13,7 @@ void launch_fwd(const Params& p, cudaStream_t stream) {
   constexpr int smem = smem_bytes(Kernel::kFwd, D);
   auto kernel = fwd_kernel<T, D>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid((unsigned)((p.seqlen_q + t.block_m - 1) / t.block_m), (unsigned)p.heads_q,
-                  (unsigned)p.batch);
+  const dim3 grid = make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
   kernel<<<grid, t.warps * 32, smem, stream>>>(p);
   check_launch("sinkattn forward kernel");
 }

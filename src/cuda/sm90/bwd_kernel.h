@@ -2,18 +2,20 @@
 // (128 keys, kv head, sequence). Warpgroup 0's first warp produces: K and V once, then for every
 // (query head of the GQA group, query block) that can see the keys, Q and dO through TMA and
 // lse / delta rows into a ring of stages. Consumer warpgroups 1 and 2 own 64 keys each for dK
-// and dV, kept in registers across the whole walk (so GQA needs no dK/dV reduction).
-// Key split (d 128, 64-query steps), per consumer over its own keys:
-//   S^T = K Q^T, dP^T = V dO^T (wgmma, shared operands); P^T = exp(S^T scale - lse),
-//   dS^T = P^T (dP^T - delta) in registers; dV += P^T dO, dK += dS^T Q (P^T, dS^T from registers);
-//   dS^T goes to shared memory and dQ_part = dS K over the consumer's 64 keys.
-// Query split (d 64, 128-query steps), per consumer over 64 of the step's queries and all keys:
-//   S = Q K^T, dP = dO V^T; P and dS go to shared memory; dQ = dS K (complete rows); after a
-//   barrier, dV += P^T dO and dK += dS^T Q over the consumer's keys read P / dS M-major.
-// Either way each consumer adds its 64 x D fp32 dQ rows into the accumulator with one TMA
-// reduction per 32 columns (no per-element atomics). The prep / dq conversion / dsink kernels
-// around it are the portable path's, and so is the deterministic mode's dq kernel (this kernel
-// then skips dQ: its dK and dV have a fixed summation order already).
+// and dV, kept in registers across the whole walk (so GQA needs no dK/dV reduction). Per step
+// of block_m queries, each consumer over its own keys:
+//   S^T = K Q^T and dP^T = V dO^T (wgmma, shared operands, two commit groups: P^T = exp(S^T
+//   scale - lse) is computed while dP^T is still on the tensor cores);
+//   dS^T = P^T (dP^T - delta); dV += P^T dO and dK += dS^T Q with P^T, dS^T from registers,
+//   issued before dS^T goes to shared memory so the stores overlap them;
+//   dQ = dS K over all 128 keys of the block (both consumers' dS^T, double-buffered so a step
+//   needs one barrier between the consumers): consumer c computes 64 x 64 of it, queries
+//   64c.. at d 64 (128-query steps), head-dim columns 64c.. at d 128 (64-query steps), and adds
+//   it into the fp32 accumulator with TMA reductions (`cp.reduce.async.bulk.tensor`, 32
+//   columns per box), so every dQ element of a step is reduced once, not once per consumer.
+// The prep / dq conversion / dsink kernels around it are the portable path's, and so is the
+// deterministic mode's dq kernel (this kernel then skips dQ: its dK and dV have a fixed
+// summation order already).
 #pragma once
 
 #include <cuda.h>
@@ -22,6 +24,7 @@
 #include <cstdint>
 
 #include "cuda/common/ptx.h"
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
@@ -42,17 +45,17 @@ struct BwdSmem {
   static constexpr BwdTile kT = bwd_tile(D);
   static constexpr int kKVBytes = kT.block_n * D * 2;      // k or v (resident)
   static constexpr int kQBytes = kT.block_m * D * 2;       // one q or dout stage
-  static constexpr int kDQBytes = 64 * D * 4;              // one consumer's fp32 dq part
-  static constexpr int kPBytes = kT.block_n * kT.block_m * 2;  // a P or dS tile
+  // dS^T of the block: [block_m / 64 query sub-tiles][block_n keys][64 queries], 16-bit
+  static constexpr int kDSBytes = kT.block_n * kT.block_m * 2;
+  // one consumer's 64 x 64 fp32 dq part (2 chunks of [64 rows][32]), also its dK / dV staging
+  // rows in the epilogue (64 rows of sm80::smem_stride(D) elements)
+  static constexpr int kDQBytes = 64 * 64 * 4 > 64 * (D + 8) * 2 ? 64 * 64 * 4 : 64 * (D + 8) * 2;
   static constexpr int k = 0;
   static constexpr int v = k + kKVBytes;
   static constexpr int q = v + kKVBytes;                   // [stages]
   static constexpr int dout = q + kT.stages * kQBytes;     // [stages]
-  // dS (query split: [block_m queries][block_n keys] in 64-key sub-tiles; key split: dS^T,
-  // [block_n keys][block_m]) and, for the query split, P laid out like dS.
-  static constexpr int ds = dout + kT.stages * kQBytes;
-  static constexpr int pt = ds + kPBytes;
-  static constexpr int dq = pt + (kT.query_split ? kPBytes : 0);  // [consumers][D / 32 chunks]
+  static constexpr int ds = dout + kT.stages * kQBytes;    // [2]: steps alternate
+  static constexpr int dq = ds + 2 * kDSBytes;             // [consumers]
   static constexpr int ld = dq + kT.consumers * kDQBytes;  // [stages][block_m] {lse2, delta}
   static constexpr int bars = ld + kT.stages * kT.block_m * 8;
   static constexpr int kBars = 1 + 2 * kT.stages;          // kv_full, q_full, empty
@@ -75,20 +78,23 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   constexpr BwdTile kT = L::kT;
   constexpr int BM = kT.block_m, BN = kT.block_n, S = kT.stages, kSub = D / 64;
   constexpr int kConsumerThreads = kT.consumers * 128;
-  static_assert(BN == 128 && kT.consumers == 2 && BM == (kT.query_split ? 128 : 64),
-                "64 keys per consumer; 64 queries per consumer and step (query split) or step");
+  constexpr int kQSub = BM / 64;  // 64-query sub-tiles of a step
+  static_assert(BN == 128 && kT.consumers == 2 && kSub * kQSub == 2,
+                "64 keys per consumer; dQ splits the queries (d 64) or the head dim (d 128)");
+  static_assert(L::kDQBytes >= 64 * sm80::smem_stride(D) * 2, "epilogue staging fits");
 
   extern __shared__ char smem_raw[];
-  char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  char* base = align1024(smem_raw);
   uint64_t* bars = reinterpret_cast<uint64_t*>(base + L::bars);
   uint64_t* kv_full = bars;
   uint64_t* q_full = bars + 1;
   uint64_t* empty = q_full + S;
   float2* sLD = reinterpret_cast<float2*>(base + L::ld);
 
-  const int64_t head_kv = blockIdx.y, b = blockIdx.z;
+  const sm80::GridPos at = sm80::grid_pos(p, (p.seqlen_k + BN - 1) / BN, p.heads_kv);
+  const int64_t head_kv = at.head, b = at.b;
   const Sequence seq(p, b);
-  const int64_t n0 = (int64_t)blockIdx.x * BN;
+  const int64_t n0 = at.block * BN;  // under a causal mask the first key blocks see the most
   if (n0 >= seq.len_k) return;
   const Mask mask = Mask::of(p, seq);
   int64_t q_lo, q_hi;
@@ -168,7 +174,13 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const int warp = (threadIdx.x / 32) % 4, g = lane / 4, t = lane % 4;
   const bool leader = threadIdx.x % 128 == 0;    // issues this warpgroup's dq reductions
   const int64_t key0 = n0 + 64 * c;
-  char* sdQ = base + L::dq + c * L::kDQBytes;    // D / 32 chunks of [64 rows][32 fp32]
+  char* sdQ = base + L::dq + c * L::kDQBytes;    // 2 chunks of [64 rows][32 fp32]
+  const T* sK = reinterpret_cast<const T*>(base + L::k + c * 64 * 128);  // this consumer's keys
+  const T* sV = reinterpret_cast<const T*>(base + L::v + c * 64 * 128);
+  // This consumer's 64 x 64 part of dQ = dS K: A = query sub-tile qs of dS^T (all 128 keys),
+  // B = head-dim sub-tile ds of K; it lands at (query row0 + 64 qs, column 64 ds) of the step.
+  const int qs = kQSub == 2 ? c : 0, ds = kSub == 2 ? c : 0;
+  const char* sKdq = base + L::k + ds * BN * 128;
 
   float acc_dk[D / 8][4], acc_dv[D / 8][4];
   sm80::zero(acc_dk);
@@ -178,228 +190,134 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const bool with_dq = p.dq_atomic != 0;
   mbar_wait(kv_full, 0);
 
-  // This consumer's 64 x D fp32 dQ rows (query row0 of the step on) into its staging chunks,
-  // then one TMA reduction per 32 columns once every thread of the warpgroup has written.
-  auto stage_dq = [&](const float (&dq)[8][4], int half) {
+  for (int it = 0; it < iters; ++it) {
+    const int s = it % S;
+    int64_t head, m0;
+    step(it, head, m0);
+    const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes);
+    const T* sdO = reinterpret_cast<const T*>(base + L::dout + s * L::kQBytes);
+    char* sdS = base + L::ds + (it & 1) * L::kDSBytes;
+
+    // S^T and dP^T: this warp's 16 keys x block_m queries, one commit group each.
+    float st[BM / 8][4], dpt[BM / 8][4];
+    mbar_wait(&q_full[s], (it / S) & 1);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      mma_ss<0, 0>(st, kmajor_desc(sK, kk, BN * 128), kmajor_desc(sQ, kk, BM * 128), kk > 0, T{});
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      mma_ss<0, 0>(dpt, kmajor_desc(sV, kk, BN * 128), kmajor_desc(sdO, kk, BM * 128), kk > 0, T{});
+    wgmma_commit();
+
+    // P^T in place while dP^T runs; masked pairs get P = 0.
+    const float2* ld = sLD + s * BM;
+    const bool masked = !mask.all_visible(m0, m0 + BM, key0, key0 + 64);
+    int lo[2], hi[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      lo[r] = 0;
+      hi[r] = BM - 1;
+      if (masked) mask.key_row_bounds(key0 + 16 * warp + g + 8 * r, m0, BM, lo[r], hi[r]);
+    }
+    wgmma_wait<1>();
+    pin(st);
+#pragma unroll
+    for (int nt = 0; nt < BM / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * nt + 2 * t + e;
+        const float lse2 = ld[col].x;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float pv = ptx::exp2f_approx(fmaf(st[nt][2 * r + e], p.scale_log2, -lse2));
+          st[nt][2 * r + e] = col < lo[r] || col > hi[r] ? 0.f : pv;
+        }
+      }
+    wgmma_wait<0>();
+    pin(dpt);
+#pragma unroll
+    for (int nt = 0; nt < BM / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float delta = ld[8 * nt + 2 * t + e].y;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) dpt[nt][2 * r + e] = st[nt][2 * r + e] * (dpt[nt][2 * r + e] - delta);
+      }
+    uint32_t pf[BM / 16][4], dsf[BM / 16][4];
+    sm80::acc_to_a<BM / 16, T>(pf, st);
+    sm80::acc_to_a<BM / 16, T>(dsf, dpt);
+
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; ++kk)
+      mma_rs<1>(acc_dv, pf[kk], nmajor_desc(sdO, kk, BM * 128), 1, T{});
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; ++kk)
+      mma_rs<1>(acc_dk, dsf[kk], nmajor_desc(sQ, kk, BM * 128), 1, T{});
+    wgmma_commit();
+    if (!with_dq) {
+      wgmma_wait<0>();
+      pin(acc_dv);
+      pin(acc_dk);
+      pin(pf);
+      pin(dsf);
+      mbar_arrive(&empty[s]);
+      continue;
+    }
+
+    // dS^T (this thread's key rows 16 warp + g (+8), query columns 8 nt + 2t) into shared
+    // memory while dV and dK run, as the M-major A operand of dQ = dS K.
+#pragma unroll
+    for (int nt = 0; nt < BM / 8; ++nt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = 64 * c + 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
+        *reinterpret_cast<uint32_t*>(sdS + (col / 64) * BN * 128 + swizzle128(row, (col % 64) * 2)) =
+            dsf[nt / 2][2 * (nt % 2) + r];
+      }
+    fence_async_smem();
+    if (leader) bulk_wait_read();  // the previous step's dq reduction has read sdQ
+    named_sync(3, 256);            // both consumers' dS^T are in shared memory
+
+    float dq[8][4];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+      mma_ss<1, 1>(dq, nmajor_desc(sdS + qs * BN * 128, kk, 0), nmajor_desc(sKdq, kk, 0), kk > 0,
+                   T{});
+    wgmma_commit();
+    wgmma_wait<1>();  // dV and dK are done: the stage and the A registers are free
+    pin(acc_dv);
+    pin(acc_dk);
+    pin(pf);
+    pin(dsf);
+    mbar_arrive(&empty[s]);
+    wgmma_wait<0>();
+    pin(dq);
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int row = 16 * warp + g + 8 * r, col = 64 * half + 8 * nt + 2 * t;
+        const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
         *reinterpret_cast<float2*>(sdQ + (col / 32) * 64 * 128 + swizzle128(row, (col % 32) * 4)) =
             make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
       }
-  };
-  auto reduce_dq = [&](int64_t head, int64_t row0) {
-    if (!leader) return;
+    fence_async_smem();
+    named_sync(4 + c, 128);  // this warpgroup's dq part is in shared memory
+    if (leader) {
 #pragma unroll
-    for (int ch = 0; ch < D / 32; ++ch)
-      tma_reduce_add_3d(&map_dq, sdQ + ch * 64 * 128, 32 * ch, (int)head, dq_row0 + (int)row0);
-    bulk_commit();
-  };
-
-  if constexpr (kT.query_split) {
-    static_assert(kSub == 1, "the query split keeps 64 x 128 S and dP tiles: d 64 only");
-    const T* sK = reinterpret_cast<const T*>(base + L::k);
-    const T* sV = reinterpret_cast<const T*>(base + L::v);
-    char* sP = base + L::pt;    // [BM queries][BN keys] in two 64-key sub-tiles
-    char* sdS = base + L::ds;
-    constexpr int kSubBytes = BM * 128;  // one 64-key sub-tile of P / dS
-    for (int it = 0; it < iters; ++it) {
-      const int s = it % S;
-      int64_t head, m0;
-      step(it, head, m0);
-      const char* sQ = base + L::q + s * L::kQBytes;
-      const char* sdO = base + L::dout + s * L::kQBytes;
-      const int64_t q0 = m0 + 64 * c;  // this consumer's queries
-      mbar_wait(&q_full[s], (it / S) & 1);
-
-      float sc[BN / 8][4], dp[BN / 8][4];  // S and dP: this warp's 16 queries x 128 keys
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        mma_ss<0, 0>(sc, kmajor_desc(sQ + c * 64 * 128, kk, 0), kmajor_desc(sK, kk, 0), kk > 0, T{});
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        mma_ss<0, 0>(dp, kmajor_desc(sdO + c * 64 * 128, kk, 0), kmajor_desc(sV, kk, 0), kk > 0, T{});
-      wgmma_commit();
-      wgmma_wait<0>();
-      pin(sc);
-      pin(dp);
-
-      // P and dS (queries 16 warp + g (+8) of this consumer, keys 8 nt + 2t), stored as T.
-      const float2* ld = sLD + s * BM + 64 * c;
-      const bool masked = !mask.all_visible(q0, q0 + 64, n0, n0 + BN);
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = 16 * warp + g + 8 * r;
-        int lo = 0, hi = BN - 1;
-        if (masked) mask.row_bounds(q0 + row, n0, BN, lo, hi);
-        const float2 x = ld[row];
-#pragma unroll
-        for (int nt = 0; nt < BN / 8; ++nt) {
-          float pv[2], ds[2];
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = 8 * nt + 2 * t + e;
-            pv[e] = ptx::exp2f_approx(fmaf(sc[nt][2 * r + e], p.scale_log2, -x.x));
-            if (col < lo || col > hi) pv[e] = 0.f;
-            ds[e] = pv[e] * (dp[nt][2 * r + e] - x.y);
-          }
-          const int at = (nt / 8) * kSubBytes + swizzle128(64 * c + row, (8 * nt + 2 * t) % 64 * 2);
-          *reinterpret_cast<uint32_t*>(sP + at) = ptx::pack2<T>(pv[0], pv[1]);
-          *reinterpret_cast<uint32_t*>(sdS + at) = ptx::pack2<T>(ds[0], ds[1]);
-        }
-      }
-      fence_async_smem();
-      if (leader) bulk_wait_read();  // the previous step's dq reduction has read sdQ
-      named_sync(3, 256);            // P and dS of both consumers are in shared memory
-
-      // dQ (this consumer's 64 queries, complete) = dS K; dV += P^T dO, dK += dS^T Q over this
-      // consumer's keys, P^T / dS^T read M-major from sub-tile c.
-      // (The deterministic mode discards dq: skipping the product costs registers, see notes.)
-      float dq[8][4];
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk)
-        mma_ss<0, 1>(dq, kmajor_desc(sdS + c * 64 * 128, kk, kSubBytes), nmajor_desc(sK, kk, 0),
-                     kk > 0, T{});
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk)
-        mma_ss<1, 1>(acc_dv, nmajor_desc(sP + c * kSubBytes, kk, 0), nmajor_desc(sdO, kk, 0), 1, T{});
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk)
-        mma_ss<1, 1>(acc_dk, nmajor_desc(sdS + c * kSubBytes, kk, 0), nmajor_desc(sQ, kk, 0), 1, T{});
-      wgmma_commit();
-      wgmma_wait<0>();
-      pin(dq);
-      pin(acc_dv);
-      pin(acc_dk);
-      mbar_arrive(&empty[s]);
-      if (with_dq) {
-        stage_dq(dq, 0);
-        fence_async_smem();
-      }
-      named_sync(3, 256);  // both consumers are done with P / dS; sdQ is written
-      if (with_dq) reduce_dq(head, q0);
-    }
-  } else {
-    const T* sK = reinterpret_cast<const T*>(base + L::k + c * 64 * 128);
-    const T* sV = reinterpret_cast<const T*>(base + L::v + c * 64 * 128);
-    char* sdS = base + L::ds + c * 64 * 128;  // this warpgroup's 64 key rows of dS^T
-    // S^T = K Q^T and dP^T = V dO^T of step it, into st / dpt (this warp's 16 keys x 64 queries).
-    float st[BM / 8][4], dpt[BM / 8][4];
-    auto issue_sdp = [&](int it) {
-      const int s = it % S;
-      const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes);
-      const T* sdO = reinterpret_cast<const T*>(base + L::dout + s * L::kQBytes);
-      mbar_wait(&q_full[s], (it / S) & 1);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        mma_ss<0, 0>(st, kmajor_desc(sK, kk, BN * 128), kmajor_desc(sQ, kk, BM * 128), kk > 0, T{});
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        mma_ss<0, 0>(dpt, kmajor_desc(sV, kk, BN * 128), kmajor_desc(sdO, kk, BM * 128), kk > 0, T{});
-      wgmma_commit();
-    };
-
-    for (int it = 0; it < iters; ++it) {
-      const int s = it % S;
-      int64_t head, m0;
-      step(it, head, m0);
-      const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes);
-      const T* sdO = reinterpret_cast<const T*>(base + L::dout + s * L::kQBytes);
-      issue_sdp(it);
-      wgmma_wait<0>();
-      pin(st);
-      pin(dpt);
-
-      // P^T and dS^T in place; masked pairs get P = 0.
-      const float2* ld = sLD + s * BM;
-      const bool masked = !mask.all_visible(m0, m0 + BM, key0, key0 + 64);
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        int lo = 0, hi = BM - 1;
-        if (masked) mask.key_row_bounds(key0 + 16 * warp + g + 8 * r, m0, BM, lo, hi);
-#pragma unroll
-        for (int nt = 0; nt < BM / 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = 8 * nt + 2 * t + e;
-            const float2 x = ld[col];
-            float pv = ptx::exp2f_approx(fmaf(st[nt][2 * r + e], p.scale_log2, -x.x));
-            if (col < lo || col > hi) pv = 0.f;
-            st[nt][2 * r + e] = pv;
-            dpt[nt][2 * r + e] = pv * (dpt[nt][2 * r + e] - x.y);
-          }
-      }
-      uint32_t pf[BM / 16][4], dsf[BM / 16][4];
-      sm80::acc_to_a<BM / 16, T>(pf, st);
-      sm80::acc_to_a<BM / 16, T>(dsf, dpt);
-
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk)
-        mma_rs<1>(acc_dv, pf[kk], nmajor_desc(sdO, kk, BM * 128), 1, T{});
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk)
-        mma_rs<1>(acc_dk, dsf[kk], nmajor_desc(sQ, kk, BM * 128), 1, T{});
-      wgmma_commit();
-
-      if (!with_dq) {
-        wgmma_wait<0>();
-        pin(acc_dv);
-        pin(acc_dk);
-        pin(pf);
-        pin(dsf);
-        mbar_arrive(&empty[s]);
-        continue;
-      }
-      // dS^T (this thread's rows 16 warp + g (+8), query columns 8 nt + 2t) into shared memory,
-      // laid out as the M-major A operand of dQ = dS K.
-#pragma unroll
-      for (int nt = 0; nt < BM / 8; ++nt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = 16 * warp + g + 8 * r;
-          *reinterpret_cast<uint32_t*>(sdS + swizzle128(row, (8 * nt + 2 * t) * 2)) = dsf[nt / 2][2 * (nt % 2) + r];
-        }
-      fence_async_smem();
-      if (leader) bulk_wait_read();  // the previous step's dq reduction has read sdQ
-      named_sync(3 + c, 128);
-
-      // dQ_part (64 queries x D) = dS (queries x this warpgroup's 64 keys) K, 64 columns at a time.
-#pragma unroll
-      for (int half = 0; half < kSub; ++half) {
-        float dq[8][4];
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          mma_ss<1, 1>(dq, nmajor_desc(sdS, kk, 0),
-                       nmajor_desc(reinterpret_cast<const char*>(sK) + half * BN * 128, kk, 0),
-                       kk > 0, T{});
-        wgmma_commit();
-        wgmma_wait<0>();
-        pin(dq);
-        if (half == 0) {  // the dV / dK products are done too: their registers and the stage free
-          pin(acc_dv);
-          pin(acc_dk);
-          pin(pf);
-          pin(dsf);
-          mbar_arrive(&empty[s]);
-        }
-        stage_dq(dq, half);
-      }
-      fence_async_smem();
-      named_sync(3 + c, 128);
-      reduce_dq(head, m0);
+      for (int ch = 0; ch < 2; ++ch)
+        tma_reduce_add_3d(&map_dq, sdQ + ch * 64 * 128, 64 * ds + 32 * ch, (int)head,
+                          dq_row0 + (int)m0 + 64 * qs);
+      bulk_commit();
     }
   }
 
   // Epilogue: dK (scaled) and dV through this warpgroup's staging rows, 16 bytes at a time.
   if (leader) bulk_wait();
-  named_sync(5 + c, 128);
+  named_sync(4 + c, 128);
   constexpr int kStage = sm80::smem_stride(D);
   T* stage = reinterpret_cast<T*>(sdQ) + warp * 16 * kStage;
   const int64_t row = key0 + 16 * warp, rows_left = seq.len_k - row;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
@@ -30,9 +31,9 @@ using sm80::Params;
 using sm80::Sequence;
 
 // Shared memory of the forward kernel, in bytes from a 1024-byte aligned base.
-template <int D>
+template <int D, bool kShort>
 struct FwdSmem {
-  static constexpr FwdTile kT = fwd_tile(D);
+  static constexpr FwdTile kT = fwd_tile(D, kShort);
   static constexpr int kSub = D / 64;                      // 64-column sub-tiles per row
   static constexpr int kQBytes = kT.block_m * D * 2;       // q tile
   static constexpr int kKVBytes = kT.block_n * D * 2;      // one k or v stage
@@ -46,18 +47,18 @@ struct FwdSmem {
   static constexpr int bytes = bars + kBars * 8 + 1024;    // + alignment slack
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__((fwd_tile(D).consumers + 1) * 128, 1)
+template <typename T, int D, bool kShort>
+__global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     fwd_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap map_q,
                const __grid_constant__ CUtensorMap map_k, const __grid_constant__ CUtensorMap map_v,
                int pingpong) {
-  using L = FwdSmem<D>;
+  using L = FwdSmem<D, kShort>;
   constexpr FwdTile kT = L::kT;
   constexpr int BM = kT.block_m, BN = kT.block_n, S = kT.stages;
   constexpr int kConsumerThreads = kT.consumers * 128;
 
   extern __shared__ char smem_raw[];
-  char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  char* base = align1024(smem_raw);
   uint64_t* bars = reinterpret_cast<uint64_t*>(base + L::bars);
   uint64_t* q_full = bars;
   uint64_t* k_full = bars + 1;
@@ -65,10 +66,12 @@ __global__ void __launch_bounds__((fwd_tile(D).consumers + 1) * 128, 1)
   uint64_t* k_empty = v_full + S;
   uint64_t* v_empty = k_empty + S;
 
-  const int64_t head = blockIdx.y, b = blockIdx.z;
+  const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
+  const sm80::GridPos at = sm80::grid_pos(p, blocks, p.heads_q);
+  const int64_t head = at.head, b = at.b;
   const Sequence seq(p, b);
   // Longest blocks first: under a causal mask the last query blocks see the most keys.
-  const int64_t m0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * BM;
+  const int64_t m0 = (blocks - 1 - at.block) * BM;
   if (m0 >= seq.len_q) return;
   const Mask mask = Mask::of(p, seq);
   int64_t key_lo, key_hi;

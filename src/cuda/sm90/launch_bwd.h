@@ -28,8 +28,7 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
                                            : CUtensorMap{};
     auto kernel = bwd_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const dim3 grid((unsigned)((p.seqlen_k + t.block_n - 1) / t.block_n), (unsigned)p.heads_kv,
-                    (unsigned)p.batch);
+    const dim3 grid = sm80::make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
     kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout,
                                                              map_dq);
     sm80::check_launch("sinkattn sm90 backward kernel");

@@ -1,6 +1,8 @@
 // Body of sm90::launch_fwd, included by the per-(dtype, head dim) instantiation files.
 #pragma once
 
+#include <cstdlib>
+
 #include "cuda/sm80/launch.h"
 #include "cuda/sm90/fwd_kernel.h"
 #include "cuda/sm90/launch.h"
@@ -8,20 +10,33 @@
 
 namespace sinkattn::cuda::sm90 {
 
-template <typename T, int D>
-void launch_fwd(const sm80::Params& p, cudaStream_t stream) {
-  constexpr FwdTile t = fwd_tile(D);
-  constexpr int smem = FwdSmem<D>::bytes;
+template <typename T, int D, bool kShort>
+void run_fwd(const sm80::Params& p, cudaStream_t stream) {
+  constexpr FwdTile t = fwd_tile(D, kShort);
+  constexpr int smem = FwdSmem<D, kShort>::bytes;
   const TensorShape q = q_shape(p, D), kv = kv_shape(p, D);
   const CUtensorMap map_q = make_tile_map(p.q, q, t.block_m);
   const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
   const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
-  auto kernel = fwd_kernel<T, D>;
+  auto kernel = fwd_kernel<T, D, kShort>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid((unsigned)((p.seqlen_q + t.block_m - 1) / t.block_m), (unsigned)p.heads_q,
-                  (unsigned)p.batch);
+  const dim3 grid = sm80::make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
   kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, pingpong());
   sm80::check_launch("sinkattn sm90 forward kernel");
+}
+
+template <typename T, int D>
+void launch_fwd(const sm80::Params& p, cudaStream_t stream) {
+  constexpr FwdTile a = fwd_tile(D, false), b = fwd_tile(D, true);
+  if constexpr (a.block_m != b.block_m) {  // two shapes for this head dim: pick per problem
+    // SINKATTN_SM90_SHORT_ROWS=0 / 1 forces the choice (for measurements).
+    static const char* force = std::getenv("SINKATTN_SM90_SHORT_ROWS");
+    const bool short_rows = force != nullptr && *force != '\0'
+                                ? *force == '1'
+                                : fwd_short_rows(p.window_left, p.window_right);
+    if (short_rows) return run_fwd<T, D, true>(p, stream);
+  }
+  run_fwd<T, D, false>(p, stream);
 }
 
 }  // namespace sinkattn::cuda::sm90
