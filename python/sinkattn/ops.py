@@ -46,6 +46,8 @@ _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 _functorch_level = torch._C._functorch.peek_interpreter_stack
 _Tensor = torch.Tensor
+_F32 = torch.float32
+_grad_enabled = torch.is_grad_enabled
 
 
 # ---- argument checks (raise before the C ABI is touched) -----------------------------------------
@@ -262,23 +264,57 @@ _bwd_plans: dict = {}
 
 
 class _Plan:
-    __slots__ = ("words", "ws_like", "cuda", "device_index", "likes")
+    __slots__ = ("words", "ws_like", "cuda", "device_index", "likes", "empty", "specs")
 
-    def __init__(self, words, ws_like, q: torch.Tensor, likes: tuple):
+    def __init__(self, words, ws_like, q: torch.Tensor, likes: tuple, direct: bool):
         self.words = words  # the packed params, every pointer zeroed (a missed patch reads NULL)
         self.ws_like = ws_like  # the workspace's _like, None when the call needs none
         self.cuda = q.is_cuda
         self.device_index = q.get_device() if self.cuda else 0
         self.likes = likes  # the outputs' _likes: (out, lse) forward, (dsink,) backward
+        # For fwd_impl's inline path (direct=True): each output's (shape, strides, dtype) and
+        # torch's direct allocator for them (_direct_allocator); empty None = allocate from likes.
+        self.specs = tuple((tuple(t.shape), _empty_like(t).stride(), t.dtype)
+                           for t in likes) if direct else None
+        self.empty = _direct_allocator(self.specs, likes) if direct else None
 
 
-def _remember(plans: dict, key, params, pointer_words, ws_like, q, likes: tuple) -> None:
+def _remember(plans: dict, key, params, pointer_words, ws_like, q, likes: tuple,
+              direct=False) -> None:
     words = _words(params, copy=True)
     for i in pointer_words:
         words[i] = 0
     if len(plans) >= _PLAN_LIMIT:
         plans.clear()
-    plans[key] = _Plan(bytes(words), ws_like, q, likes)
+    plans[key] = _Plan(bytes(words), ws_like, q, likes, direct)
+
+
+# torch's allocation without the dispatcher, as inductor's generated code calls it:
+# (shape, strides, dtype) -> an uninitialised tensor on the CPU / the current CUDA device; ~0.3 us
+# less than empty_like per tensor on the CPU, and it skips more of the dispatcher's work on CUDA.
+# A private API: each plan checks once what it returns, and otherwise keeps to empty_like.
+_guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+_EMPTY_STRIDED = {"cpu": getattr(_guards, "_empty_strided_cpu", None),
+                  "cuda": getattr(_guards, "_empty_strided_cuda", None)}
+_cuda_device = getattr(torch._C, "_cuda_getDevice", None)  # the current CUDA device
+
+
+def _direct_allocator(specs, likes):
+    """The direct allocator for these outputs, if it makes what empty_like makes; else None. (On
+    CUDA it allocates on the current device: fwd_impl uses it only when that is q's.)"""
+    kind = likes[0].device.type
+    empty = _EMPTY_STRIDED.get(kind)
+    if empty is None:
+        return None
+    try:
+        for (shape, strides, dtype), like in zip(specs, likes):
+            t = empty(shape, strides, dtype)
+            if (type(t) is not _Tensor or t.shape != like.shape or t.stride() != strides
+                    or t.dtype is not dtype or t.device.type != kind or t.requires_grad):
+                return None
+    except (TypeError, RuntimeError):
+        return None
+    return empty
 
 
 def _words(params, copy=False):
@@ -291,10 +327,14 @@ def _meta(t) -> tuple:
     return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
 
 
-def _problem_key(q, k, v, sinks, cu_q, cu_k) -> tuple:
-    """Everything _check_problem and the params read from these tensors, pointers aside."""
-    return (q.shape, q.stride(), q.dtype, q.device, k.shape, k.stride(), k.dtype, k.device,
-            v.shape, v.stride(), v.dtype, v.device,
+def _problem_key(q, k, v, sinks, cu_q, cu_k):
+    """Everything _check_problem and the params read from these tensors, pointers aside; None when
+    k or v differs from q in dtype or device (a call the checks refuse). Keying on q's dtype and
+    device alone is cheaper than on all three (fewer objects to hash and compare)."""
+    dt, dev = q.dtype, q.device
+    if k.dtype is not dt or v.dtype is not dt or k.device != dev or v.device != dev:
+        return None
+    return (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), dt, dev,
             None if sinks is None else (sinks.shape, sinks.dtype, sinks.device),
             None if cu_q is None else (cu_q.shape, cu_q.dtype, cu_q.device),
             None if cu_k is None else (cu_k.shape, cu_k.dtype, cu_k.device))
@@ -386,8 +426,9 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
     """The forward on real tensors (see the module docstring for the argument conventions). lse is
     None when not wanted (calls that record no autograd and do not return it)."""
     try:
-        key = (_problem_key(q, k, v, sinks, cu_q, cu_k), max_q, max_k, scale, left, right, causal,
-               zigzag)
+        key = _problem_key(q, k, v, sinks, cu_q, cu_k)
+        if key is not None:
+            key = (key, max_q, max_k, scale, left, right, causal, zigzag)
         plan = _fwd_plans.get(key)
     except (AttributeError, TypeError):  # not tensors: the checks say which argument is wrong
         key = plan = None
@@ -399,18 +440,22 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
     if plan is None:
         return _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
                           want_lse, zigzag)
-    varlen = cu_q is not None
     if sinks is not None:
         sinks = sinks.contiguous()
     w = _fwd_words(plan.words)
-    if varlen or _poison_outputs or plan.ws_like is not None:
+    empty = plan.empty
+    # The inline path needs the direct allocator (fixed length, no workspace: see _Plan) and, on
+    # CUDA, q's device as the current one (where that allocator allocates).
+    if empty is None or _poison_outputs or (plan.cuda and _cuda_device() != plan.device_index):
+        varlen = cu_q is not None
         if varlen:
             cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
         out, lse = _fwd_outputs(*plan.likes, varlen, want_lse)
         _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
     else:  # the common case (fixed length, no workspace), inlined: it runs on every call
-        out = _empty_like(plan.likes[0])
-        lse = _empty_like(plan.likes[1]) if want_lse else None
+        out_spec, lse_spec = plan.specs
+        out = empty(*out_spec)
+        lse = empty(*lse_spec) if want_lse else None
         w[_W_Q], w[_W_K], w[_W_V] = ptrs
         if sinks is not None:
             w[_W_SINKS] = sinks.data_ptr()
@@ -419,7 +464,12 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
     w[_WF_OUT] = out.data_ptr()
     if want_lse:
         w[_WF_LSE] = lse.data_ptr()
-    _call(w, plan.ws_like, _WF_WS, _lib.fwd)
+    if plan.ws_like is None:  # _call, inlined for the common case
+        status = _lib.fwd(_addressof(w))
+        if status:
+            _lib.raise_for(status)
+    else:
+        _call(w, plan.ws_like, _WF_WS, _lib.fwd)
     return out, lse
 
 
@@ -444,7 +494,8 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
     ws_like = _first_call(p, _lib.fwd_workspace_size, _lib.FWD_WS_SIZE_OFFSET, _WF_WS, _lib.fwd,
                           q.device)
     if key is not None and as_given:
-        _remember(_fwd_plans, key, p, _FWD_POINTERS, ws_like, q, likes)
+        _remember(_fwd_plans, key, p, _FWD_POINTERS, ws_like, q, likes,
+                  direct=not varlen and ws_like is None)
     return out, lse
 
 
@@ -480,9 +531,10 @@ def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, le
     """The backward on real tensors: (dq, dk, dv) in the layouts of (q, k, v), dsink fp32."""
     want_dsink = want_dsink and sinks is not None
     try:
-        key = (_problem_key(q, k, v, sinks, cu_q, cu_k), _meta(dout), _meta(out), lse.shape,
-               lse.dtype, lse.device, max_q, max_k, scale, left, right, causal, deterministic,
-               want_dsink, zigzag)
+        key = _problem_key(q, k, v, sinks, cu_q, cu_k)
+        if key is not None:
+            key = (key, _meta(dout), _meta(out), lse.shape, lse.dtype, lse.device, max_q, max_k,
+                   scale, left, right, causal, deterministic, want_dsink, zigzag)
         plan = _bwd_plans.get(key)
     except (AttributeError, TypeError):  # not tensors: the checks say which argument is wrong
         key = plan = None
@@ -692,13 +744,22 @@ def run_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal
             want_lse=True):
     """Differentiable forward: (out, lse) via the eager fast path or torch.ops.sinkattn.fwd. lse may
     be None when not wanted and no autograd graph is recorded (the backward needs it)."""
-    args = (q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic)
-    if _eager_ok(q, k, v, sinks, cu_q, cu_k):
-        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
-                                        or (sinks is not None and sinks.requires_grad)):
-            return _EagerAttention.apply(*args)
-        return fwd_impl(*args, want_lse)
-    return torch.ops.sinkattn.fwd(*args)
+    # _eager_ok, inlined: this runs on every call. Only q's is_meta decides the route: a meta
+    # k, v, sinks or cu_seqlens beside a real q fails fwd_impl's device check (and no plan has a
+    # meta device in its key), as it fails the op's fake implementation.
+    if (_eager_fast_path and not _is_compiling() and not _dispatch_modes()
+            and _functorch_level() is None and type(q) is _Tensor and type(k) is _Tensor
+            and type(v) is _Tensor and (sinks is None or type(sinks) is _Tensor)
+            and (cu_q is None or type(cu_q) is _Tensor) and (cu_k is None or type(cu_k) is _Tensor)
+            and not q.is_meta):
+        if not (_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
+                                     or (sinks is not None and sinks.requires_grad))):
+            return fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+                            deterministic, want_lse)  # positional: a *args call costs ~0.15 us
+        return _EagerAttention.apply(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right,
+                                     causal, deterministic)
+    return torch.ops.sinkattn.fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right,
+                                  causal, deterministic)
 
 
 # ---- argument normalisation shared by the public functions ----------------------------------------
@@ -722,7 +783,8 @@ def resolve(q, sinks, causal, window, scale, deterministic, max_seqlen_q=None, m
         left, right = _window(window, causal)
         left, right = int(left), int(right)
     if scale is None:
-        scale = float(q.shape[-1] ** -0.5 if q.dim() else 1.0)
+        qs = q.shape
+        scale = float(qs[-1] ** -0.5 if qs else 1.0)
     elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         _fail("scale", f"got {scale!r}, expected a finite float > 0", TypeError)
     elif not (math.isfinite(scale) and scale > 0):
@@ -732,9 +794,10 @@ def resolve(q, sinks, causal, window, scale, deterministic, max_seqlen_q=None, m
     if sinks is not None:
         if not isinstance(sinks, _Tensor):
             _fail("sinks", f"got {type(sinks).__name__}, expected a torch.Tensor or None", TypeError)
-        if not sinks.is_floating_point():
-            _fail("sinks", f"got dtype {sinks.dtype}, expected a floating-point dtype", TypeError)
-        if sinks.dtype != torch.float32:
+        if sinks.dtype is not _F32:  # dtypes are singletons
+            if not sinks.is_floating_point():
+                _fail("sinks", f"got dtype {sinks.dtype}, expected a floating-point dtype",
+                      TypeError)
             sinks = sinks.float()  # differentiable: dsink comes back in the sinks' dtype
     return (sinks, -1 if max_seqlen_q is None else _max_len("max_seqlen_q", max_seqlen_q),
             -1 if max_seqlen_k is None else _max_len("max_seqlen_k", max_seqlen_k), scale, left,

@@ -5,8 +5,9 @@
 For a tiny problem (so the kernel costs little) it times, per call (median of repeats):
   c_fwd          sinkattn_fwd through ctypes with params built once, lse not wanted (the floor:
                  kernel + one ctypes call)
-  alloc_c_fwd    c_fwd plus torch.empty_like for out (on the CPU the kernel then also writes
-                 fresh memory)
+  alloc_c_fwd    c_fwd plus allocating out the way a planned call does (torch's direct
+                 allocator where ops.py can use it, else empty_like; on the CPU the kernel then
+                 also writes fresh memory)
   fwd            sinkattn.attention(...) under no_grad (eager fast path)
   fwd_op         torch.ops.sinkattn.fwd(...) directly (the dispatcher path torch.compile uses)
   fwd_grad       sinkattn.attention(...) on inputs that require grad (records autograd)
@@ -118,9 +119,12 @@ def measure(device: str = "cpu", iters: int = 2000, repeats: int = 7, shape=(1, 
         attention(qg, kg, vg, sg).backward(dout)
 
     words = _lib.FwdWords.from_buffer(p)
+    spec = (tuple(out.shape), out.stride(), out.dtype)
+    empty = ops._direct_allocator((spec,), (out,))
+    alloc = (lambda: empty(*spec)) if empty is not None else (lambda: torch.empty_like(out))
 
     def alloc_c_fwd():  # the floor plus the one allocation no Python layer can avoid
-        o = torch.empty_like(out)
+        o = alloc()
         words[ops._WF_OUT] = o.data_ptr()
         _lib.fwd(fwd_addr)
 
