@@ -104,7 +104,7 @@ class AllGather:
                                        lse[hs])
         return out, lse
 
-    def backward(self, dout, q, k, v, out, lse):
+    def backward(self, dout, q, k, v, out, lse, sinks):  # dsink: None, api.py computes it
         P = self.P
         dq, dk, dv = self._backward(self.bwd_calls, dout, q, k, v, out, lse)
         if P.verify and P.fused_bwd:
@@ -113,7 +113,7 @@ class AllGather:
             verify.check_close(P.group, q.dtype, q.device, "fused and unfused zigzag backward",
                                [("dq", dq, dq2, True), ("dk", dk, dk2, True),
                                 ("dv", dv, dv2, True)])
-        return dq.to(q.dtype), dk, dv
+        return dq.to(q.dtype), dk, dv, None
 
     def _backward(self, calls, dout, q, k, v, out, lse):
         """(dq fp32, dk, dv) of this rank's rows through `calls`."""

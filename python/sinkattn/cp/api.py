@@ -48,9 +48,12 @@ class _CPAttention(torch.autograd.Function):
         if dout is None:
             return None, None, None, None, None
         dout = dout.to(q.dtype)
-        dq, dk, dv = ctx.impl.backward(dout, q, k, v, out, lse)
-        dsink = None
-        if sinks is not None and ctx.needs_input_grad[3]:
+        want_dsink = sinks is not None and ctx.needs_input_grad[3]
+        dq, dk, dv, dsink = ctx.impl.backward(dout, q, k, v, out, lse,
+                                              sinks.detach() if want_dsink else None)
+        if not want_dsink:
+            dsink = None
+        elif dsink is None:  # the mode left it to us
             dsink = merge.dsink_partial(dout, out, lse, sinks)
         return dq, dk, dv, dsink, None
 

@@ -121,47 +121,56 @@ class Halo:
 
     def _on(self, device, which: str, b: int = 0) -> torch.Tensor:
         """An index tensor of the plan on `device`, copied there once (a copy from host memory per
-        call would synchronise the stream)."""
-        src = self.ext_index if which == "ext" else self.send_rows[b]
-        return self.P.cached(f"halo-{which}-{b}-{device}", lambda: src.to(device))
+        call would synchronise the stream): 'local' / 'halo', the extended-buffer rows of my
+        rows and of the halo rows; 'send', my rows that rank b needs."""
+        def build():
+            if which == "send":
+                return self.send_rows[b].to(device)
+            # ext_index maps extended rows to rows of cat(my rows, halo rows); invert it.
+            n_local = self.P.batch * self.P.rows
+            pos = torch.empty(n_local + self.P.batch * self.n_halo, dtype=torch.long)
+            pos[self.ext_index] = torch.arange(self.ext_index.numel())
+            return (pos[:n_local] if which == "local" else pos[n_local:]).to(device)
+        return self.P.cached(f"halo-{which}-{b}-{device}", build)
 
-    def _exchange(self, P, kv4, grads=None):
-        """Forward (grads None): sends the rows others need from kv4 (B, n, ...), receives the
-        halo pieces. Backward: sends the pieces' grads (B, n_halo, ...) home, receives the grads of
-        my rows that others used. Returns (pending, received list by rank)."""
+    def _exchange(self, sends_by_rank, recv_shape, dtype, device):
+        """Sends sends_by_rank[b] (or nothing when None) to each rank b, receives a
+        (B, n, 2, H, D) tensor from each rank with n = recv_shape(b) rows (none when 0).
+        Returns (pending, received list by rank)."""
+        P = self.P
         sends, recvs, got = [], [], [None] * P.world
-        tail = tuple(kv4.shape[2:])
         for b in range(P.world):
             if b == P.rank:
                 continue
-            n_out = self.send_rows[b].numel()
-            n_in = self.recv_counts[b]
-            if grads is None:
-                if n_out:
-                    idx = self._on(kv4.device, "send", b)
-                    sends.append((kv4.index_select(1, idx).contiguous(), b))
-                if n_in:
-                    got[b] = kv4.new_empty((P.batch, n_in) + tail)
-                    recvs.append((got[b], b))
-            else:
-                if n_in:
-                    sends.append((grads[b].contiguous(), b))
-                if n_out:
-                    got[b] = torch.empty((P.batch, n_out) + tail, dtype=torch.float32,
-                                         device=kv4.device)
-                    recvs.append((got[b], b))
+            if sends_by_rank[b] is not None:
+                sends.append((sends_by_rank[b].contiguous(), b))
+            if recv_shape[b][1]:
+                got[b] = torch.empty(recv_shape[b], dtype=dtype, device=device)
+                recvs.append((got[b], b))
         with comm.profile_range("sinkattn.cp.halo.exchange", P.profile):
             return comm.exchange(P.group, sends, recvs), got
 
     def forward(self, q, k, v, sinks):
         P = self.P
-        kv = torch.stack((k, v), 1)
-        kv4 = kv.view((P.batch, P.rows) + tuple(kv.shape[1:]))
-        pend, got = self._exchange(P, kv4)
+        tail = tuple(k.shape[1:])
+        k4, v4 = k.view((P.batch, P.rows) + tail), v.view((P.batch, P.rows) + tail)
+        sends = [None] * P.world
+        for b in range(P.world):
+            if b != P.rank and self.send_rows[b].numel():
+                idx = self._on(k.device, "send", b)
+                sends[b] = torch.stack((k4.index_select(1, idx), v4.index_select(1, idx)), 2)
+        shapes = [(P.batch, n, 2) + tail for n in self.recv_counts]
+        pend, got = self._exchange(sends, shapes, k.dtype, k.device)
+        # The extended key buffer: my rows copied in while the halo rows travel, then those.
+        ext = k.new_empty((self.ext_index.numel(), 2) + tail)
+        local_pos = self._on(k.device, "local")
+        ext[:, 0].index_copy_(0, local_pos, k)
+        ext[:, 1].index_copy_(0, local_pos, v)
         pend.wait()
         pieces = [g for g in got if g is not None]  # (B, n) each: the halo buffer is batch-major
-        halo = torch.cat(pieces, 1).reshape((-1,) + tuple(kv.shape[1:])) if pieces else kv[:0]
-        ext = torch.cat((kv, halo)).index_select(0, self._on(q.device, "ext"))
+        if pieces:
+            ext.index_copy_(0, self._on(k.device, "halo"),
+                            torch.cat(pieces, 1).reshape((-1, 2) + tail))
         self.ext = ext
         T, calls = q.shape[0], self.calls
         with comm.profile_range("sinkattn.cp.halo.fwd", P.profile):
@@ -171,38 +180,45 @@ class Halo:
             local.forward_complete(calls, q, ext[:, 0], ext[:, 1], sinks, P.scale, out, lse)
         return out, lse
 
-    def backward(self, dout, q, k, v, out, lse):
+    def backward(self, dout, q, k, v, out, lse, sinks):
+        """(dq, dk, dv, dsink): one call covering every row computes this rank's dsink partial
+        in the kernel (the sinks go in); otherwise dsink is None (the caller computes it)."""
         P = self.P
-        f32 = dict(dtype=torch.float32, device=q.device)
-        ext, T, calls = self.ext, q.shape[0], self.calls
-        ext_index = self._on(q.device, "ext")
+        ext, T, calls, dsink = self.ext, q.shape[0], self.calls, None
         with comm.profile_range("sinkattn.cp.halo.bwd", P.profile):
             if len(calls) == 1 and plan.covers(calls[0], T):
                 c = calls[0]
-                dq, dk_e, dv_e, _ = ops.bwd(
-                    dout, q, ext[c.k0:c.k1, 0], ext[c.k0:c.k1, 1], out, lse, None,
+                dq, dk_c, dv_c, dsink = ops.bwd(
+                    dout, q, ext[c.k0:c.k1, 0], ext[c.k0:c.k1, 1], out, lse, sinks,
                     deterministic=P.deterministic, **local._args(c, q.device, P.scale))
-                dext, ext_index = torch.stack((dk_e, dv_e), 1).float(), ext_index[c.k0:c.k1]
+                if c.k0 == 0 and c.k1 == ext.shape[0]:
+                    dext = torch.stack((dk_c, dv_c), 1)
+                else:  # keys no query sees get zero gradients
+                    dext = torch.zeros(ext.shape, dtype=dk_c.dtype, device=q.device)
+                    dext[c.k0:c.k1, 0], dext[c.k0:c.k1, 1] = dk_c, dv_c
             else:
+                f32 = dict(dtype=torch.float32, device=q.device)
                 dq = torch.zeros(q.shape, **f32)
                 dext = torch.zeros(ext.shape, **f32)
                 local.backward(calls, dout, q, ext[:, 0], ext[:, 1], out, lse, P.scale,
                                P.deterministic, dq, dext[:, 0], dext[:, 1])
-        # Back to cat(local keys, halo buffer) rows; the halo rows' grads go home.
-        n_local = P.batch * P.rows
-        dcat = torch.zeros((n_local + P.batch * self.n_halo,) + tuple(ext.shape[1:]), **f32)
-        dcat.index_add_(0, ext_index, dext)
-        dkv = dcat[:n_local]
-        dkv4 = dkv.view((P.batch, P.rows) + tuple(dkv.shape[1:]))
-        gh4 = dcat[n_local:].view((P.batch, self.n_halo) + tuple(dkv.shape[1:]))
-        grads, off = [None] * P.world, 0
+        # My rows' gradients stay; the halo rows' go home in fp32 (ranks may differ in their
+        # path, and the owner adds them with one rounding).
+        dkv = dext.index_select(0, self._on(q.device, "local"))
+        tail = tuple(dext.shape[1:])
+        gh4 = dext.index_select(0, self._on(q.device, "halo")).float().view(
+            (P.batch, self.n_halo) + tail)
+        sends, off = [None] * P.world, 0
         for b, n in enumerate(self.recv_counts):
             if n:
-                grads[b] = gh4[:, off:off + n]
+                sends[b] = gh4[:, off:off + n]
                 off += n
-        pend, got = self._exchange(P, dkv4, grads)
+        shapes = [(P.batch, self.send_rows[b].numel()) + tail for b in range(P.world)]
+        pend, got = self._exchange(sends, shapes, torch.float32, q.device)
         pend.wait()
+        dkv4 = dkv.view((P.batch, P.rows) + tail)
         for b, g in enumerate(got):
             if g is not None:  # grads of my rows that rank b used as its halo
-                dkv4.index_add_(1, self._on(g.device, "send", b), g)
-        return dq.to(q.dtype), dkv[:, 0].to(k.dtype), dkv[:, 1].to(v.dtype)
+                idx = self._on(g.device, "send", b)
+                dkv4.index_copy_(1, idx, (dkv4.index_select(1, idx).float() + g).to(dkv4.dtype))
+        return dq.to(q.dtype), dkv[:, 0].to(k.dtype), dkv[:, 1].to(v.dtype), dsink

@@ -95,7 +95,7 @@ class Ulysses:
             lse = self._to_rows(lse_h.t().unsqueeze(-1)).squeeze(-1).t()  # (Hq, local rows)
         return out, lse.contiguous()
 
-    def backward(self, dout, q, k, v, out, lse):
+    def backward(self, dout, q, k, v, out, lse, sinks):  # dsink: None, api.py computes it
         P = self.P
         qh, kh, vh, o4, l4, s, qs, ks = self.saved
         doh = self._to_heads(dout)
@@ -108,4 +108,4 @@ class Ulysses:
         dk, dv = (self._to_rows(t.reshape(kh.shape)) for t in (dk4, dv4))
         if self.kv_rep > 1:  # sum the gradients of each kv head's copies
             dk, dv = (t.view(t.shape[0], P.hkv, self.kv_rep, t.shape[-1]).sum(2) for t in (dk, dv))
-        return dq, dk, dv
+        return dq, dk, dv, None
