@@ -64,9 +64,30 @@ def _runs(rows: torch.Tensor) -> List[tuple]:
     return [(int(rows[a]), b - a) for a, b in zip(edges, edges[1:])]
 
 
+def _moves(pos: torch.Tensor) -> List[tuple]:
+    """pos[i] = where row i goes, as (from, to, length) runs of consecutive rows: the copies are
+    then slices (a few per batch entry) rather than index kernels."""
+    if pos.numel() == 0:
+        return []
+    cut = torch.nonzero(pos[1:] != pos[:-1] + 1).flatten() + 1
+    edges = [0] + cut.tolist() + [pos.numel()]
+    return [(a, int(pos[a]), b - a) for a, b in zip(edges, edges[1:])]
+
+
+def _take(src: torch.Tensor, moves: List[tuple], rows: int) -> torch.Tensor:
+    """out[i] = src[to] for the rows i the moves bring from `to`: a view for a single move."""
+    if len(moves) == 1 and moves[0][0] == 0 and moves[0][2] == rows:
+        return src[moves[0][1]:moves[0][1] + rows]
+    out = src.new_empty((rows,) + tuple(src.shape[1:]))
+    for i, j, n in moves:
+        out[i:i + n] = src[j:j + n]
+    return out
+
+
 def _plans(P: Problem):
-    """(rows received from each rank, my local rows each rank needs, halo rows, the rows of
-    cat(local keys, halo buffer) that make up the extended key buffer, its calls)."""
+    """(rows received from each rank, my local rows each rank needs as (start, n) runs, halo
+    rows, rows of the extended key buffer, the moves of my rows and of the halo rows into it,
+    its calls)."""
     r, W = P.rank, P.world
     need = _exchange_rows(P)
     recv_counts = [need[r][b][0].numel() for b in range(W)]
@@ -106,7 +127,13 @@ def _plans(P: Problem):
     index = torch.cat([torch.where(local_part, per_entry + bb * P.rows,
                                    per_entry - P.rows + P.batch * P.rows + bb * n_halo)
                        for bb in range(P.batch)])
-    return recv_counts, send_rows, n_halo, index, plan.build(mine, ext_segs, P.left, P.right)
+    # where my rows and the halo rows sit in the extended buffer (ext_index inverted)
+    n_local = P.batch * P.rows
+    pos = torch.empty(n_local + P.batch * n_halo, dtype=torch.long)
+    pos[index] = torch.arange(index.numel())
+    moves = (_moves(pos[:n_local]), _moves(pos[n_local:]))
+    return (recv_counts, [_runs(rows) for rows in send_rows], n_halo, index.numel(), moves,
+            plan.build(mine, ext_segs, P.left, P.right))
 
 
 class Halo:
@@ -116,26 +143,12 @@ class Halo:
                   f"bounded (left, right)); got left={P.left}, right={P.right} (-1 = unbounded); "
                   "use mode='ring' or 'allgather' for full attention")
         self.P = P
-        (self.recv_counts, self.send_rows, self.n_halo, self.ext_index,
-         self.calls) = P.cached("halo", lambda: _plans(P))
+        (self.recv_counts, self.send_runs, self.n_halo, self.n_ext, (self.local_moves,
+         self.halo_moves), self.calls) = P.cached("halo", lambda: _plans(P))
 
-    def _on(self, device, which: str, b: int = 0) -> torch.Tensor:
-        """An index tensor of the plan on `device`, copied there once (a copy from host memory per
-        call would synchronise the stream): 'local' / 'halo', the extended-buffer rows of my
-        rows and of the halo rows; 'send', my rows that rank b needs."""
-        def build():
-            if which == "send":
-                return self.send_rows[b].to(device)
-            # ext_index maps extended rows to rows of cat(my rows, halo rows); invert it.
-            n_local = self.P.batch * self.P.rows
-            pos = torch.empty(n_local + self.P.batch * self.n_halo, dtype=torch.long)
-            pos[self.ext_index] = torch.arange(self.ext_index.numel())
-            return (pos[:n_local] if which == "local" else pos[n_local:]).to(device)
-        return self.P.cached(f"halo-{which}-{b}-{device}", build)
-
-    def _exchange(self, sends_by_rank, recv_shape, dtype, device):
-        """Sends sends_by_rank[b] (or nothing when None) to each rank b, receives a
-        (B, n, 2, H, D) tensor from each rank with n = recv_shape(b) rows (none when 0).
+    def _exchange(self, sends_by_rank, recv_rows, tail, dtype, device):
+        """Sends sends_by_rank[b] (nothing when None) to each rank b and receives a
+        (B, recv_rows[b]) + tail tensor from each rank that has rows for me.
         Returns (pending, received list by rank)."""
         P = self.P
         sends, recvs, got = [], [], [None] * P.world
@@ -144,11 +157,14 @@ class Halo:
                 continue
             if sends_by_rank[b] is not None:
                 sends.append((sends_by_rank[b].contiguous(), b))
-            if recv_shape[b][1]:
-                got[b] = torch.empty(recv_shape[b], dtype=dtype, device=device)
+            if recv_rows[b]:
+                got[b] = torch.empty((P.batch, recv_rows[b]) + tail, dtype=dtype, device=device)
                 recvs.append((got[b], b))
         with comm.profile_range("sinkattn.cp.halo.exchange", P.profile):
             return comm.exchange(P.group, sends, recvs), got
+
+    def _sent_rows(self, b: int) -> int:
+        return sum(n for _, n in self.send_runs[b])
 
     def forward(self, q, k, v, sinks):
         P = self.P
@@ -156,21 +172,21 @@ class Halo:
         k4, v4 = k.view((P.batch, P.rows) + tail), v.view((P.batch, P.rows) + tail)
         sends = [None] * P.world
         for b in range(P.world):
-            if b != P.rank and self.send_rows[b].numel():
-                idx = self._on(k.device, "send", b)
-                sends[b] = torch.stack((k4.index_select(1, idx), v4.index_select(1, idx)), 2)
-        shapes = [(P.batch, n, 2) + tail for n in self.recv_counts]
-        pend, got = self._exchange(sends, shapes, k.dtype, k.device)
+            if b != P.rank and self.send_runs[b]:
+                sends[b] = torch.cat([torch.stack((k4[:, a:a + n], v4[:, a:a + n]), 2)
+                                      for a, n in self.send_runs[b]], 1)
+        pend, got = self._exchange(sends, self.recv_counts, (2,) + tail, k.dtype, k.device)
         # The extended key buffer: my rows copied in while the halo rows travel, then those.
-        ext = k.new_empty((self.ext_index.numel(), 2) + tail)
-        local_pos = self._on(k.device, "local")
-        ext[:, 0].index_copy_(0, local_pos, k)
-        ext[:, 1].index_copy_(0, local_pos, v)
+        ext = k.new_empty((self.n_ext, 2) + tail)
+        for i, j, n in self.local_moves:
+            ext[j:j + n, 0] = k[i:i + n]
+            ext[j:j + n, 1] = v[i:i + n]
         pend.wait()
         pieces = [g for g in got if g is not None]  # (B, n) each: the halo buffer is batch-major
         if pieces:
-            ext.index_copy_(0, self._on(k.device, "halo"),
-                            torch.cat(pieces, 1).reshape((-1, 2) + tail))
+            halo = torch.cat(pieces, 1).reshape((-1, 2) + tail)
+            for i, j, n in self.halo_moves:
+                ext[j:j + n] = halo[i:i + n]
         self.ext = ext
         T, calls = q.shape[0], self.calls
         with comm.profile_range("sinkattn.cp.halo.fwd", P.profile):
@@ -186,39 +202,43 @@ class Halo:
         P = self.P
         ext, T, calls, dsink = self.ext, q.shape[0], self.calls, None
         with comm.profile_range("sinkattn.cp.halo.bwd", P.profile):
-            if len(calls) == 1 and plan.covers(calls[0], T):
+            if len(calls) == 1 and plan.covers(calls[0], T) and calls[0].k0 == 0 \
+                    and calls[0].k1 == self.n_ext:
                 c = calls[0]
-                dq, dk_c, dv_c, dsink = ops.bwd(
-                    dout, q, ext[c.k0:c.k1, 0], ext[c.k0:c.k1, 1], out, lse, sinks,
+                dq, dk_e, dv_e, dsink = ops.bwd(
+                    dout, q, ext[:, 0], ext[:, 1], out, lse, sinks,
                     deterministic=P.deterministic, **local._args(c, q.device, P.scale))
-                if c.k0 == 0 and c.k1 == ext.shape[0]:
-                    dext = torch.stack((dk_c, dv_c), 1)
-                else:  # keys no query sees get zero gradients
-                    dext = torch.zeros(ext.shape, dtype=dk_c.dtype, device=q.device)
-                    dext[c.k0:c.k1, 0], dext[c.k0:c.k1, 1] = dk_c, dv_c
             else:
                 f32 = dict(dtype=torch.float32, device=q.device)
                 dq = torch.zeros(q.shape, **f32)
                 dext = torch.zeros(ext.shape, **f32)
                 local.backward(calls, dout, q, ext[:, 0], ext[:, 1], out, lse, P.scale,
                                P.deterministic, dq, dext[:, 0], dext[:, 1])
-        # My rows' gradients stay; the halo rows' go home in fp32 (ranks may differ in their
-        # path, and the owner adds them with one rounding).
-        dkv = dext.index_select(0, self._on(q.device, "local"))
-        tail = tuple(dext.shape[1:])
-        gh4 = dext.index_select(0, self._on(q.device, "halo")).float().view(
-            (P.batch, self.n_halo) + tail)
+                dk_e, dv_e = dext[:, 0], dext[:, 1]
+        # My rows' gradients stay (views where my rows are one stretch of the buffer); the halo
+        # rows' go home in fp32 (ranks may differ in their path; the owner adds them with one
+        # rounding).
+        n_local, tail = P.batch * P.rows, tuple(k.shape[1:])
+        dk, dv = (_take(g, self.local_moves, n_local) for g in (dk_e, dv_e))
         sends, off = [None] * P.world, 0
-        for b, n in enumerate(self.recv_counts):
-            if n:
-                sends[b] = gh4[:, off:off + n]
-                off += n
-        shapes = [(P.batch, self.send_rows[b].numel()) + tail for b in range(P.world)]
-        pend, got = self._exchange(sends, shapes, torch.float32, q.device)
+        if self.n_halo:
+            gh = torch.stack([_take(g, self.halo_moves, P.batch * self.n_halo)
+                              for g in (dk_e, dv_e)], 1).float()
+            gh4 = gh.view((P.batch, self.n_halo, 2) + tail)
+            for b, n in enumerate(self.recv_counts):
+                if n:
+                    sends[b] = gh4[:, off:off + n]
+                    off += n
+        rows = [self._sent_rows(b) for b in range(P.world)]
+        pend, got = self._exchange(sends, rows, (2,) + tail, torch.float32, q.device)
         pend.wait()
-        dkv4 = dkv.view((P.batch, P.rows) + tail)
+        dk4, dv4 = dk.view((P.batch, P.rows) + tail), dv.view((P.batch, P.rows) + tail)
         for b, g in enumerate(got):
-            if g is not None:  # grads of my rows that rank b used as its halo
-                idx = self._on(g.device, "send", b)
-                dkv4.index_copy_(1, idx, (dkv4.index_select(1, idx).float() + g).to(dkv4.dtype))
-        return dq.to(q.dtype), dkv[:, 0].to(k.dtype), dkv[:, 1].to(v.dtype), dsink
+            if g is None:
+                continue
+            o = 0  # grads of my rows that rank b used as its halo, in send order
+            for a, n in self.send_runs[b]:
+                for t, x in ((dk4, 0), (dv4, 1)):
+                    t[:, a:a + n] = (t[:, a:a + n].float() + g[:, o:o + n, x]).to(t.dtype)
+                o += n
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dsink
