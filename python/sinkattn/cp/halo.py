@@ -147,19 +147,20 @@ class Halo:
          self.halo_moves), self.calls) = P.cached("halo", lambda: _plans(P))
 
     def _exchange(self, sends_by_rank, recv_rows, tail, dtype, device):
-        """Sends sends_by_rank[b] (nothing when None) to each rank b and receives a
-        (B, recv_rows[b]) + tail tensor from each rank that has rows for me.
-        Returns (pending, received list by rank)."""
+        """Sends the (k part, v part) pair sends_by_rank[b] (nothing when None) to each rank b and
+        receives such a pair, each (B, recv_rows[b]) + tail, from each rank that has rows for
+        me. Returns (pending, received pairs by rank)."""
         P = self.P
         sends, recvs, got = [], [], [None] * P.world
         for b in range(P.world):
             if b == P.rank:
                 continue
-            if sends_by_rank[b] is not None:
-                sends.append((sends_by_rank[b].contiguous(), b))
+            for t in sends_by_rank[b] or ():
+                sends.append((t.contiguous(), b))
             if recv_rows[b]:
-                got[b] = torch.empty((P.batch, recv_rows[b]) + tail, dtype=dtype, device=device)
-                recvs.append((got[b], b))
+                got[b] = [torch.empty((P.batch, recv_rows[b]) + tail, dtype=dtype, device=device)
+                          for _ in range(2)]
+                recvs += [(g, b) for g in got[b]]
         with comm.profile_range("sinkattn.cp.halo.exchange", P.profile):
             return comm.exchange(P.group, sends, recvs), got
 
@@ -170,12 +171,15 @@ class Halo:
         P = self.P
         tail = tuple(k.shape[1:])
         k4, v4 = k.view((P.batch, P.rows) + tail), v.view((P.batch, P.rows) + tail)
+
+        def rows(x, runs):  # x[:, runs] (a view for one run)
+            parts = [x[:, a:a + n] for a, n in runs]
+            return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
         sends = [None] * P.world
         for b in range(P.world):
             if b != P.rank and self.send_runs[b]:
-                sends[b] = torch.cat([torch.stack((k4[:, a:a + n], v4[:, a:a + n]), 2)
-                                      for a, n in self.send_runs[b]], 1)
-        pend, got = self._exchange(sends, self.recv_counts, (2,) + tail, k.dtype, k.device)
+                sends[b] = (rows(k4, self.send_runs[b]), rows(v4, self.send_runs[b]))
+        pend, got = self._exchange(sends, self.recv_counts, tail, k.dtype, k.device)
         # The extended key buffer: my rows copied in while the halo rows travel, then those.
         ext = k.new_empty((self.n_ext, 2) + tail)
         for i, j, n in self.local_moves:
@@ -183,10 +187,11 @@ class Halo:
             ext[j:j + n, 1] = v[i:i + n]
         pend.wait()
         pieces = [g for g in got if g is not None]  # (B, n) each: the halo buffer is batch-major
-        if pieces:
-            halo = torch.cat(pieces, 1).reshape((-1, 2) + tail)
+        for x in range(2 if pieces else 0):
+            halo = (pieces[0][x] if len(pieces) == 1 else
+                    torch.cat([g[x] for g in pieces], 1)).reshape((-1,) + tail)
             for i, j, n in self.halo_moves:
-                ext[j:j + n] = halo[i:i + n]
+                ext[j:j + n, x] = halo[i:i + n]
         self.ext = ext
         T, calls = q.shape[0], self.calls
         with comm.profile_range("sinkattn.cp.halo.fwd", P.profile):
@@ -222,15 +227,14 @@ class Halo:
         dk, dv = (_take(g, self.local_moves, n_local) for g in (dk_e, dv_e))
         sends, off = [None] * P.world, 0
         if self.n_halo:
-            gh = torch.stack([_take(g, self.halo_moves, P.batch * self.n_halo)
-                              for g in (dk_e, dv_e)], 1).float()
-            gh4 = gh.view((P.batch, self.n_halo, 2) + tail)
+            gk, gv = (_take(g, self.halo_moves, P.batch * self.n_halo).float().view(
+                (P.batch, self.n_halo) + tail) for g in (dk_e, dv_e))
             for b, n in enumerate(self.recv_counts):
                 if n:
-                    sends[b] = gh4[:, off:off + n]
+                    sends[b] = (gk[:, off:off + n], gv[:, off:off + n])
                     off += n
         rows = [self._sent_rows(b) for b in range(P.world)]
-        pend, got = self._exchange(sends, rows, (2,) + tail, torch.float32, q.device)
+        pend, got = self._exchange(sends, rows, tail, torch.float32, q.device)
         pend.wait()
         dk4, dv4 = dk.view((P.batch, P.rows) + tail), dv.view((P.batch, P.rows) + tail)
         for b, g in enumerate(got):
@@ -238,7 +242,7 @@ class Halo:
                 continue
             o = 0  # grads of my rows that rank b used as its halo, in send order
             for a, n in self.send_runs[b]:
-                for t, x in ((dk4, 0), (dv4, 1)):
-                    t[:, a:a + n] = (t[:, a:a + n].float() + g[:, o:o + n, x]).to(t.dtype)
+                for t, gx in ((dk4, g[0]), (dv4, g[1])):
+                    t[:, a:a + n] = (t[:, a:a + n].float() + gx[:, o:o + n]).to(t.dtype)
                 o += n
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dsink
