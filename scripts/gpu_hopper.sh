@@ -32,7 +32,7 @@ if [ "${SKIP_GTEST:-0}" != 1 ] && [ -x build/cuda/tests/cpp/sinkattn_tests ]; th
 fi
 # Timing variants: each a comma-joined list of VAR=value settings for one check_cuda.py run, or
 # "-" for the defaults; LIB=path times another build (e.g. the previous commit's library).
-for variant in ${VARIANTS:-SINKATTN_CUDA_PATH=sm80 SINKATTN_SM90_PINGPONG=0 -}; do
+for variant in ${VARIANTS-SINKATTN_CUDA_PATH=sm80 SINKATTN_SM90_PINGPONG=0 -}; do
   lib=$LIB; envs=()
   for kv in ${variant//,/ }; do
     case $kv in -) ;; LIB=*) lib=$(realpath "${kv#LIB=}") ;; *) envs+=("$kv") ;; esac

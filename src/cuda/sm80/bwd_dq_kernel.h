@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDq, D).warps * 32,
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
-  const GridPos at = grid_pos(p, blocks, p.heads_q);
+  const GridPos at = grid_pos(blocks);
   const int64_t head = at.head, b = at.b;
   const Sequence seq(p, b);
   const int64_t m0 = (blocks - 1 - at.block) * BM;

@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D).warps * 32,
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
-  const GridPos at = grid_pos(p, blocks, p.heads_q);
+  const GridPos at = grid_pos(blocks);
   const int64_t head = at.head, b = at.b;
   const Sequence seq(p, b);
   // Longest blocks first: under a causal mask the last query blocks see the most keys.

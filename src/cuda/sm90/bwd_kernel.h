@@ -91,7 +91,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   uint64_t* empty = q_full + S;
   float2* sLD = reinterpret_cast<float2*>(base + L::ld);
 
-  const sm80::GridPos at = sm80::grid_pos(p, (p.seqlen_k + BN - 1) / BN, p.heads_kv);
+  const sm80::GridPos at = sm80::grid_pos((p.seqlen_k + BN - 1) / BN);
   const int64_t head_kv = at.head, b = at.b;
   const Sequence seq(p, b);
   const int64_t n0 = at.block * BN;  // under a causal mask the first key blocks see the most

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   uint64_t* v_empty = k_empty + S;
 
   const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
-  const sm80::GridPos at = sm80::grid_pos(p, blocks, p.heads_q);
+  const sm80::GridPos at = sm80::grid_pos(blocks);
   const int64_t head = at.head, b = at.b;
   const Sequence seq(p, b);
   // Longest blocks first: under a causal mask the last query blocks see the most keys.
