@@ -12,21 +12,26 @@ LIB="$PWD/build/cuda/libsinkattn.so"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 echo "commit ${SINKATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 t0=$(date +%s)
-for path in ${GRID_PATHS:-auto sm80}; do
-  ( cd tests/cuda && SINKATTN_CUDA_PATH=$path python3 check_cuda.py "$LIB" --no-bench ) > "$OUT/grid_$path.log" 2>&1
-  echo "grid ($path):"; grep -E "FAIL|GRID" "$OUT/grid_$path.log" | tail -25
+# GRID_PATHS / GTEST_PATHS entries: a path (auto, sm80), optionally with comma-joined env settings
+# (auto,SINKATTN_SM90_PERSISTENT=3 makes every forward block walk many tiles).
+for entry in ${GRID_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 sm80}; do
+  IFS=, read -r path envs <<< "$entry"; tag=${entry//[^A-Za-z0-9]/_}
+  ( cd tests/cuda && env SINKATTN_CUDA_PATH=$path ${envs//,/ } python3 check_cuda.py "$LIB" --no-bench ) > "$OUT/grid_$tag.log" 2>&1
+  echo "grid ($entry):"; grep -E "FAIL|GRID" "$OUT/grid_$tag.log" | tail -25
 done
 echo "grid: $(( $(date +%s) - t0 )) s"
 if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
-  ( cd tests/cuda && timeout 240 compute-sanitizer --tool memcheck --kernel-name kns=sinkattn \
+  ( cd tests/cuda && SINKATTN_SM90_PERSISTENT=3 timeout 240 compute-sanitizer --tool memcheck --kernel-name kns=sinkattn \
       python3 check_cuda.py "$LIB" --small --no-bench ) > "$OUT/memcheck.log" 2>&1
   grep -E "ERROR SUMMARY|GRID|FAIL" "$OUT/memcheck.log" | tail -5
   echo "memcheck: $(( $(date +%s) - t0 )) s"
 fi
 if [ "${SKIP_GTEST:-0}" != 1 ] && [ -x build/cuda/tests/cpp/sinkattn_tests ]; then
-  for path in ${GTEST_PATHS:-auto sm80}; do
-    SINKATTN_CUDA_PATH=$path build/cuda/tests/cpp/sinkattn_tests --gtest_brief=1 > "$OUT/gtest_$path.log" 2>&1
-    echo "gtest ($path): rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/gtest_$path.log" | tr '\n' ' ')"
+  for entry in ${GTEST_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=2 sm80}; do
+    IFS=, read -r path envs <<< "$entry"; tag=${entry//[^A-Za-z0-9]/_}
+    env SINKATTN_CUDA_PATH=$path ${envs//,/ } build/cuda/tests/cpp/sinkattn_tests --gtest_brief=1 > "$OUT/gtest_$tag.log" 2>&1
+    echo "gtest ($entry): rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/gtest_$tag.log" | tr '\n' ' ')"
+    grep -E '^\[  FAILED  \]' "$OUT/gtest_$tag.log" | head -8
   done
   echo "gtest: $(( $(date +%s) - t0 )) s"
 fi

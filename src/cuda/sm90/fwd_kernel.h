@@ -1,12 +1,14 @@
-// Hopper forward kernel (sm_90a): one block per (64 query rows per consumer warpgroup, query
-// head, sequence). Warpgroup 0 is the producer: one thread streams the q tile and the k/v tiles the
-// mask lets the block see through TMA into a ring of shared-memory stages, each completing on
+// Hopper forward kernel (sm_90a). A block walks tiles of (BM query rows, query head, sequence):
+// one tile when the grid has a block per tile, several in a persistent grid of one block per SM
+// (tile_sched.h), where the producer loads the next tile's q and k/v while the consumers finish
+// the current one. Warpgroup 0 is the producer: one thread streams the q tile and the k/v tiles
+// the mask lets the tile see through TMA into a ring of shared-memory stages, each completing on
 // an mbarrier. The other warpgroups are consumers owning 64 query rows each: S = Q K^T and
 // O += P V run on wgmma with fp32 accumulators in registers; the mask and online softmax (sink
 // folded in once) are the portable path's, since a warp holds the same C-fragment layout.
-// A consumer releases a stage by arriving on its "empty" barrier as soon as its product is done,
-// issues S_{j+1} together with P_j V_j (its softmax then overlaps the tensor cores), and takes
-// turns with the other consumers at every issue (turns.h).
+// A consumer releases a stage by arriving on its "empty" barrier as soon as its product is done
+// (the q tile after its last S), issues S_{j+1} together with P_j V_j (its softmax then overlaps
+// the tensor cores), and takes turns with the other consumers at every issue (turns.h).
 #pragma once
 
 #include <cuda.h>
@@ -19,6 +21,7 @@
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
 #include "cuda/sm80/softmax.h"
+#include "cuda/sm90/tile_sched.h"
 #include "cuda/sm90/tile_size.h"
 #include "cuda/sm90/tma.h"
 #include "cuda/sm90/turns.h"
@@ -36,15 +39,40 @@ struct FwdSmem {
   static constexpr FwdTile kT = fwd_tile(D, kShort);
   static constexpr int kSub = D / 64;                      // 64-column sub-tiles per row
   static constexpr int kQBytes = kT.block_m * D * 2;       // q tile
+  static constexpr int kQStages = kT.persistent ? 2 : 1;   // q tiles in flight
   static constexpr int kKVBytes = kT.block_n * D * 2;      // one k or v stage
   static constexpr int kStage = sm80::smem_stride(D);      // epilogue staging row (elements)
   static constexpr int q = 0;
-  static constexpr int k = q + kQBytes;
+  static constexpr int k = q + kQStages * kQBytes;
   static constexpr int v = k + kT.stages * kKVBytes;
   static constexpr int o = v + kT.stages * kKVBytes;       // 16 staging rows per consumer warp
   static constexpr int bars = o + kT.consumers * 4 * 16 * kStage * 2;
-  static constexpr int kBars = 1 + 4 * kT.stages;          // q_full, k/v full, k/v empty
+  static constexpr int kBars = 2 * kQStages + 4 * kT.stages;  // q, k, v: full and empty
   static constexpr int bytes = bars + kBars * 8 + 1024;    // + alignment slack
+};
+
+// One tile of the forward: its rows, and the key blocks its mask lets it see.
+struct FwdWork {
+  Sequence seq;
+  int64_t head, m0;  // query head, first row
+  bool empty;        // no rows (varlen sequences shorter than the longest)
+  Mask mask;
+  int n_first = 0, n_end = 0;
+
+  // Heaviest blocks first: under a causal mask the last query blocks see the most keys.
+  __device__ __forceinline__ FwdWork(const Params& p, const TileSched& sched,
+                                     const sm80::GridPos& at, int bm, int bn)
+      : seq(p, at.b),
+        head(at.head),
+        m0((sched.blocks - 1 - at.block) * bm),
+        empty(m0 >= seq.len_q),
+        mask(Mask::of(p, seq)) {
+    if (empty) return;
+    int64_t key_lo, key_hi;
+    mask.key_range(m0, m0 + bm, key_lo, key_hi);
+    n_first = (int)(key_lo / bn);
+    n_end = key_hi > key_lo ? (int)((key_hi + bn - 1) / bn) : n_first;
+  }
 };
 
 template <typename T, int D, bool kShort>
@@ -60,27 +88,33 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   extern __shared__ char smem_raw[];
   char* base = align1024(smem_raw);
   uint64_t* bars = reinterpret_cast<uint64_t*>(base + L::bars);
+  constexpr int QS = L::kQStages;
   uint64_t* q_full = bars;
-  uint64_t* k_full = bars + 1;
+  uint64_t* q_empty = bars + QS;
+  uint64_t* k_full = q_empty + QS;
   uint64_t* v_full = k_full + S;
   uint64_t* k_empty = v_full + S;
   uint64_t* v_empty = k_empty + S;
 
-  const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
-  const sm80::GridPos at = sm80::grid_pos(blocks);
-  const int64_t head = at.head, b = at.b;
-  const Sequence seq(p, b);
-  // Longest blocks first: under a causal mask the last query blocks see the most keys.
-  const int64_t m0 = (blocks - 1 - at.block) * BM;
-  if (m0 >= seq.len_q) return;
-  const Mask mask = Mask::of(p, seq);
-  int64_t key_lo, key_hi;
-  mask.key_range(m0, m0 + BM, key_lo, key_hi);
-  const int n_first = (int)(key_lo / BN);
-  const int n_end = key_hi > key_lo ? (int)((key_hi + BN - 1) / BN) : n_first;
+  const TileSched sched{(p.seqlen_q + BM - 1) / BM, p.heads_q, p.batch};
+  const int64_t tiles = sched.total();
+  // A block per tile (grid of sm80/grid.h, its position from blockIdx) or a persistent grid.
+  constexpr int kRounds = kT.persistent ? 0x7fffffff : 1;
+  auto more = [&](int r) { return r < kRounds && (!kT.persistent || sched.tile(r) < tiles); };
+  auto work = [&](int r) {
+    return FwdWork(p, sched, kT.persistent ? sched.pos(sched.tile(r)) : sm80::grid_pos(sched.blocks),
+                   BM, BN);
+  };
+
+  // A block per tile computes its tile before anything else (and leaves if it has no rows).
+  const FwdWork first = work(0);
+  if (!kT.persistent && first.empty) return;
 
   if (threadIdx.x == 0) {
-    mbar_init(q_full, 1);
+    for (int s = 0; s < QS; ++s) {
+      mbar_init(&q_full[s], 1);
+      mbar_init(&q_empty[s], kConsumerThreads);
+    }
     for (int s = 0; s < S; ++s) {
       mbar_init(&k_full[s], 1);
       mbar_init(&v_full[s], 1);
@@ -95,32 +129,42 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   if (wg == 0) {
     regs_dealloc<kT.producer_regs>();
     if (threadIdx.x != 0) return;
-    // Packed (varlen) tensors are one batch entry; rows are offset by the sequence start.
-    const int bq = seq.varlen ? 0 : (int)b, rq = (int)(seq.varlen ? seq.row_q : 0);
-    const int rk = (int)(seq.varlen ? seq.row_k : 0);
-    const int hk = (int)(head / p.group);
     tma_prefetch_desc(&map_q);
     tma_prefetch_desc(&map_k);
     tma_prefetch_desc(&map_v);
-    mbar_expect_tx(q_full, L::kQBytes);
-#pragma unroll
-    for (int sub = 0; sub < L::kSub; ++sub)
-      tma_load_4d(base + L::q + sub * BM * 128, &map_q, q_full, 64 * sub, rq + (int)m0, (int)head, bq);
-    for (int n = n_first; n < n_end; ++n) {
-      const int i = n - n_first, s = i % S;
-      const uint32_t phase = (i / S) & 1;
-      if (i >= S) mbar_wait(&k_empty[s], phase ^ 1);
-      mbar_expect_tx(&k_full[s], L::kKVBytes);
-#pragma unroll
-      for (int sub = 0; sub < L::kSub; ++sub)
-        tma_load_4d(base + L::k + s * L::kKVBytes + sub * BN * 128, &map_k, &k_full[s], 64 * sub,
-                    rk + n * BN, hk, bq);
-      if (i >= S) mbar_wait(&v_empty[s], phase ^ 1);
-      mbar_expect_tx(&v_full[s], L::kKVBytes);
+    int tiles_done = 0, kv_done = 0;  // q tiles and k/v stages filled so far (barrier phases)
+    for (int r = 0; more(r); ++r) {
+      const FwdWork tile = r == 0 ? first : work(r);
+      if (tile.empty) continue;
+      // Packed (varlen) tensors are one batch entry; rows are offset by the sequence start.
+      const Sequence& seq = tile.seq;
+      const int bq = seq.varlen ? 0 : (int)seq.b, rq = (int)(seq.varlen ? seq.row_q : 0);
+      const int rk = (int)(seq.varlen ? seq.row_k : 0);
+      const int hk = (int)(tile.head / p.group);
+      const int qs = tiles_done % QS;
+      if (tiles_done >= QS) mbar_wait(&q_empty[qs], ((tiles_done / QS) & 1) ^ 1);
+      mbar_expect_tx(&q_full[qs], L::kQBytes);
 #pragma unroll
       for (int sub = 0; sub < L::kSub; ++sub)
-        tma_load_4d(base + L::v + s * L::kKVBytes + sub * BN * 128, &map_v, &v_full[s], 64 * sub,
-                    rk + n * BN, hk, bq);
+        tma_load_4d(base + L::q + qs * L::kQBytes + sub * BM * 128, &map_q, &q_full[qs], 64 * sub,
+                    rq + (int)tile.m0, (int)tile.head, bq);
+      ++tiles_done;
+      for (int n = tile.n_first; n < tile.n_end; ++n, ++kv_done) {
+        const int s = kv_done % S;
+        const uint32_t phase = (kv_done / S) & 1;
+        if (kv_done >= S) mbar_wait(&k_empty[s], phase ^ 1);
+        mbar_expect_tx(&k_full[s], L::kKVBytes);
+#pragma unroll
+        for (int sub = 0; sub < L::kSub; ++sub)
+          tma_load_4d(base + L::k + s * L::kKVBytes + sub * BN * 128, &map_k, &k_full[s], 64 * sub,
+                      rk + n * BN, hk, bq);
+        if (kv_done >= S) mbar_wait(&v_empty[s], phase ^ 1);
+        mbar_expect_tx(&v_full[s], L::kKVBytes);
+#pragma unroll
+        for (int sub = 0; sub < L::kSub; ++sub)
+          tma_load_4d(base + L::v + s * L::kKVBytes + sub * BN * 128, &map_v, &v_full[s], 64 * sub,
+                      rk + n * BN, hk, bq);
+      }
     }
     return;
   }
@@ -128,123 +172,144 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   regs_alloc<kT.consumer_regs>();
   const int c = wg - 1;                         // consumer index: query rows 64c .. 64c + 63
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-  const int64_t row0 = m0 + 64 * c;             // first query row of this warpgroup
-  const T* sQ = reinterpret_cast<const T*>(base + L::q + c * 64 * 128);
 
-  sm80::OnlineSoftmax<1, BN / 8> softmax;
-  softmax.init(p.sinks, (int)head, lane);
-  float acc_o[1][D / 8][4];
-  sm80::zero(acc_o);
-  mbar_wait(q_full, 0);
-
-  // Software pipeline over key blocks: the product S_j = Q K_j^T is issued together with
-  // O += P_{j-1} V_{j-1}, and the softmax of S_j runs while the tensor cores finish P V.
-  auto stage_of = [&](int n, int& s, uint32_t& phase) {
-    const int i = n - n_first;
-    s = i % S;
-    phase = (i / S) & 1;
-  };
-  auto issue_s = [&](float (&sc)[1][BN / 8][4], int n) {
-    int s;
-    uint32_t phase;
-    stage_of(n, s, phase);
-    const T* sK = reinterpret_cast<const T*>(base + L::k + s * L::kKVBytes);
-    mbar_wait(&k_full[s], phase);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      mma_ss<0, 0>(sc[0], kmajor_desc(sQ, kk, BM * 128), kmajor_desc(sK, kk, BN * 128), kk > 0, T{});
-    wgmma_commit();
-  };
-  auto issue_pv = [&](uint32_t (&p_frag)[BN / 16][4], int n) {
-    int s;
-    uint32_t phase;
-    stage_of(n, s, phase);
-    const T* sV = reinterpret_cast<const T*>(base + L::v + s * L::kKVBytes);
-    mbar_wait(&v_full[s], phase);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk)
-      mma_rs<1>(acc_o[0], p_frag[kk], nmajor_desc(sV, kk, BN * 128), 1, T{});
-    wgmma_commit();
-  };
-  auto release = [&](uint64_t* empty, int n) {
-    int s;
-    uint32_t phase;
-    stage_of(n, s, phase);
-    mbar_arrive(&empty[s]);
-  };
-  // Mask and online softmax of S_n (raw scores become P); corr rescales O from the old max.
-  auto softmax_step = [&](float (&sc)[1][BN / 8][4], int n, float (&corr)[2]) {
-    const int64_t n0 = (int64_t)n * BN;
-    if (!mask.all_visible(row0, row0 + 64, n0, n0 + BN))
-      sm80::apply_mask(sc, mask, row0 + 16 * warp, n0, lane);
-    softmax.update(sc, p.scale_log2, corr);
-  };
-
-  // Ping-pong (runtime flag, turns.h) around every issue of matrix products.
+  // Ping-pong (runtime flag, turns.h) around every issue of matrix products. The turn passes on
+  // from tile to tile: every consumer takes the same number of turns in a tile.
   const Turns turns{pingpong != 0 && kT.consumers > 1, c, kT.consumers, 1};
   turns.start();
 
-  uint32_t p_frag[BN / 16][4];
-  if (n_first < n_end) {
-    float sc[1][BN / 8][4];
-    float corr[2];
-    turns.wait();
-    issue_s(sc, n_first);
-    turns.pass();
-    wgmma_wait<0>();
-    pin(sc[0]);
-    release(k_empty, n_first);
-    softmax_step(sc, n_first, corr);  // O is still zero: corr is not needed
-    sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
-  }
-  for (int n = n_first + 1; n < n_end; ++n) {
-    float sc[1][BN / 8][4];
-    float corr[2];
-    turns.wait();
-    issue_s(sc, n);
-    issue_pv(p_frag, n - 1);
-    turns.pass();
-    wgmma_wait<1>();  // S_n is done, P V may still run
-    pin(sc[0]);
-    release(k_empty, n);
-    softmax_step(sc, n, corr);
-    wgmma_wait<0>();  // P_{n-1} V_{n-1} is in O; its registers and stage are free
-    pin(acc_o[0]);
-    pin(p_frag);
-    release(v_empty, n - 1);
-    sm80::scale_rows(acc_o, corr);
-    sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
-  }
-  if (n_first < n_end) {
-    turns.wait();
-    issue_pv(p_frag, n_end - 1);
-    turns.pass();
-    wgmma_wait<0>();
-    pin(acc_o[0]);
-    pin(p_frag);
-    release(v_empty, n_end - 1);
-  }
+  int tiles_done = 0, kv_done = 0;  // as the producer counts them
+  for (int r = 0; more(r); ++r) {
+    const FwdWork tile = r == 0 ? first : work(r);
+    if (tile.empty) continue;
+    const int64_t head = tile.head;
+    const Mask& mask = tile.mask;
+    const int n_first = tile.n_first, n_end = tile.n_end;
+    const int64_t row0 = tile.m0 + 64 * c;      // first query row of this warpgroup
 
-  turns.finish();
+    sm80::OnlineSoftmax<1, BN / 8> softmax;
+    softmax.init(p.sinks, (int)head, lane);
+    float acc_o[1][D / 8][4];
+    sm80::zero(acc_o);
+    const int qs = tiles_done % QS;
+    const T* sQ = reinterpret_cast<const T*>(base + L::q + qs * L::kQBytes + c * 64 * 128);
+    mbar_wait(&q_full[qs], (tiles_done / QS) & 1);
+    ++tiles_done;
 
-  float inv[2], lse[2];
-  softmax.finish(inv, lse);
-  sm80::scale_rows(acc_o, inv);
-  const int64_t rows_left = seq.len_q - row0 - 16 * warp;
-  if (p.lse != nullptr && lane % 4 == 0) {
+    // Software pipeline over key blocks: the product S_j = Q K_j^T is issued together with
+    // O += P_{j-1} V_{j-1}, and the softmax of S_j runs while the tensor cores finish P V.
+    auto stage_of = [&](int n, int& s, uint32_t& phase) {
+      const int i = kv_done + n - n_first;
+      s = i % S;
+      phase = (i / S) & 1;
+    };
+    auto issue_s = [&](float (&sc)[1][BN / 8][4], int n) {
+      int s;
+      uint32_t phase;
+      stage_of(n, s, phase);
+      const T* sK = reinterpret_cast<const T*>(base + L::k + s * L::kKVBytes);
+      mbar_wait(&k_full[s], phase);
+      wgmma_fence();
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = r * 8 + lane / 4;
-      if (row < rows_left) p.lse[seq.lse_index(p, head, row0 + 16 * warp + row)] = lse[r];
+      for (int kk = 0; kk < D / 16; ++kk)
+        mma_ss<0, 0>(sc[0], kmajor_desc(sQ, kk, BM * 128), kmajor_desc(sK, kk, BN * 128), kk > 0, T{});
+      wgmma_commit();
+    };
+    auto issue_pv = [&](uint32_t (&p_frag)[BN / 16][4], int n) {
+      int s;
+      uint32_t phase;
+      stage_of(n, s, phase);
+      const T* sV = reinterpret_cast<const T*>(base + L::v + s * L::kKVBytes);
+      mbar_wait(&v_full[s], phase);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk)
+        mma_rs<1>(acc_o[0], p_frag[kk], nmajor_desc(sV, kk, BN * 128), 1, T{});
+      wgmma_commit();
+    };
+    auto release = [&](uint64_t* empty, int n) {
+      int s;
+      uint32_t phase;
+      stage_of(n, s, phase);
+      mbar_arrive(&empty[s]);
+    };
+    // S_n is in registers: its k stage is free, and after the last S the q tile too.
+    auto s_done = [&](int n) {
+      release(k_empty, n);
+      if (kT.persistent && n == n_end - 1) mbar_arrive(&q_empty[qs]);
+    };
+    // Mask and online softmax of S_n (raw scores become P); corr rescales O from the old max.
+    auto softmax_step = [&](float (&sc)[1][BN / 8][4], int n, float (&corr)[2]) {
+      const int64_t n0 = (int64_t)n * BN;
+      if (!mask.all_visible(row0, row0 + 64, n0, n0 + BN))
+        sm80::apply_mask(sc, mask, row0 + 16 * warp, n0, lane);
+      softmax.update(sc, p.scale_log2, corr);
+    };
+
+    uint32_t p_frag[BN / 16][4];
+    if (n_first < n_end) {
+      float sc[1][BN / 8][4];
+      float corr[2];
+      turns.wait();
+      issue_s(sc, n_first);
+      turns.pass();
+      wgmma_wait<0>();
+      pin(sc[0]);
+      s_done(n_first);
+      softmax_step(sc, n_first, corr);  // O is still zero: corr is not needed
+      sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
+    } else {
+      if (kT.persistent) mbar_arrive(&q_empty[qs]);  // no key to see: the output is the sink's alone
     }
+    for (int n = n_first + 1; n < n_end; ++n) {
+      float sc[1][BN / 8][4];
+      float corr[2];
+      turns.wait();
+      issue_s(sc, n);
+      issue_pv(p_frag, n - 1);
+      turns.pass();
+      wgmma_wait<1>();  // S_n is done, P V may still run
+      pin(sc[0]);
+      s_done(n);
+      softmax_step(sc, n, corr);
+      wgmma_wait<0>();  // P_{n-1} V_{n-1} is in O; its registers and stage are free
+      pin(acc_o[0]);
+      pin(p_frag);
+      release(v_empty, n - 1);
+      sm80::scale_rows(acc_o, corr);
+      sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
+    }
+    if (n_first < n_end) {
+      turns.wait();
+      issue_pv(p_frag, n_end - 1);
+      turns.pass();
+      wgmma_wait<0>();
+      pin(acc_o[0]);
+      pin(p_frag);
+      release(v_empty, n_end - 1);
+    }
+    kv_done += n_end - n_first;
+
+    float inv[2], lse[2];
+    softmax.finish(inv, lse);
+    sm80::scale_rows(acc_o, inv);
+    const Sequence& seq = tile.seq;
+    const int64_t rows_left = seq.len_q - row0 - 16 * warp;
+    if (p.lse != nullptr && lane % 4 == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = r * 8 + lane / 4;
+        if (row < rows_left) p.lse[seq.lse_index(p, head, row0 + 16 * warp + row)] = lse[r];
+      }
+    }
+    T* stage = reinterpret_cast<T*>(base + L::o) + (c * 4 + warp) * 16 * L::kStage;
+    sm80::stage_acc<D / 8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
+    __syncwarp();
+    T* gO = static_cast<T*>(p.out.data) + seq.offset(p.out, true, row0 + 16 * warp, head);
+    sm80::store_rows16<D>(gO, p.out.row_stride, stage, rows_left, lane);
+    if (kT.persistent) __syncwarp();  // the staging rows are rewritten by this warp's next tile
   }
-  T* stage = reinterpret_cast<T*>(base + L::o) + (c * 4 + warp) * 16 * L::kStage;
-  sm80::stage_acc<D / 8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
-  __syncwarp();
-  T* gO = static_cast<T*>(p.out.data) + seq.offset(p.out, true, row0 + 16 * warp, head);
-  sm80::store_rows16<D>(gO, p.out.row_stride, stage, rows_left, lane);
+  turns.finish();
 }
 
 }  // namespace sinkattn::cuda::sm90

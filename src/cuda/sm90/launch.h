@@ -20,6 +20,29 @@ inline bool pingpong() {
   return on;
 }
 
+// Blocks of a persistent forward grid (tile_sched.h): 0 = a block per SM. SINKATTN_SM90_PERSISTENT
+// = 0 gives it a block per tile instead (-1, for measurements); = n > 1 caps the grid at n blocks,
+// so that tests make every block walk many tiles.
+inline long long persistent_blocks() {
+  static const long long n = [] {
+    const char* v = std::getenv("SINKATTN_SM90_PERSISTENT");
+    if (v == nullptr || *v == '\0' || std::strcmp(v, "1") == 0) return 0LL;
+    const long long x = std::atoll(v);
+    return x > 1 ? x : -1LL;  // -1: off
+  }();
+  return n;
+}
+
+// Streaming multiprocessors of the current device (cached per device).
+inline int sm_count() {
+  static int counts[64] = {};
+  int dev = 0;
+  cudaGetDevice(&dev);
+  if (dev < 0 || dev >= 64) dev = 0;
+  if (counts[dev] == 0) cudaDeviceGetAttribute(&counts[dev], cudaDevAttrMultiProcessorCount, dev);
+  return counts[dev] > 0 ? counts[dev] : 1;
+}
+
 // Head dims with Hopper kernels (forward and backward).
 constexpr bool has_kernels(int d) { return d == 64 || d == 128; }
 

@@ -1,6 +1,7 @@
 // Body of sm90::launch_fwd, included by the per-(dtype, head dim) instantiation files.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "cuda/sm80/launch.h"
@@ -19,9 +20,21 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
   const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
   const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
   auto kernel = fwd_kernel<T, D, kShort>;
+  constexpr int threads = (t.consumers + 1) * 128;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid = sm80::make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
-  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, pingpong());
+  static const int per_sm = [&] {
+    int n = 1;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem);
+    return n > 0 ? n : 1;
+  }();
+  // Persistent kernels: a block per SM (or SINKATTN_SM90_PERSISTENT blocks, or a block per tile
+  // when it is 0); the others: the grid of sm80/grid.h, a block per tile.
+  const TileSched sched{(p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q, p.batch};
+  const long long want = persistent_blocks();
+  const int64_t blocks = want == 0 ? (int64_t)sm_count() * per_sm : want > 0 ? want : 0x7fffffff;
+  const dim3 grid = t.persistent ? dim3((unsigned)std::min(sched.total(), blocks))
+                                 : sm80::make_grid(p, sched.blocks, p.heads_q);
+  kernel<<<grid, threads, smem, stream>>>(p, map_q, map_k, map_v, pingpong());
   sm80::check_launch("sinkattn sm90 forward kernel");
 }
 

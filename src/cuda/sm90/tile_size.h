@@ -11,15 +11,20 @@ struct FwdTile {
   int consumers;      // consumer warpgroups (one producer warpgroup besides)
   int producer_regs;  // setmaxnreg targets: 128 * (producer + consumers * consumer) <= 64K
   int consumer_regs;
+  bool persistent;    // a block per SM walks the tiles, the next q tile loading into a second buffer
 };
 
 // d 64: three consumers (more warps to hide the softmax, which costs as much per pair as at
 // d 128 against half the matrix work), or two for narrow windows (short_rows), where a 192-row
 // block spans 4 key blocks of a 128-wide band and a 128-row block 2; d 128: two, with room for
-// 64 + 64 accumulators each.
+// 64 + 64 accumulators each. Persistent only for narrow windows, whose tiles are too short to
+// hide a block's start and its q load (H200, gptoss 16k window 128: 0.415 -> 0.358 ms); walking
+// tiles gained nothing on causal rows (4k, 16k, llama 8k, varlen within noise with a single q
+// buffer, where the 3-consumer kernel also spilled), and d 128 has no room for a second q.
 constexpr FwdTile fwd_tile(int d, bool short_rows = false) {
-  return d <= 64 && !short_rows ? FwdTile{192, 128, 2, 3, 32, 160}
-                                : FwdTile{128, 128, 2, 2, 40, 232};
+  return d <= 64 && !short_rows ? FwdTile{192, 128, 2, 3, 32, 160, false}
+         : d <= 64              ? FwdTile{128, 128, 2, 2, 40, 232, true}
+                                : FwdTile{128, 128, 2, 2, 40, 232, false};
 }
 
 // Whether the d 64 forward takes 128-row blocks: windows spanning under 1024 keys (H200, gptoss
