@@ -166,6 +166,16 @@ std::string sm90_bwd_refusal(const sinkattn_bwd_params& b) {
   return why;
 }
 
+// Whether the forward runs the packed-group kernel (decode-sized queries, any sm_80+ device);
+// SINKATTN_PACKED_GROUP=0 turns it off, for comparisons.
+bool packed_group(const sinkattn_problem& p) {
+  static const bool on = [] {
+    const char* v = std::getenv("SINKATTN_PACKED_GROUP");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return on && sm80::packed_fits(p.seqlen_q, p.heads_q / p.heads_kv, (int)p.head_dim);
+}
+
 std::string describe(const std::string& why) {
   return why.empty() ? "cuda sm90 (wgmma, TMA)" : "cuda sm80 (portable; sm90 not used: " + why + ")";
 }
@@ -174,7 +184,10 @@ std::string describe(const std::string& why) {
 
 bool compiled() { return true; }
 
-std::string fwd_path(const sinkattn_problem& p) { return describe(sm90_refusal(p)); }
+std::string fwd_path(const sinkattn_problem& p) {
+  return packed_group(p) ? "cuda packed group (the query heads of a kv head in one tile)"
+                         : describe(sm90_refusal(p));
+}
 std::string bwd_path(const sinkattn_bwd_params& b) { return describe(sm90_bwd_refusal(b)); }
 
 void check_supported(const sinkattn_problem& p) {
@@ -251,6 +264,12 @@ void fwd(const sinkattn_fwd_params& f) {
   k.out = f.out;
   k.lse = f.lse;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  if (packed_group(p)) {
+    dispatch(p, [&](auto type, auto dim) {
+      sm80::launch_fwd_packed<decltype(type), decltype(dim)::value>(k, stream);
+    });
+    return;
+  }
 #ifdef SINKATTN_WITH_SM90
   if (sm90_refusal(p).empty()) {
     dispatch(p, [&](auto type, auto dim) {

@@ -254,6 +254,14 @@ def grid():
              varlen=([1, 300, 129, 1000, 0, 64, 700], [1, 300, 200, 1000, 3, 64, 900])),
         Case("varlen many docs d64 window 127", hq=16, hkv=2, d=64, causal=True, left=127, sinks=True,
              varlen=([513, 2, 777, 1300, 0, 90], [513, 2, 777, 1300, 0, 90])),
+        # Decode-sized queries: the packed-group forward (group * sq <= 16 rows in one tile).
+        Case("decode q1 16/2 d64 sinks", B=3, sq=1, sk=1000, hq=16, hkv=2, d=64, causal=True, sinks=True),
+        Case("decode q2 group 8 d128 window 100 sinks", B=2, sq=2, sk=777, hq=8, hkv=1, d=128, causal=True, left=99, sinks=True),
+        Case("decode q4 group 4 d128 fp16", sq=4, sk=513, hq=8, hkv=2, d=128, causal=True, dtype=fp),
+        Case("decode q3 group 5 d96 noncausal sinks", B=2, sq=3, sk=200, hq=10, hkv=2, d=96, sinks=True),
+        Case("decode q1 d32 MHA window (7, 0)", sq=1, sk=300, hq=3, hkv=3, d=32, causal=True, left=7),
+        Case("decode varlen q 1..2 group 8 sinks", hq=16, hkv=2, d=64, causal=True, sinks=True,
+             varlen=([1, 0, 2, 1, 2], [300, 5, 0, 64, 2])),
     ]
 
 
@@ -369,7 +377,24 @@ def bench_varlen(lib, total=32768, hq=64, hkv=8, d=64):
     return rows
 
 
+def bench_decode(lib, batch=64, sk=8192, hq=64, hkv=8, d=64):
+    """gptoss decode (one new token per sequence against an 8k cache), forward only: GB/s of the
+    k/v cache read, against SDPA (no sinks) on the same tensors."""
+    q = rand((batch, 1, hq, d), torch.bfloat16)
+    k, v = rand((batch, sk, hkv, d), torch.bfloat16), rand((batch, sk, hkv, d), torch.bfloat16)
+    sinks = torch.randn(hq, device="cuda")
+    prob = Lib.problem(q, k, v, sinks=sinks, causal=True)
+    out, lse = torch.empty_like(q), torch.empty((batch, hq, 1), device="cuda")
+    t = median_ms(lambda: lib.fwd(prob, out, lse))
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    t_sd = median_ms(lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True))
+    gb = 2 * k.numel() * k.element_size() / 1e9
+    print(f"decode B {batch} q 1 k {sk} ({lib.fwd_kernel(prob, out, lse).split(' (')[0]}): "
+          f"{t:.3f} ms ({gb / t * 1e3:.0f} GB/s); SDPA (no sinks) {t_sd:.3f} ms ({gb / t_sd * 1e3:.0f} GB/s)", flush=True)
+
+
 def bench(lib):
+    bench_decode(lib)
     rows = []
     shapes = [("gptoss 4k causal", 4096, 64, 8, 64, True, -1),
               ("gptoss 16k causal", 16384, 64, 8, 64, True, -1),
@@ -415,7 +440,8 @@ def main():
         results = []
         cases = grid()
         if "--small" in sys.argv:
-            small = ("113x203", "varlen zero-length", "window1", "d256 noncausal", "sq>sk causal (empty rows) sinks")
+            small = ("113x203", "varlen zero-length", "window1", "d256 noncausal", "sq>sk causal (empty rows) sinks",
+                     "decode q2", "decode varlen")
             cases = [c for c in cases if c.name.startswith(small)]
         for c in cases:
             try:

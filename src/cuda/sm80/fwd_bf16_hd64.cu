@@ -2,3 +2,4 @@
 #include "cuda/sm80/launch_fwd.h"
 
 template void sinkattn::cuda::sm80::launch_fwd<__nv_bfloat16, 64>(const Params&, cudaStream_t);
+template void sinkattn::cuda::sm80::launch_fwd_packed<__nv_bfloat16, 64>(const Params&, cudaStream_t);

@@ -11,6 +11,11 @@ namespace sinkattn::cuda::sm80 {
 template <typename T, int D>
 void launch_fwd(const Params& p, cudaStream_t stream);
 
+// The forward of problems whose query rows of a GQA group fit one 16-row tile (decode):
+// fwd_packed_kernel.h; only head dims up to 128.
+template <typename T, int D>
+void launch_fwd_packed(const Params& p, cudaStream_t stream);
+
 // Runs the whole backward: prep (delta, dsink partials, dq accumulator zeroing), dk/dv (with
 // atomic dq in the fast mode), then the dq conversion (fast mode) or the dq kernel
 // (deterministic mode), then dsink.

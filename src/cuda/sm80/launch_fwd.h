@@ -3,6 +3,7 @@
 
 #include "cuda/sm80/grid.h"
 #include "cuda/sm80/fwd_kernel.h"
+#include "cuda/sm80/fwd_packed_kernel.h"
 #include "cuda/sm80/launch.h"
 
 namespace sinkattn::cuda::sm80 {
@@ -16,6 +17,18 @@ void launch_fwd(const Params& p, cudaStream_t stream) {
   const dim3 grid = make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
   kernel<<<grid, t.warps * 32, smem, stream>>>(p);
   check_launch("sinkattn forward kernel");
+}
+
+template <typename T, int D>
+void launch_fwd_packed(const Params& p, cudaStream_t stream) {
+  if constexpr (D <= PackedTile::kMaxDim) {
+    constexpr int smem = PackedTile::bytes(D);
+    auto kernel = fwd_packed_kernel<T, D>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const dim3 grid((unsigned)p.heads_kv, (unsigned)p.batch);
+    kernel<<<grid, PackedTile::kWarps * 32, smem, stream>>>(p);
+    check_launch("sinkattn packed-group forward kernel");
+  }
 }
 
 }  // namespace sinkattn::cuda::sm80

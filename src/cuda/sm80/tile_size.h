@@ -2,6 +2,8 @@
 // shared-memory sizes) and by the kernels (loop bounds), so the two can never disagree.
 #pragma once
 
+#include <cstdint>
+
 namespace sinkattn::cuda::sm80 {
 
 enum class Kernel { kFwd, kBwdDkDv, kBwdDq };
@@ -84,5 +86,22 @@ static_assert(smem_bytes(Kernel::kFwd, 256) <= kMaxSmemBytes &&
                   smem_bytes(Kernel::kBwdDq, 256) <= kMaxSmemBytes &&
                   smem_bytes(Kernel::kBwdDq, 128) <= kMaxSmemBytes,
               "tiles must fit sm_86's shared memory");
+
+// The packed-group forward (fwd_packed_kernel.h): the query rows of a GQA group in one tile.
+struct PackedTile {
+  static constexpr int kRows = 16;                  // packed rows (one m-tile)
+  static constexpr int kWarps = 4;
+  static constexpr int kKeys = 64;                  // keys per block step
+  static constexpr int kWarpKeys = kKeys / kWarps;  // keys per warp and step (one k16 of P V)
+  static constexpr int kMaxDim = 128;
+
+  // Shared memory: the q tile and double-buffered k and v tiles; the merge reuses the k/v part.
+  static constexpr int bytes(int d) { return (kRows + 4 * kKeys) * smem_stride(d) * 2; }
+};
+
+// Whether a problem runs packed: every row of a group fits the tile.
+constexpr bool packed_fits(int64_t seqlen_q, int64_t group, int d) {
+  return d <= PackedTile::kMaxDim && seqlen_q * group <= PackedTile::kRows;
+}
 
 }  // namespace sinkattn::cuda::sm80

@@ -1,0 +1,196 @@
+// Forward for short queries (decode, a few speculative tokens): the query heads of a GQA group
+// and the query rows, group * seqlen_q <= 16 of them, are packed into the rows of one 16-row
+// tile, so each kv head's keys and values are read from memory once for the whole group (the
+// row-block kernels read them once per query head, into 128-row tiles holding one live row).
+// One block per (kv head, sequence); its 4 warps take 16 keys each of every 64-key block that
+// streams through double-buffered shared memory, keep their own online softmax, and merge at
+// the end. Packed row r is query r / group of head kv_head * group + r % group. Runs on sm_80
+// and newer (the Hopper path sends these problems here too).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common/ptx.h"
+#include "cuda/sm80/mask.h"
+#include "cuda/sm80/params.h"
+#include "cuda/sm80/sequence.h"
+#include "cuda/sm80/smem_tile.h"
+#include "cuda/sm80/softmax.h"
+#include "cuda/sm80/tile_size.h"
+
+namespace sinkattn::cuda::sm80 {
+
+template <typename T, int D>
+__global__ void __launch_bounds__(PackedTile::kWarps * 32)
+    fwd_packed_kernel(const __grid_constant__ Params p) {
+  using PT = PackedTile;
+  constexpr int BN = PT::kKeys, KW = PT::kWarpKeys, kThreads = PT::kWarps * 32;
+  constexpr int kS = smem_stride(D), K16 = D / 16, NT_O = D / 8, kChunks = D / 8;
+  static_assert(D <= PT::kMaxDim && KW == 16, "one k16 step of P V per warp and block");
+  static_assert(PT::kWarps * PT::kRows * (2 + D) * 4 <= 4 * BN * kS * 2, "merge fits the k/v area");
+
+  extern __shared__ __align__(16) char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);  // [16][kS]
+  T* sK = sQ + PT::kRows * kS;             // [2][BN][kS]
+  T* sV = sK + 2 * BN * kS;                // [2][BN][kS]
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t head_kv = blockIdx.x, b = blockIdx.y;
+  const int group = p.group;
+  const Sequence seq(p, b);
+  if (seq.len_q == 0) return;
+  const int rows = (int)(seq.len_q * group);  // live packed rows
+  const Mask mask = Mask::of(p, seq);
+  int64_t key_lo, key_hi;
+  mask.key_range(0, seq.len_q, key_lo, key_hi);
+  const int64_t n_first = key_lo / BN;
+  const int64_t n_end = key_hi > key_lo ? (key_hi + BN - 1) / BN : n_first;
+  auto head_of = [&](int r) { return head_kv * group + r % group; };
+
+  // The packed q rows (zero past the live ones).
+  for (int idx = threadIdx.x; idx < PT::kRows * kChunks; idx += kThreads) {
+    const int r = idx / kChunks, c = idx % kChunks;
+    const T* q = static_cast<const T*>(p.q.data);
+    const bool ok = r < rows;
+    ptx::cp_async_16(sQ + r * kS + c * 8, ok ? q + seq.offset(p.q, true, r / group, head_of(r)) + c * 8 : q, ok);
+  }
+  const T* gK = static_cast<const T*>(p.k.data) + seq.offset(p.k, false, 0, head_kv);
+  const T* gV = static_cast<const T*>(p.v.data) + seq.offset(p.v, false, 0, head_kv);
+  auto load_kv = [&](int64_t nb, int buf) {
+    const int64_t n0 = nb * BN;
+    load_tile_async<BN, D, kThreads>(sK + buf * BN * kS, gK + n0 * p.k.row_stride, p.k.row_stride,
+                                     seq.len_k - n0);
+    load_tile_async<BN, D, kThreads>(sV + buf * BN * kS, gV + n0 * p.v.row_stride, p.v.row_stride,
+                                     seq.len_k - n0);
+  };
+  ptx::cp_async_commit();
+  if (n_first < n_end) load_kv(n_first, 0);
+  ptx::cp_async_commit();
+  ptx::cp_async_wait<1>();  // the q tile
+  __syncthreads();
+  uint32_t q_frag[K16][4];
+#pragma unroll
+  for (int kk = 0; kk < K16; ++kk) load_a(q_frag[kk], sQ, kS, 0, kk * 16, lane);
+
+  // This thread's rows are g and g + 8 of the tile. The sink enters once per row: in warp 0.
+  OnlineSoftmax<1, KW / 8> softmax;
+  const int g = lane / 4;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = g + 8 * h;
+    const bool sink = p.sinks != nullptr && warp == 0 && r < rows;
+    softmax.m[h] = sink ? p.sinks[head_of(r)] * 1.4426950408889634f : -INFINITY;
+    softmax.l[h] = sink && lane % 4 == 0 ? 1.f : 0.f;
+  }
+  float acc_o[NT_O][4];
+  zero(acc_o);
+
+  for (int64_t nb = n_first; nb < n_end; ++nb) {
+    const int buf = (int)((nb - n_first) % 2);
+    ptx::cp_async_wait<0>();
+    __syncthreads();  // every warp is done with the other buffer: prefetch into it
+    if (nb + 1 < n_end) load_kv(nb + 1, buf ^ 1);
+    ptx::cp_async_commit();
+    const T* k_tile = sK + (buf * BN + warp * KW) * kS;
+    const T* v_tile = sV + (buf * BN + warp * KW) * kS;
+    const int64_t n0 = nb * BN + warp * KW;  // this warp's first key
+
+    float s[1][KW / 8][4];
+    zero(s);
+    gemm_rs<true, K16>(s[0], q_frag, k_tile, kS, 0, lane);
+    // Per-row masks (rows hold different queries); padding rows are never stored.
+    if (!mask.all_visible(0, seq.len_q, n0, n0 + KW)) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = g + 8 * h;
+        if (r >= rows) continue;
+        int lo, hi;
+        mask.row_bounds(r / group, n0, KW, lo, hi);
+#pragma unroll
+        for (int n = 0; n < KW / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int c = n * 8 + 2 * (lane % 4) + e;
+            if (c < lo || c > hi) s[0][n][2 * h + e] = -INFINITY;
+          }
+      }
+    }
+    float corr[2];
+    softmax.update(s, p.scale_log2, corr);
+    scale_rows(reinterpret_cast<float(&)[1][NT_O][4]>(acc_o), corr);
+    uint32_t p_frag[1][4];
+    acc_to_a<1, T>(p_frag, s[0]);
+    gemm_rs<false, 1>(acc_o, p_frag, v_tile, kS, 0, lane);
+  }
+  ptx::cp_async_wait<0>();
+  __syncthreads();  // the k/v buffers become the merge area
+
+  // Merge the warps' partial softmax states: row maxima and sums, then the rescaled outputs.
+  float* m_all = reinterpret_cast<float*>(sK);        // [warps][16]
+  float* l_all = m_all + PT::kWarps * PT::kRows;      // [warps][16]
+  float* o_all = l_all + PT::kWarps * PT::kRows;      // [warps][16][D]
+  float l_row[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l_row[h] = softmax.l[h];
+    l_row[h] += __shfl_xor_sync(0xffffffff, l_row[h], 1);
+    l_row[h] += __shfl_xor_sync(0xffffffff, l_row[h], 2);
+    if (lane % 4 == 0) {
+      m_all[warp * PT::kRows + g + 8 * h] = softmax.m[h];
+      l_all[warp * PT::kRows + g + 8 * h] = l_row[h];
+    }
+  }
+  __syncthreads();
+  float row_max[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    row_max[h] = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < PT::kWarps; ++w) row_max[h] = fmaxf(row_max[h], m_all[w * PT::kRows + g + 8 * h]);
+    // A row no warp saw anything for keeps -inf: its factor is 0 (its output 0).
+    const float f = softmax.m[h] == -INFINITY ? 0.f : ptx::exp2f_approx(softmax.m[h] - row_max[h]);
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n) {
+      const int col = n * 8 + 2 * (lane % 4);
+      float* dst = o_all + (warp * PT::kRows + g + 8 * h) * D + col;
+      dst[0] = acc_o[n][2 * h] * f;
+      dst[1] = acc_o[n][2 * h + 1] * f;
+    }
+  }
+  __syncthreads();
+
+  // Each thread writes 8 consecutive columns of one row: sum over warps, normalize, store.
+  T* out = static_cast<T*>(p.out.data);
+  for (int idx = threadIdx.x; idx < rows * kChunks; idx += kThreads) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    float mx = -INFINITY, sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < PT::kWarps; ++w) mx = fmaxf(mx, m_all[w * PT::kRows + r]);
+#pragma unroll
+    for (int w = 0; w < PT::kWarps; ++w) {
+      const float mw = m_all[w * PT::kRows + r];
+      sum += mw == -INFINITY ? 0.f : l_all[w * PT::kRows + r] * ptx::exp2f_approx(mw - mx);
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    float o[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] = 0.f;
+#pragma unroll
+    for (int w = 0; w < PT::kWarps; ++w)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] += o_all[(w * PT::kRows + r) * D + c + j];
+    uint4 packed;
+    packed.x = ptx::pack2<T>(o[0] * inv, o[1] * inv);
+    packed.y = ptx::pack2<T>(o[2] * inv, o[3] * inv);
+    packed.z = ptx::pack2<T>(o[4] * inv, o[5] * inv);
+    packed.w = ptx::pack2<T>(o[6] * inv, o[7] * inv);
+    const int64_t qi = r / group, head = head_of(r);
+    *reinterpret_cast<uint4*>(out + seq.offset(p.out, true, qi, head) + c) = packed;
+    if (c == 0 && p.lse != nullptr)
+      p.lse[seq.lse_index(p, head, qi)] =
+          sum > 0.f ? (mx + __log2f(sum)) * 0.6931471805599453f : -INFINITY;
+  }
+}
+
+}  // namespace sinkattn::cuda::sm80
