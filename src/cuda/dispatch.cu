@@ -166,6 +166,14 @@ std::string sm90_bwd_refusal(const sinkattn_bwd_params& b) {
   return why;
 }
 
+// Streaming multiprocessors of a device, queried once per device.
+int device_sms(int device) {
+  static int sms[64] = {};
+  if (device < 0 || device >= 64) return 1;
+  if (sms[device] == 0) cudaDeviceGetAttribute(&sms[device], cudaDevAttrMultiProcessorCount, device);
+  return sms[device] > 0 ? sms[device] : 1;
+}
+
 // Whether the forward runs the packed-group kernel (decode-sized queries, any sm_80+ device);
 // SINKATTN_PACKED_GROUP=0 turns it off, for comparisons.
 bool packed_group(const sinkattn_problem& p) {
@@ -174,6 +182,11 @@ bool packed_group(const sinkattn_problem& p) {
     return v == nullptr || std::string(v) != "0";
   }();
   return on && sm80::packed_fits(p.seqlen_q, p.heads_q / p.heads_kv, (int)p.head_dim);
+}
+
+// Key splits of the packed-group forward (1: no workspace).
+int64_t packed_splits(const sinkattn_problem& p) {
+  return sm80::PackedTile::splits(p.batch * p.heads_kv, p.seqlen_k, device_sms(p.device_index));
 }
 
 std::string describe(const std::string& why) {
@@ -252,7 +265,12 @@ void check_supported(const sinkattn_problem& p) {
   }
 }
 
-size_t fwd_workspace_size(const sinkattn_fwd_params&) { return 0; }
+size_t fwd_workspace_size(const sinkattn_fwd_params& f) {
+  const sinkattn_problem& p = f.problem;
+  if (!packed_group(p) || packed_splits(p) == 1) return 0;
+  return (size_t)packed_splits(p) *
+         sm80::PackedTile::partial_floats(p.batch * p.heads_kv, (int)p.head_dim) * sizeof(float);
+}
 
 size_t bwd_workspace_size(const sinkattn_bwd_params& p) { return BwdWorkspace(p).total; }
 
@@ -265,6 +283,8 @@ void fwd(const sinkattn_fwd_params& f) {
   k.lse = f.lse;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   if (packed_group(p)) {
+    k.packed_splits = (int32_t)packed_splits(p);
+    k.packed_partial = static_cast<float*>(f.workspace);
     dispatch(p, [&](auto type, auto dim) {
       sm80::launch_fwd_packed<decltype(type), decltype(dim)::value>(k, stream);
     });

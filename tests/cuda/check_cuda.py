@@ -262,6 +262,8 @@ def grid():
         Case("decode q1 d32 MHA window (7, 0)", sq=1, sk=300, hq=3, hkv=3, d=32, causal=True, left=7),
         Case("decode varlen q 1..2 group 8 sinks", hq=16, hkv=2, d=64, causal=True, sinks=True,
              varlen=([1, 0, 2, 1, 2], [300, 5, 0, 64, 2])),
+        Case("decode varlen long keys (key splits) sinks", hq=8, hkv=1, d=64, causal=True, sinks=True,
+             varlen=([1, 2, 1], [5000, 3000, 0])),
     ]
 
 
@@ -378,8 +380,8 @@ def bench_varlen(lib, total=32768, hq=64, hkv=8, d=64):
 
 
 def bench_decode(lib, batch=64, sk=8192, hq=64, hkv=8, d=64):
-    """gptoss decode (one new token per sequence against an 8k cache), forward only: GB/s of the
-    k/v cache read, against SDPA (no sinks) on the same tensors."""
+    """gptoss decode (one new token per sequence against a k/v cache), forward only: GB/s of the
+    cache read, against SDPA (no sinks) on the same tensors."""
     q = rand((batch, 1, hq, d), torch.bfloat16)
     k, v = rand((batch, sk, hkv, d), torch.bfloat16), rand((batch, sk, hkv, d), torch.bfloat16)
     sinks = torch.randn(hq, device="cuda")
@@ -394,7 +396,8 @@ def bench_decode(lib, batch=64, sk=8192, hq=64, hkv=8, d=64):
 
 
 def bench(lib):
-    bench_decode(lib)
+    for batch, sk in ((64, 8192), (1, 8192), (1, 32768)):
+        bench_decode(lib, batch, sk)
     rows = []
     shapes = [("gptoss 4k causal", 4096, 64, 8, 64, True, -1),
               ("gptoss 16k causal", 16384, 64, 8, 64, True, -1),

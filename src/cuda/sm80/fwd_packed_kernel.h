@@ -2,10 +2,12 @@
 // and the query rows, group * seqlen_q <= 16 of them, are packed into the rows of one 16-row
 // tile, so each kv head's keys and values are read from memory once for the whole group (the
 // row-block kernels read them once per query head, into 128-row tiles holding one live row).
-// One block per (kv head, sequence); its 4 warps take 16 keys each of every 64-key block that
-// streams through double-buffered shared memory, keep their own online softmax, and merge at
-// the end. Packed row r is query r / group of head kv_head * group + r % group. Runs on sm_80
-// and newer (the Hopper path sends these problems here too).
+// One block per (kv head, sequence, key split); its 4 warps take 16 keys each of every 64-key
+// block that streams through double-buffered shared memory, keep their own online softmax, and
+// merge at the end. With few kv heads x sequences the keys are split over blocks (split-K, as
+// decode kernels do) and a second kernel merges the splits' partial states. Packed row r is
+// query r / group of head kv_head * group + r % group. Runs on sm_80 and newer (the Hopper path
+// sends these problems here too).
 #pragma once
 
 #include <cmath>
@@ -20,6 +22,64 @@
 #include "cuda/sm80/tile_size.h"
 
 namespace sinkattn::cuda::sm80 {
+
+// Merge of n partial softmax states of one packed row, 8 output columns: source i holds the
+// row's max m[i * stride] (exp2 domain), its sum l[i * stride] and its output sums
+// o[i * stride * D ..] relative to that max. A source that saw nothing has m = -inf.
+struct MergedRow {
+  float mx, sum, o[8];
+};
+
+template <int D>
+__device__ __forceinline__ MergedRow merge_rows(int n, const float* m, const float* l,
+                                                const float* o, int64_t stride) {
+  MergedRow r;
+  r.mx = -INFINITY;
+  r.sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) r.o[j] = 0.f;
+  for (int i = 0; i < n; ++i) r.mx = fmaxf(r.mx, m[i * stride]);
+  for (int i = 0; i < n; ++i) {
+    const float mi = m[i * stride];
+    if (mi == -INFINITY) continue;
+    const float f = ptx::exp2f_approx(mi - r.mx);
+    r.sum += l[i * stride] * f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) r.o[j] += o[i * stride * D + j] * f;
+  }
+  return r;
+}
+
+// Writes packed row r's final output columns [c, c + 8) (and its lse, from the thread of c 0).
+template <typename T, int D>
+__device__ __forceinline__ void store_row(const Params& p, const Sequence& seq, int64_t head_kv,
+                                          int r, int c, const MergedRow& mg) {
+  const float inv = mg.sum > 0.f ? 1.f / mg.sum : 0.f;  // 0: the row saw neither key nor sink
+  uint4 packed;
+  packed.x = ptx::pack2<T>(mg.o[0] * inv, mg.o[1] * inv);
+  packed.y = ptx::pack2<T>(mg.o[2] * inv, mg.o[3] * inv);
+  packed.z = ptx::pack2<T>(mg.o[4] * inv, mg.o[5] * inv);
+  packed.w = ptx::pack2<T>(mg.o[6] * inv, mg.o[7] * inv);
+  const int64_t qi = r / p.group, head = head_kv * p.group + r % p.group;
+  *reinterpret_cast<uint4*>(static_cast<T*>(p.out.data) + seq.offset(p.out, true, qi, head) + c) =
+      packed;
+  if (c == 0 && p.lse != nullptr)
+    p.lse[seq.lse_index(p, head, qi)] =
+        mg.sum > 0.f ? (mg.mx + __log2f(mg.sum)) * 0.6931471805599453f : -INFINITY;
+}
+
+// Where the splits' partial states live in p.packed_partial: output sums, then maxima, then sums;
+// row index (split * blocks + sequence * kv heads + kv head) * 16 + packed row.
+template <int D>
+struct PackedPartial {
+  float *o, *m, *l;
+  int64_t stride;  // rows between splits
+  __device__ __forceinline__ PackedPartial(const Params& p) : stride(p.batch * p.heads_kv * PackedTile::kRows) {
+    o = p.packed_partial;
+    m = o + p.packed_splits * stride * D;
+    l = m + p.packed_splits * stride;
+  }
+};
 
 template <typename T, int D>
 __global__ void __launch_bounds__(PackedTile::kWarps * 32)
@@ -44,8 +104,12 @@ __global__ void __launch_bounds__(PackedTile::kWarps * 32)
   const Mask mask = Mask::of(p, seq);
   int64_t key_lo, key_hi;
   mask.key_range(0, seq.len_q, key_lo, key_hi);
-  const int64_t n_first = key_lo / BN;
-  const int64_t n_end = key_hi > key_lo ? (key_hi + BN - 1) / BN : n_first;
+  // This split's share of the visible key blocks (split 0 also carries the sink).
+  const int split = blockIdx.z, splits = gridDim.z;
+  const int64_t kb_lo = key_lo / BN, kb_hi = key_hi > key_lo ? (key_hi + BN - 1) / BN : kb_lo;
+  const int64_t chunk = (kb_hi - kb_lo + splits - 1) / splits;
+  const int64_t n_first = min(kb_hi, kb_lo + split * chunk);
+  const int64_t n_end = min(kb_hi, n_first + chunk);
   auto head_of = [&](int r) { return head_kv * group + r % group; };
 
   // The packed q rows (zero past the live ones).
@@ -79,7 +143,7 @@ __global__ void __launch_bounds__(PackedTile::kWarps * 32)
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = g + 8 * h;
-    const bool sink = p.sinks != nullptr && warp == 0 && r < rows;
+    const bool sink = p.sinks != nullptr && warp == 0 && split == 0 && r < rows;
     softmax.m[h] = sink ? p.sinks[head_of(r)] * 1.4426950408889634f : -INFINITY;
     softmax.l[h] = sink && lane % 4 == 0 ? 1.f : 0.f;
   }
@@ -126,70 +190,61 @@ __global__ void __launch_bounds__(PackedTile::kWarps * 32)
   ptx::cp_async_wait<0>();
   __syncthreads();  // the k/v buffers become the merge area
 
-  // Merge the warps' partial softmax states: row maxima and sums, then the rescaled outputs.
-  float* m_all = reinterpret_cast<float*>(sK);        // [warps][16]
-  float* l_all = m_all + PT::kWarps * PT::kRows;      // [warps][16]
-  float* o_all = l_all + PT::kWarps * PT::kRows;      // [warps][16][D]
-  float l_row[2];
+  // Merge the warps' softmax states (and, with splits, leave the block's for the combine).
+  float* m_all = reinterpret_cast<float*>(sK);     // [warps][16]
+  float* l_all = m_all + PT::kWarps * PT::kRows;   // [warps][16]
+  float* o_all = l_all + PT::kWarps * PT::kRows;   // [warps][16][D]
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    l_row[h] = softmax.l[h];
-    l_row[h] += __shfl_xor_sync(0xffffffff, l_row[h], 1);
-    l_row[h] += __shfl_xor_sync(0xffffffff, l_row[h], 2);
+    float l = softmax.l[h];
+    l += __shfl_xor_sync(0xffffffff, l, 1);
+    l += __shfl_xor_sync(0xffffffff, l, 2);
+    const int r = warp * PT::kRows + g + 8 * h;
     if (lane % 4 == 0) {
-      m_all[warp * PT::kRows + g + 8 * h] = softmax.m[h];
-      l_all[warp * PT::kRows + g + 8 * h] = l_row[h];
+      m_all[r] = softmax.m[h];
+      l_all[r] = l;
     }
-  }
-  __syncthreads();
-  float row_max[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    row_max[h] = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < PT::kWarps; ++w) row_max[h] = fmaxf(row_max[h], m_all[w * PT::kRows + g + 8 * h]);
-    // A row no warp saw anything for keeps -inf: its factor is 0 (its output 0).
-    const float f = softmax.m[h] == -INFINITY ? 0.f : ptx::exp2f_approx(softmax.m[h] - row_max[h]);
 #pragma unroll
     for (int n = 0; n < NT_O; ++n) {
-      const int col = n * 8 + 2 * (lane % 4);
-      float* dst = o_all + (warp * PT::kRows + g + 8 * h) * D + col;
-      dst[0] = acc_o[n][2 * h] * f;
-      dst[1] = acc_o[n][2 * h + 1] * f;
+      float* dst = o_all + r * D + n * 8 + 2 * (lane % 4);
+      dst[0] = acc_o[n][2 * h];
+      dst[1] = acc_o[n][2 * h + 1];
     }
   }
   __syncthreads();
-
-  // Each thread writes 8 consecutive columns of one row: sum over warps, normalize, store.
-  T* out = static_cast<T*>(p.out.data);
+  const PackedPartial<D> part(p);
+  const int64_t row_base = (split * p.batch + b) * p.heads_kv * PT::kRows + head_kv * PT::kRows;
   for (int idx = threadIdx.x; idx < rows * kChunks; idx += kThreads) {
     const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    float mx = -INFINITY, sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < PT::kWarps; ++w) mx = fmaxf(mx, m_all[w * PT::kRows + r]);
-#pragma unroll
-    for (int w = 0; w < PT::kWarps; ++w) {
-      const float mw = m_all[w * PT::kRows + r];
-      sum += mw == -INFINITY ? 0.f : l_all[w * PT::kRows + r] * ptx::exp2f_approx(mw - mx);
+    const MergedRow mg = merge_rows<D>(PT::kWarps, m_all + r, l_all + r, o_all + r * D + c, PT::kRows);
+    if (splits == 1) {
+      store_row<T, D>(p, seq, head_kv, r, c, mg);
+      continue;
     }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    float o[8];
+    float* o = part.o + (row_base + r) * D + c;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) o[j] = 0.f;
-#pragma unroll
-    for (int w = 0; w < PT::kWarps; ++w)
-#pragma unroll
-      for (int j = 0; j < 8; ++j) o[j] += o_all[(w * PT::kRows + r) * D + c + j];
-    uint4 packed;
-    packed.x = ptx::pack2<T>(o[0] * inv, o[1] * inv);
-    packed.y = ptx::pack2<T>(o[2] * inv, o[3] * inv);
-    packed.z = ptx::pack2<T>(o[4] * inv, o[5] * inv);
-    packed.w = ptx::pack2<T>(o[6] * inv, o[7] * inv);
-    const int64_t qi = r / group, head = head_of(r);
-    *reinterpret_cast<uint4*>(out + seq.offset(p.out, true, qi, head) + c) = packed;
-    if (c == 0 && p.lse != nullptr)
-      p.lse[seq.lse_index(p, head, qi)] =
-          sum > 0.f ? (mx + __log2f(sum)) * 0.6931471805599453f : -INFINITY;
+    for (int j = 0; j < 8; ++j) o[j] = mg.o[j];
+    if (c == 0) {
+      part.m[row_base + r] = mg.mx;
+      part.l[row_base + r] = mg.sum;
+    }
+  }
+}
+
+// Merges the key splits of fwd_packed_kernel: one block per (kv head, sequence).
+template <typename T, int D>
+__global__ void __launch_bounds__(128) fwd_packed_combine_kernel(const __grid_constant__ Params p) {
+  constexpr int kChunks = D / 8;
+  const int64_t head_kv = blockIdx.x, b = blockIdx.y;
+  const Sequence seq(p, b);
+  const int rows = (int)(seq.len_q * p.group);
+  const PackedPartial<D> part(p);
+  const int64_t row_base = (b * p.heads_kv + head_kv) * PackedTile::kRows;
+  for (int idx = threadIdx.x; idx < rows * kChunks; idx += blockDim.x) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    const int64_t i = row_base + r;
+    store_row<T, D>(p, seq, head_kv, r, c,
+                    merge_rows<D>(p.packed_splits, part.m + i, part.l + i, part.o + i * D + c, part.stride));
   }
 }
 

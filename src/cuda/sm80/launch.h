@@ -12,7 +12,8 @@ template <typename T, int D>
 void launch_fwd(const Params& p, cudaStream_t stream);
 
 // The forward of problems whose query rows of a GQA group fit one 16-row tile (decode):
-// fwd_packed_kernel.h; only head dims up to 128.
+// fwd_packed_kernel.h; only head dims up to 128. p.packed_splits key splits (> 1: with
+// p.packed_partial, and a combine kernel after).
 template <typename T, int D>
 void launch_fwd_packed(const Params& p, cudaStream_t stream);
 

@@ -25,9 +25,13 @@ void launch_fwd_packed(const Params& p, cudaStream_t stream) {
     constexpr int smem = PackedTile::bytes(D);
     auto kernel = fwd_packed_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const dim3 grid((unsigned)p.heads_kv, (unsigned)p.batch);
+    const dim3 grid((unsigned)p.heads_kv, (unsigned)p.batch, (unsigned)p.packed_splits);
     kernel<<<grid, PackedTile::kWarps * 32, smem, stream>>>(p);
     check_launch("sinkattn packed-group forward kernel");
+    if (p.packed_splits > 1) {
+      fwd_packed_combine_kernel<T, D><<<dim3(grid.x, grid.y), 128, 0, stream>>>(p);
+      check_launch("sinkattn packed-group combine kernel");
+    }
   }
 }
 

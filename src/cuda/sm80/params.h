@@ -42,6 +42,10 @@ struct Params {
   int32_t dq_atomic;     // 1: the dk/dv kernel adds dS K into dq_accum with atomics (faster, not
                          // bit-reproducible); 0: bwd_dq_kernel recomputes dq (deterministic)
   float* dq_accum;       // (rows, Hq, D) fp32, rows = B * Sq or Tq; only when dq_atomic
+
+  // Packed-group forward workspace (fwd_workspace_size in dispatch.cu) when it splits the keys.
+  int32_t packed_splits;   // key splits (gridDim.z of fwd_packed_kernel); 1 = no workspace
+  float* packed_partial;   // per split, sequence, kv head and packed row: D output sums, max, sum
 };
 
 }  // namespace sinkattn::cuda::sm80

@@ -95,8 +95,24 @@ struct PackedTile {
   static constexpr int kWarpKeys = kKeys / kWarps;  // keys per warp and step (one k16 of P V)
   static constexpr int kMaxDim = 128;
 
+  static constexpr int kMaxSplits = 64;
+
   // Shared memory: the q tile and double-buffered k and v tiles; the merge reuses the k/v part.
   static constexpr int bytes(int d) { return (kRows + 4 * kKeys) * smem_stride(d) * 2; }
+
+  // Key splits for `blocks` (kv heads x sequences) blocks on `sms` SMs: about two blocks per SM
+  // (a block streams one kv head's keys; fewer blocks cannot draw the memory bandwidth), each
+  // split keeping at least 4 key blocks.
+  static constexpr int64_t splits(int64_t blocks, int64_t seqlen_k, int64_t sms) {
+    const int64_t by_keys = (seqlen_k + kKeys - 1) / kKeys / 4;
+    int64_t s = (2 * sms + blocks - 1) / blocks;
+    s = s < by_keys ? s : by_keys;
+    s = s < kMaxSplits ? s : kMaxSplits;
+    return s > 1 ? s : 1;
+  }
+
+  // Floats of one split's partial results: per block and packed row, D sums, the max, the sum.
+  static constexpr int64_t partial_floats(int64_t blocks, int d) { return blocks * kRows * (d + 2); }
 };
 
 // Whether a problem runs packed: every row of a group fits the tile.
