@@ -128,6 +128,10 @@ std::vector<Case> cuda_grid() {
           .with_window(127, -1)
           .with_zigzag(2, 4));
   add(Case::varlen(F16, {{600, 1200}, {258, 516}}, 8, 1, 128).with_causal().with_zigzag(1, 2));
+  // Decode-sized queries (the packed-group forward), long enough for key splits.
+  add(Case::fixed(BF16, 1, 2, 3000, 8, 1, 64).with_causal());
+  add(Case::fixed(F16, 1, 1, 2000, 16, 4, 128).with_causal().with_window(700, -1).with_layout(kHeadMajor, kPadded));
+  add(Case::varlen(BF16, {{1, 2500}, {0, 700}, {2, 1}, {1, 0}}, 16, 2, 64).with_causal());
   return g;
 }
 

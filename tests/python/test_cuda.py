@@ -41,6 +41,21 @@ def test_varlen():
     run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, max_seqlen=(130, 200))
 
 
+@pytest.mark.parametrize("case", [(2, 1, 3000, 8, 1, 64, None), (1, 2, 600, 16, 2, 128, 100),
+                                  (3, 1, 40, 4, 4, 64, None)], ids=str)
+def test_decode_runs_the_packed_group_kernel(case):
+    """Decode-sized queries (group x q <= 16 rows) take the packed-group forward, with key splits
+    (the first case: 2 kv heads x sequences over 3000 keys) and without; against the reference,
+    gradients included (the backward is the usual one, fed by this forward's lse)."""
+    b, sq, sk, hq, hkv, d, window = case
+    q, k, v, s = make(b, sq, sk, hq, hkv, d, BF16, device="cuda")
+    assert sinkattn.kernels(q.detach(), k.detach(), v.detach(), s.detach())["fwd"].startswith(
+        "cuda packed group")
+    run_and_compare(q, k, v, s, causal=True, window=window)
+    qv, kv, vv, sv, cu = make_varlen([1, 0, 2], [2000, 5, 0], hq, hkv, d, BF16, device="cuda")
+    run_and_compare(qv, kv, vv, sv, causal=True, window=window, cu=cu, max_seqlen=(2, 2000))
+
+
 def test_transposed_views_and_lse_gradient():
     q = leaf(torch.randn(2, 4, 100, 64, device="cuda", dtype=BF16)).transpose(1, 2)
     k = leaf(torch.randn(2, 2, 100, 64, device="cuda", dtype=BF16)).transpose(1, 2)
