@@ -323,8 +323,11 @@ def _hf(rank, world, failures):
     from sinkattn.hf.configs import tiny_config
 
     torch.manual_seed(_seed)  # the same model on every rank
-    model = AutoModelForCausalLM.from_config(tiny_config("gpt_oss", 4),
-                                             attn_implementation="sinkattn", dtype=torch.float32)
+    config = tiny_config("gpt_oss", 4)
+    if world > config.num_attention_heads:  # Ulysses needs the group size to divide the heads
+        config.num_attention_heads, config.num_key_value_heads = world, world // 2
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sinkattn",
+                                             dtype=torch.float32)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.sinks.normal_(0.0, 1.0)
@@ -397,7 +400,8 @@ def _lowp(rank, world, failures, device, full):
     n = 0
     for variant in VARIANTS:
         if not full:
-            n += _lowp_case(n, world, variant, False, LOWP_MASKS[1], True, 4, 2, device, False,
+            h = max(4, world)  # Ulysses needs the group size to divide Hq
+            n += _lowp_case(n, world, variant, False, LOWP_MASKS[1], True, h, h // 2, device, False,
                             failures)
             continue
         for varlen in (False, True):
@@ -405,7 +409,8 @@ def _lowp(rank, world, failures, device, full):
                 if variant[0] == "halo" and mask[2] is None:
                     continue
                 for sinks_on in (True, False):
-                    heads = [(8, 2)] + ([(8, 1)] if sinks_on and mask[0] == "causal" else [])
+                    h = max(8, world)
+                    heads = [(h, 2)] + ([(h, 1)] if sinks_on and mask[0] == "causal" else [])
                     for hq, hkv in heads:
                         verify = variant[:2] == ("allgather", "zigzag") and variant[2] is None
                         n += _lowp_case(n, world, variant, varlen, mask, sinks_on, hq, hkv,
@@ -507,9 +512,10 @@ def _worker(rank, world, path, out_path, seed, backend="gloo"):
                         if variant[0] == "halo" and mask[2] is None:
                             continue  # halo needs a bounded window (a refusal test covers it)
                         for sinks_on in (True, False):
-                            heads = [(4, 2)]
+                            h = max(4, world)  # Ulysses needs the group size to divide Hq
+                            heads = [(h, h // 2)]
                             if sinks_on and mask[0] == "causal":
-                                heads += [(4, 4), (4, 1)]  # MHA and MQA
+                                heads += [(h, h), (h, 1)]  # MHA and MQA
                             for hq, hkv in heads:
                                 cases += _case(cases, world, variant, varlen, mask, sinks_on,
                                                hq, hkv, failures)
@@ -546,7 +552,7 @@ def _spawn(world, tmp_path, backend):
     return result
 
 
-@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("world", [2, 4, 8])
 def test_cp_gloo(world, tmp_path):
     assert _spawn(world, tmp_path, "gloo")["cases"] >= 100
 
