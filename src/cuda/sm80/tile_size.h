@@ -115,6 +115,12 @@ struct PackedTile {
   static constexpr int64_t partial_floats(int64_t blocks, int d) { return blocks * kRows * (d + 2); }
 };
 
+// gptoss decode on an H200 (132 SMs): batch 64 x 8 kv heads needs no split; batch 1 splits an
+// 8k cache 32 ways (two blocks per SM ask for 33, 256 keys per split allow 32); 300 keys, none.
+static_assert(PackedTile::splits(512, 8192, 132) == 1 && PackedTile::splits(8, 8192, 132) == 32 &&
+                  PackedTile::splits(8, 300, 132) == 1,
+              "packed-group key splits");
+
 // Whether a problem runs packed: every row of a group fits the tile.
 constexpr bool packed_fits(int64_t seqlen_q, int64_t group, int d) {
   return d <= PackedTile::kMaxDim && seqlen_q * group <= PackedTile::kRows;
