@@ -166,14 +166,6 @@ std::string sm90_bwd_refusal(const sinkattn_bwd_params& b) {
   return why;
 }
 
-// Streaming multiprocessors of a device, queried once per device.
-int device_sms(int device) {
-  static int sms[64] = {};
-  if (device < 0 || device >= 64) return 1;
-  if (sms[device] == 0) cudaDeviceGetAttribute(&sms[device], cudaDevAttrMultiProcessorCount, device);
-  return sms[device] > 0 ? sms[device] : 1;
-}
-
 // Whether the forward runs the packed-group kernel (decode-sized queries, any sm_80+ device);
 // SINKATTN_PACKED_GROUP=0 turns it off, for comparisons.
 bool packed_group(const sinkattn_problem& p) {
@@ -186,7 +178,7 @@ bool packed_group(const sinkattn_problem& p) {
 
 // Key splits of the packed-group forward (1: no workspace).
 int64_t packed_splits(const sinkattn_problem& p) {
-  return sm80::PackedTile::splits(p.batch * p.heads_kv, p.seqlen_k, device_sms(p.device_index));
+  return sm80::PackedTile::splits(p.batch * p.heads_kv, p.seqlen_k, sm80::sm_count(p.device_index));
 }
 
 std::string describe(const std::string& why) {
@@ -267,9 +259,10 @@ void check_supported(const sinkattn_problem& p) {
 
 size_t fwd_workspace_size(const sinkattn_fwd_params& f) {
   const sinkattn_problem& p = f.problem;
-  if (!packed_group(p) || packed_splits(p) == 1) return 0;
-  return (size_t)packed_splits(p) *
-         sm80::PackedTile::partial_floats(p.batch * p.heads_kv, (int)p.head_dim) * sizeof(float);
+  const int64_t splits = packed_group(p) ? packed_splits(p) : 1;
+  if (splits == 1) return 0;
+  return (size_t)splits * sm80::PackedTile::partial_floats(p.batch * p.heads_kv, (int)p.head_dim) *
+         sizeof(float);
 }
 
 size_t bwd_workspace_size(const sinkattn_bwd_params& p) { return BwdWorkspace(p).total; }
@@ -343,6 +336,15 @@ namespace cuda::sm80 {
 void check_launch(const char* what) {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) cuda_fail(what, err);
+}
+
+int sm_count(int device) {
+  static int counts[64] = {};
+  if (device < 0) cudaGetDevice(&device);
+  if (device < 0 || device >= 64) return 1;
+  if (counts[device] == 0)
+    cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device);
+  return counts[device] > 0 ? counts[device] : 1;
 }
 }  // namespace cuda::sm80
 

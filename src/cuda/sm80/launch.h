@@ -23,6 +23,9 @@ void launch_fwd_packed(const Params& p, cudaStream_t stream);
 template <typename T, int D>
 void launch_bwd(const Params& p, cudaStream_t stream);
 
+// Streaming multiprocessors of a CUDA device (-1: the current one), queried once per device.
+int sm_count(int device = -1);
+
 // Throws sinkattn::Error(SINKATTN_ERROR_CUDA) naming `what` if the last launch failed.
 void check_launch(const char* what);
 

@@ -33,16 +33,6 @@ inline long long persistent_blocks() {
   return n;
 }
 
-// Streaming multiprocessors of the current device (cached per device).
-inline int sm_count() {
-  static int counts[64] = {};
-  int dev = 0;
-  cudaGetDevice(&dev);
-  if (dev < 0 || dev >= 64) dev = 0;
-  if (counts[dev] == 0) cudaDeviceGetAttribute(&counts[dev], cudaDevAttrMultiProcessorCount, dev);
-  return counts[dev] > 0 ? counts[dev] : 1;
-}
-
 // Head dims with Hopper kernels (forward and backward).
 constexpr bool has_kernels(int d) { return d == 64 || d == 128; }
 

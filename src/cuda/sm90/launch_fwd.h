@@ -31,7 +31,7 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
   // when it is 0); the others: the grid of sm80/grid.h, a block per tile.
   const TileSched sched{(p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q, p.batch};
   const long long want = persistent_blocks();
-  const int64_t blocks = want == 0 ? (int64_t)sm_count() * per_sm : want > 0 ? want : 0x7fffffff;
+  const int64_t blocks = want == 0 ? (int64_t)sm80::sm_count() * per_sm : want > 0 ? want : 0x7fffffff;
   const dim3 grid = t.persistent ? dim3((unsigned)std::min(sched.total(), blocks))
                                  : sm80::make_grid(p, sched.blocks, p.heads_q);
   kernel<<<grid, threads, smem, stream>>>(p, map_q, map_k, map_v, pingpong());
