@@ -13,8 +13,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 echo "commit ${SINKATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 t0=$(date +%s)
 # GRID_PATHS / GTEST_PATHS entries: a path (auto, sm80), optionally with comma-joined env settings
-# (auto,SINKATTN_SM90_PERSISTENT=3 makes every forward block walk many tiles).
-for entry in ${GRID_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 sm80}; do
+# (auto,SINKATTN_SM90_PERSISTENT=3 makes every forward block walk many tiles; sm80,SINKATTN_SM80_TILES=small
+# runs the portable tile set of sm_80 / sm_86 / sm_89 instead of the large one sm_90 takes).
+for entry in ${GRID_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 sm80 sm80,SINKATTN_SM80_TILES=small}; do
   IFS=, read -r path envs <<< "$entry"; tag=${entry//[^A-Za-z0-9]/_}
   ( cd tests/cuda && env SINKATTN_CUDA_PATH=$path ${envs//,/ } python3 check_cuda.py "$LIB" --no-bench ) > "$OUT/grid_$tag.log" 2>&1
   echo "grid ($entry):"; grep -E "FAIL|GRID" "$OUT/grid_$tag.log" | tail -25
@@ -27,7 +28,7 @@ if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   echo "memcheck: $(( $(date +%s) - t0 )) s"
 fi
 if [ "${SKIP_GTEST:-0}" != 1 ] && [ -x build/cuda/tests/cpp/sinkattn_tests ]; then
-  for entry in ${GTEST_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=2 sm80}; do
+  for entry in ${GTEST_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=2 sm80 sm80,SINKATTN_SM80_TILES=small}; do
     IFS=, read -r path envs <<< "$entry"; tag=${entry//[^A-Za-z0-9]/_}
     env SINKATTN_CUDA_PATH=$path ${envs//,/ } build/cuda/tests/cpp/sinkattn_tests --gtest_brief=1 > "$OUT/gtest_$tag.log" 2>&1
     echo "gtest ($entry): rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/gtest_$tag.log" | tr '\n' ' ')"

@@ -338,13 +338,41 @@ void check_launch(const char* what) {
   if (err != cudaSuccess) cuda_fail(what, err);
 }
 
-int sm_count(int device) {
-  static int counts[64] = {};
+namespace {
+// What the launchers size grids and tiles by, queried once per device (-1: the current one).
+struct DeviceLimits {
+  int sms = 0, smem_block = 0, smem_sm = 0;  // SMs; opt-in shared memory per block and per SM
+};
+
+const DeviceLimits& device_limits(int device) {
+  static DeviceLimits limits[64];
+  static const DeviceLimits none{1, 0, 0};
   if (device < 0) cudaGetDevice(&device);
-  if (device < 0 || device >= 64) return 1;
-  if (counts[device] == 0)
-    cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device);
-  return counts[device] > 0 ? counts[device] : 1;
+  if (device < 0 || device >= 64) return none;
+  DeviceLimits& l = limits[device];
+  if (l.sms == 0) {
+    cudaDeviceGetAttribute(&l.smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    cudaDeviceGetAttribute(&l.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+    int sms = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    l.sms = sms > 0 ? sms : 1;
+  }
+  return l;
+}
+}  // namespace
+
+int sm_count(int device) { return device_limits(device).sms; }
+
+bool large_tiles(Kernel k, int d) {
+  static const bool forced_small = [] {
+    const char* v = std::getenv("SINKATTN_SM80_TILES");
+    return v != nullptr && std::string(v) == "small";
+  }();
+  if (forced_small) return false;
+  const DeviceLimits& l = device_limits(-1);
+  const int bytes = smem_bytes(k, d, true);
+  constexpr int kReserved = 1024;  // shared memory the system keeps per block (sm_80+)
+  return bytes <= l.smem_block && tile_size(k, d, true).min_blocks * (bytes + kReserved) <= l.smem_sm;
 }
 }  // namespace cuda::sm80
 

@@ -21,10 +21,10 @@
 
 namespace sinkattn::cuda::sm80 {
 
-template <typename T, int D>
-__global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D).warps * 32)
+template <typename T, int D, bool kLarge>
+__global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps * 32)
     bwd_dkdv_kernel(const __grid_constant__ Params p) {
-  constexpr TileSize kT = tile_size(Kernel::kBwdDkDv, D);
+  constexpr TileSize kT = tile_size(Kernel::kBwdDkDv, D, kLarge);
   constexpr int BM = kT.block_m, BN = kT.block_n, kThreads = kT.warps * 32;
   constexpr int kS = smem_stride(D), kPS = smem_stride(BM);
   constexpr int WN = BN / 16, WM = kT.warps_m;

@@ -17,11 +17,11 @@
 
 namespace sinkattn::cuda::sm80 {
 
-template <typename T, int D>
-__global__ void __launch_bounds__(tile_size(Kernel::kFwd, D).warps * 32,
-                                  tile_size(Kernel::kFwd, D).min_blocks)
+template <typename T, int D, bool kLarge>
+__global__ void __launch_bounds__(tile_size(Kernel::kFwd, D, kLarge).warps * 32,
+                                  tile_size(Kernel::kFwd, D, kLarge).min_blocks)
     fwd_kernel(const __grid_constant__ Params p) {
-  constexpr TileSize kT = tile_size(Kernel::kFwd, D);
+  constexpr TileSize kT = tile_size(Kernel::kFwd, D, kLarge);
   constexpr int BM = kT.block_m, BN = kT.block_n, kThreads = kT.warps * 32;
   constexpr int MT = kT.m_tiles;  // 16-row m-tiles per warp
   constexpr int kS = smem_stride(D);
@@ -32,7 +32,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D).warps * 32,
 
   extern __shared__ __align__(16) char smem_raw[];
   // The q tile may be staged where the k/v buffers live, before they fill (see tile_size.h).
-  constexpr bool kAlias = fwd_q_aliases_kv(D);
+  constexpr bool kAlias = fwd_q_aliases_kv(D, kLarge);
   T* sK = reinterpret_cast<T*>(smem_raw) + (kAlias ? 0 : BM * kS);  // [2][BN][kS]
   T* sV = sK + 2 * BN * kS;                                                // [2][BN][kS]
   T* sQ = reinterpret_cast<T*>(smem_raw);

@@ -4,7 +4,11 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/params.h"
+#include "cuda/sm80/tile_size.h"
 
 namespace sinkattn::cuda::sm80 {
 
@@ -26,7 +30,35 @@ void launch_bwd(const Params& p, cudaStream_t stream);
 // Streaming multiprocessors of a CUDA device (-1: the current one), queried once per device.
 int sm_count(int device = -1);
 
+// Whether kernel k at head dim d launches its large tile set (tile_size.h) on the current device:
+// where it has one and the device holds it at the blocks per SM it was tuned for.
+// SINKATTN_SM80_TILES=small forces the small set (what sm_80 / sm_86 / sm_89 run) for tests.
+bool large_tiles(Kernel k, int d);
+
 // Throws sinkattn::Error(SINKATTN_ERROR_CUDA) naming `what` if the last launch failed.
 void check_launch(const char* what);
+
+// Launches kernel (of kind K at head dim D, with the tile set kLarge) over the row blocks of
+// `rows` rows of each of `heads` heads (query rows for the forward and dq kernels, keys for dk/dv),
+// in grid.h's launch order, with its shared memory opted in.
+template <Kernel K, int D, bool kLarge, typename Fn>
+void launch_tiled(Fn kernel, const Params& p, int64_t rows, int64_t heads, cudaStream_t stream,
+                  const char* what) {
+  constexpr TileSize t = tile_size(K, D, kLarge);
+  constexpr int smem = smem_bytes(K, D, kLarge);
+  constexpr int block = K == Kernel::kBwdDkDv ? t.block_n : t.block_m;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  kernel<<<make_grid(p, (rows + block - 1) / block, heads), t.warps * 32, smem, stream>>>(p);
+  check_launch(what);
+}
+
+// Calls f(std::true_type{}) when kernel K at head dim D launches its large tiles, else
+// f(std::false_type{}); the large instantiation exists only where its shape differs.
+template <Kernel K, int D, typename F>
+void with_tiles(F&& f) {
+  if constexpr (has_large_tiles(K, D))
+    if (large_tiles(K, D)) return f(std::true_type{});
+  f(std::false_type{});
+}
 
 }  // namespace sinkattn::cuda::sm80

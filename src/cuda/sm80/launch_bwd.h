@@ -29,13 +29,8 @@ void launch_bwd_dq_convert(const Params& p, cudaStream_t stream) {
 template <typename T, int D>
 void launch_bwd_dq_kernel(const Params& p, cudaStream_t stream) {
   if (p.seqlen_q == 0) return;
-  constexpr TileSize t = tile_size(Kernel::kBwdDq, D);
-  constexpr int smem = smem_bytes(Kernel::kBwdDq, D);
-  auto kernel = bwd_dq_kernel<T, D>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid = make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
-  kernel<<<grid, t.warps * 32, smem, stream>>>(p);
-  check_launch("sinkattn backward dq kernel");
+  launch_tiled<Kernel::kBwdDq, D, false>(bwd_dq_kernel<T, D>, p, p.seqlen_q, p.heads_q, stream,
+                                         "sinkattn backward dq kernel");
 }
 
 template <typename T>
@@ -49,15 +44,12 @@ template <typename T, int D>
 void launch_bwd(const Params& p, cudaStream_t stream) {
   launch_bwd_prep<T, D>(p, stream);
 
-  if (p.seqlen_k > 0) {
-    constexpr TileSize t = tile_size(Kernel::kBwdDkDv, D);
-    constexpr int smem = smem_bytes(Kernel::kBwdDkDv, D);
-    auto kernel = bwd_dkdv_kernel<T, D>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const dim3 grid = make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
-    kernel<<<grid, t.warps * 32, smem, stream>>>(p);
-    check_launch("sinkattn backward dk/dv kernel");
-  }
+  if (p.seqlen_k > 0)
+    with_tiles<Kernel::kBwdDkDv, D>([&](auto large) {
+      constexpr bool kLarge = decltype(large)::value;
+      launch_tiled<Kernel::kBwdDkDv, D, kLarge>(bwd_dkdv_kernel<T, D, kLarge>, p, p.seqlen_k,
+                                                p.heads_kv, stream, "sinkattn backward dk/dv kernel");
+    });
   if (p.dq_atomic)
     launch_bwd_dq_convert<T, D>(p, stream);
   else

@@ -10,13 +10,11 @@ namespace sinkattn::cuda::sm80 {
 
 template <typename T, int D>
 void launch_fwd(const Params& p, cudaStream_t stream) {
-  constexpr TileSize t = tile_size(Kernel::kFwd, D);
-  constexpr int smem = smem_bytes(Kernel::kFwd, D);
-  auto kernel = fwd_kernel<T, D>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid = make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
-  kernel<<<grid, t.warps * 32, smem, stream>>>(p);
-  check_launch("sinkattn forward kernel");
+  with_tiles<Kernel::kFwd, D>([&](auto large) {
+    constexpr bool kLarge = decltype(large)::value;
+    launch_tiled<Kernel::kFwd, D, kLarge>(fwd_kernel<T, D, kLarge>, p, p.seqlen_q, p.heads_q, stream,
+                                          "sinkattn forward kernel");
+  });
 }
 
 template <typename T, int D>

@@ -26,18 +26,27 @@ struct TileSize {
   int min_blocks;
 };
 
-// Every shape fits the 99 KB of shared memory a block may opt into on sm_86 / sm_89 (the
-// smallest of the sm_80+ family), so one instantiation serves every portable target.
-constexpr TileSize tile_size(Kernel k, int d) {
+// Two tile sets. The small one fits the 99 KB of shared memory a block may opt into on sm_86 /
+// sm_89 (the smallest of the sm_80+ family), so it serves every portable target. The large one
+// is for devices with 227 KB per block and 228 KB per SM (sm_90), taken where it measured faster
+// there (H200, bf16; each needs over 82 KB, so only sm_90 keeps two blocks per SM): the d 64
+// forward with 128-key blocks and q read from shared memory (gptoss 16k 281 -> 297 TFLOP/s, 4k
+// 257 -> 276), the d 128 forward with 4 warps of 32 rows (llama 8k 261 -> 310), and the d 128
+// dk/dv kernel with 16 warps on 64 x 128 tiles (llama 8k backward 134 -> 211). The 16-warp
+// dk/dv shape at d 64 measured slower (207 -> 196), 96-key blocks at d 64 too (288 forward).
+constexpr TileSize tile_size(Kernel k, int d, bool large = false) {
   switch (k) {
     case Kernel::kFwd:
-      if (d <= 64) return {128, 64, 4, true, 1, 1, 2, 2};
-      if (d <= 128) return {128, 64, 8, true, 1, 1, 1, 1};
+      if (d <= 64) return large && d > 32 ? TileSize{128, 128, 4, false, 1, 1, 2, 2}
+                                          : TileSize{128, 64, 4, true, 1, 1, 2, 2};
+      if (d <= 128) return large && d > 96 ? TileSize{128, 64, 4, false, 1, 1, 2, 2}
+                                           : TileSize{128, 64, 8, true, 1, 1, 1, 1};
       return {64, 32, 4, false, 1, 1, 1, 1};
     case Kernel::kBwdDkDv:
       if (d <= 64) return {64, 128, 8, false, 1, 2, 1, 1};
       if (d <= 96) return {64, 64, 8, false, 2, 2, 1, 1};
-      if (d <= 128) return {32, 64, 8, false, 2, 2, 1, 1};
+      if (d <= 128) return large ? TileSize{64, 128, 16, false, 2, 2, 1, 1}
+                                 : TileSize{32, 64, 8, false, 2, 2, 1, 1};
       return {32, 32, 4, false, 2, 1, 1, 1};
     case Kernel::kBwdDq:
       if (d <= 64) return {128, 32, 4, true, 1, 1, 2, 2};
@@ -47,7 +56,16 @@ constexpr TileSize tile_size(Kernel k, int d) {
   return {0, 0, 0, false, 0, 0, 0, 0};
 }
 
-constexpr int kMaxSmemBytes = 99 * 1024;
+// Whether (k, d) has a large tile shape of its own (a second instantiation).
+constexpr bool has_large_tiles(Kernel k, int d) {
+  const TileSize a = tile_size(k, d, false), b = tile_size(k, d, true);
+  return a.block_m != b.block_m || a.block_n != b.block_n || a.warps != b.warps ||
+         a.q_in_regs != b.q_in_regs || a.warps_m != b.warps_m || a.q_stages != b.q_stages ||
+         a.m_tiles != b.m_tiles || a.min_blocks != b.min_blocks;
+}
+
+constexpr int kMaxSmemBytes = 99 * 1024;         // small tiles: every sm_80+ device
+constexpr int kMaxSmemBytesLarge = 227 * 1024;   // large tiles: sm_90
 
 // Shared-memory rows are padded by 8 elements (16 bytes) so that the 8 row addresses of an
 // ldmatrix fall in distinct bank groups for every head dim (32..256).
@@ -55,19 +73,20 @@ constexpr int smem_stride(int cols) { return cols + 8; }
 
 // kFwd with q in registers: the q tile is staged in the k/v buffers (so its load cannot overlap
 // the first k/v load) only where a separate q tile would not fit.
-constexpr bool fwd_q_aliases_kv(int d) {
-  const TileSize t = tile_size(Kernel::kFwd, d);
+constexpr bool fwd_q_aliases_kv(int d, bool large = false) {
+  const TileSize t = tile_size(Kernel::kFwd, d, large);
   return t.q_in_regs && (t.block_m + 4 * t.block_n) * smem_stride(d) * 2 > kMaxSmemBytes;
 }
 
 // Bytes of dynamic shared memory per block (16-bit elements; lse/delta as fp32).
-constexpr int smem_bytes(Kernel k, int d) {
-  const TileSize t = tile_size(k, d);
+constexpr int smem_bytes(Kernel k, int d, bool large = false) {
+  const TileSize t = tile_size(k, d, large);
   const int row = smem_stride(d) * 2;
   switch (k) {
     case Kernel::kFwd:  // the q tile and double-buffered k and v tiles
-      return fwd_q_aliases_kv(d) ? (t.block_m > 4 * t.block_n ? t.block_m : 4 * t.block_n) * row
-                                 : t.block_m * row + 4 * t.block_n * row;
+      return fwd_q_aliases_kv(d, large)
+                 ? (t.block_m > 4 * t.block_n ? t.block_m : 4 * t.block_n) * row
+                 : t.block_m * row + 4 * t.block_n * row;
     case Kernel::kBwdDkDv:  // k, v; q, dout, lse, delta per stage; ds^T; p^T unless the
                             // warps keep it in registers (warps_m == 1)
       return 2 * t.block_n * row + t.q_stages * t.block_m * (2 * row + 8) +
@@ -78,14 +97,19 @@ constexpr int smem_bytes(Kernel k, int d) {
   return 0;
 }
 
-static_assert(smem_bytes(Kernel::kFwd, 256) <= kMaxSmemBytes &&
-                  smem_bytes(Kernel::kFwd, 128) <= kMaxSmemBytes &&
-                  smem_bytes(Kernel::kBwdDkDv, 256) <= kMaxSmemBytes &&
-                  smem_bytes(Kernel::kBwdDkDv, 128) <= kMaxSmemBytes &&
-                  smem_bytes(Kernel::kBwdDkDv, 64) <= kMaxSmemBytes &&
-                  smem_bytes(Kernel::kBwdDq, 256) <= kMaxSmemBytes &&
-                  smem_bytes(Kernel::kBwdDq, 128) <= kMaxSmemBytes,
-              "tiles must fit sm_86's shared memory");
+// Every small tile fits sm_86; every large one sm_90, at the blocks per SM it was tuned for.
+constexpr bool tiles_fit(bool large) {
+  const int limit = large ? kMaxSmemBytesLarge : kMaxSmemBytes;
+  for (Kernel k : {Kernel::kFwd, Kernel::kBwdDkDv, Kernel::kBwdDq})
+    for (int d : {32, 64, 96, 128, 256})
+      if (smem_bytes(k, d, large) > limit ||
+          (large && tile_size(k, d, true).min_blocks * (smem_bytes(k, d, true) + 1024) >
+                        kMaxSmemBytesLarge + 1024))
+        return false;
+  return true;
+}
+static_assert(tiles_fit(false), "small tiles must fit sm_86's shared memory");
+static_assert(tiles_fit(true), "large tiles must fit sm_90's shared memory");
 
 // The packed-group forward (fwd_packed_kernel.h): the query rows of a GQA group in one tile.
 struct PackedTile {
