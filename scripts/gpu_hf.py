@@ -64,7 +64,8 @@ def build_steps(impl: str, config, seq: int, device: str = "cuda"):
     import sinkattn.hf  # noqa: F401  (registers attn_implementation="sinkattn")
 
     torch.manual_seed(0)
-    model = AutoModel.from_config(config, attn_implementation=impl, dtype=torch.bfloat16).to(device).train()
+    with torch.device(device):  # random init on the GPU: on the CPU it takes minutes at these widths
+        model = AutoModel.from_config(config, attn_implementation=impl, dtype=torch.bfloat16).train()
     ids = torch.randint(0, config.vocab_size, (1, seq), device=device)
 
     def block_step():
