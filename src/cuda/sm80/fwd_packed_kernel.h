@@ -171,13 +171,7 @@ __global__ void __launch_bounds__(PackedTile::kWarps * 32)
         if (r >= rows) continue;
         int lo, hi;
         mask.row_bounds(r / group, n0, KW, lo, hi);
-#pragma unroll
-        for (int n = 0; n < KW / 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int c = n * 8 + 2 * (lane % 4) + e;
-            if (c < lo || c > hi) s[0][n][2 * h + e] = -INFINITY;
-          }
+        mask_row(s[0], h, lo, hi, lane);
       }
     }
     float corr[2];

@@ -110,22 +110,30 @@ struct Mask {
   }
 };
 
+// Sets the scores of one fragment row (half h of an m-tile: elements 2h, 2h + 1 of each n-tile)
+// outside its visible block-local columns [lo, hi] to -inf.
+template <int NT>
+__device__ __forceinline__ void mask_row(float (&s)[NT][4], int h, int lo, int hi, int lane) {
+  const int t = lane % 4;
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = n * 8 + 2 * t + e;
+      if (c < lo || c > hi) s[n][2 * h + e] = -INFINITY;
+    }
+}
+
 // Sets masked scores of a warp tile (MT m-tiles from query row m0, keys from n0) to -inf.
 template <int MT, int NT>
 __device__ __forceinline__ void apply_mask(float (&s)[MT][NT][4], const Mask& mask, int64_t m0,
                                            int64_t n0, int lane) {
-  const int g = lane / 4, t = lane % 4;
+  const int g = lane / 4;
 #pragma unroll
   for (int r = 0; r < 2 * MT; ++r) {
     int lo, hi;
     mask.row_bounds(m0 + (r / 2) * 16 + (r % 2) * 8 + g, n0, NT * 8, lo, hi);
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int c = n * 8 + 2 * t + e;
-        if (c < lo || c > hi) s[r / 2][n][(r % 2) * 2 + e] = -INFINITY;
-      }
+    mask_row(s[r / 2], r % 2, lo, hi, lane);
   }
 }
 
