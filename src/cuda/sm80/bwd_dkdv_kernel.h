@@ -27,13 +27,15 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
   constexpr TileSize kT = tile_size(Kernel::kBwdDkDv, D, kLarge);
   constexpr int BM = kT.block_m, BN = kT.block_n, kThreads = kT.warps * 32;
   constexpr int kS = smem_stride(D), kPS = smem_stride(BM);
-  constexpr int WN = BN / 16, WM = kT.warps_m;
+  constexpr int KT = kT.m_tiles;    // 16-row m-tiles per warp: keys in phases A, B; queries in C
+  constexpr int WN = BN / (16 * KT), WM = kT.warps_m;
   constexpr int MA = BM / WM;        // queries per warp in phase A
   constexpr int DB = D / WM;         // head-dim columns per warp in phase B
-  constexpr int WCM = BM / 16;               // phase C: warps along queries ...
+  constexpr int WCM = BM / (16 * KT);        // phase C: warps along queries ...
   constexpr int DC = D / (kT.warps / WCM);   // ... and head-dim columns per warp
   static_assert(kT.warps == WN * WM && kT.warps % WCM == 0, "warp tiling");
   static_assert(MA % 16 == 0 && DB % 16 == 0 && DC % 16 == 0, "pairs of n-tiles");
+  static_assert(WM > 1 || KT == 1, "k, v and P^T in registers (warps_m 1) take one m-tile");
 
   extern __shared__ __align__(16) char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);
@@ -93,25 +95,28 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
   ptx::cp_async_commit();
 
   const int wn = warp % WN, wm = warp / WN;
-  // This thread's two key rows stay the same for the whole kernel: find the query rows that see
-  // them, and the rows that see every key of the block, once (rows < len_q fit int32); each
-  // query tile then only compares (fewer live registers than the mask in the loop).
-  int see_first[2], see_last[2], full_first, full_last;
+  const int key_r0 = wn * 16 * KT;  // this warp's first key row of the block (phases A, B)
+  // This thread's key rows (two per m-tile) stay the same for the whole kernel: find the query
+  // rows that see them, and the rows that see every key of the block, once (rows < len_q fit
+  // int32); each query tile then only compares (fewer live registers than the mask in the loop).
+  int see_first[KT][2], see_last[KT][2], full_first, full_last;
   {
     int64_t first, last;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mask.key_rows(n0 + wn * 16 + g + 8 * r, first, last);
-      see_first[r] = (int)first;
-      see_last[r] = (int)last;
-    }
+    for (int m = 0; m < KT; ++m)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mask.key_rows(n0 + key_r0 + 16 * m + g + 8 * r, first, last);
+        see_first[m][r] = (int)first;
+        see_last[m][r] = (int)last;
+      }
     mask.full_rows(n0, n0 + BN, first, last);
     full_first = (int)first;
     full_last = (int)last;
   }
   const int len_q = (int)seq.len_q;
 
-  float acc_dv[DB / 8][4], acc_dk[DB / 8][4];
+  float acc_dv[KT][DB / 8][4], acc_dk[KT][DB / 8][4];
   zero(acc_dv);
   zero(acc_dk);
   // With one warp per 16 keys across the whole query block (WM == 1), the k and v fragments
@@ -143,85 +148,97 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
     const T* do_tile = sdO + buf * BM * kS;
     const float2* ld = sLD + buf * BM;
 
-    // Phase A: this warp's 16 keys x MA queries.
-    float s[MA / 8][4], dp[MA / 8][4];
+    // Phase A: this warp's 16 KT keys x MA queries.
+    float s[KT][MA / 8][4], dp[KT][MA / 8][4];
     zero(s);
     zero(dp);
     if constexpr (kRegP) {
-      gemm_rs<true, D / 16>(s, k_frag, q_tile, kS, 0, lane);
-      gemm_rs<true, D / 16>(dp, v_frag, do_tile, kS, 0, lane);
+      gemm_rs<true, D / 16>(s[0], k_frag, q_tile, kS, 0, lane);
+      gemm_rs<true, D / 16>(dp[0], v_frag, do_tile, kS, 0, lane);
     } else {
-      gemm_ss1<false, true, D / 16>(s, sK, kS, wn * 16, q_tile, kS, wm * MA, lane);
-      gemm_ss1<false, true, D / 16>(dp, sV, kS, wn * 16, do_tile, kS, wm * MA, lane);
+      gemm_ss_a<false, true, D / 16>(s, sK, kS, key_r0, q_tile, kS, wm * MA, lane);
+      gemm_ss_a<false, true, D / 16>(dp, sV, kS, key_r0, do_tile, kS, wm * MA, lane);
     }
-    // Visible query columns [lo, hi] (block-local) of this thread's two key rows; all of them
-    // when every row of the tile sees every key of the block.
-    int lo[2] = {0, 0}, hi[2] = {BM, BM};
+    // Visible query columns [lo, hi] (block-local) of this thread's key rows; all of them when
+    // every row of the tile sees every key of the block.
+    int lo[KT][2], hi[KT][2];
+#pragma unroll
+    for (int m = 0; m < KT; ++m) lo[m][0] = lo[m][1] = 0, hi[m][0] = hi[m][1] = BM;
     const int m0i = (int)m0;
     if (m0i < full_first || min(m0i + BM, len_q) - 1 > full_last) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        lo[r] = max(-1, min(see_first[r] - m0i, BM));
-        hi[r] = max(-1, min(see_last[r] - m0i, BM));
-      }
+      for (int m = 0; m < KT; ++m)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          lo[m][r] = max(-1, min(see_first[m][r] - m0i, BM));
+          hi[m][r] = max(-1, min(see_last[m][r] - m0i, BM));
+        }
     }
 #pragma unroll
-    for (int n = 0; n < MA / 8; ++n) {
-      const int q0 = wm * MA + n * 8 + 2 * t;  // this thread's two query columns: q0, q0 + 1
-      const float4 ld2 = *reinterpret_cast<const float4*>(ld + q0);  // {lse2, delta} x 2
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qi = q0 + e % 2;
-        const float lse2 = e % 2 ? ld2.z : ld2.x, delta = e % 2 ? ld2.w : ld2.y;
-        float pe = ptx::exp2f_approx(fmaf(s[n][e], p.scale_log2, -lse2));
-        if (qi < lo[e / 2] || qi > hi[e / 2]) pe = 0.f;
-        s[n][e] = pe;                           // P^T
-        dp[n][e] = pe * (dp[n][e] - delta);     // dS^T
-      }
-    }
-    if (!kRegP || p.dq_atomic) {  // other warps need these rows of dS^T (and P^T)
-      const int row = wn * 16 + g;
+    for (int m = 0; m < KT; ++m)
 #pragma unroll
       for (int n = 0; n < MA / 8; ++n) {
-        const int col = wm * MA + n * 8 + 2 * t;
-        if constexpr (!kRegP) {
-          *reinterpret_cast<uint32_t*>(sP + row * kPS + col) = ptx::pack2<T>(s[n][0], s[n][1]);
-          *reinterpret_cast<uint32_t*>(sP + (row + 8) * kPS + col) =
-              ptx::pack2<T>(s[n][2], s[n][3]);
+        const int q0 = wm * MA + n * 8 + 2 * t;  // this thread's two query columns: q0, q0 + 1
+        const float4 ld2 = *reinterpret_cast<const float4*>(ld + q0);  // {lse2, delta} x 2
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int qi = q0 + e % 2;
+          const float lse2 = e % 2 ? ld2.z : ld2.x, delta = e % 2 ? ld2.w : ld2.y;
+          float pe = ptx::exp2f_approx(fmaf(s[m][n][e], p.scale_log2, -lse2));
+          if (qi < lo[m][e / 2] || qi > hi[m][e / 2]) pe = 0.f;
+          s[m][n][e] = pe;                              // P^T
+          dp[m][n][e] = pe * (dp[m][n][e] - delta);     // dS^T
         }
-        *reinterpret_cast<uint32_t*>(sdS + row * kPS + col) = ptx::pack2<T>(dp[n][0], dp[n][1]);
-        *reinterpret_cast<uint32_t*>(sdS + (row + 8) * kPS + col) =
-            ptx::pack2<T>(dp[n][2], dp[n][3]);
       }
+    if (!kRegP || p.dq_atomic) {  // other warps need these rows of dS^T (and P^T)
+#pragma unroll
+      for (int m = 0; m < KT; ++m)
+#pragma unroll
+        for (int n = 0; n < MA / 8; ++n) {
+          const int row = key_r0 + 16 * m + g, col = wm * MA + n * 8 + 2 * t;
+          if constexpr (!kRegP) {
+            *reinterpret_cast<uint32_t*>(sP + row * kPS + col) =
+                ptx::pack2<T>(s[m][n][0], s[m][n][1]);
+            *reinterpret_cast<uint32_t*>(sP + (row + 8) * kPS + col) =
+                ptx::pack2<T>(s[m][n][2], s[m][n][3]);
+          }
+          *reinterpret_cast<uint32_t*>(sdS + row * kPS + col) =
+              ptx::pack2<T>(dp[m][n][0], dp[m][n][1]);
+          *reinterpret_cast<uint32_t*>(sdS + (row + 8) * kPS + col) =
+              ptx::pack2<T>(dp[m][n][2], dp[m][n][3]);
+        }
       __syncthreads();
     }
 
-    // Phase B: this warp's 16 keys x DB head-dim columns of dV and dK.
+    // Phase B: this warp's 16 KT keys x DB head-dim columns of dV and dK.
     if constexpr (kRegP) {  // P^T and dS^T straight from registers (C layout = A layout)
       uint32_t a[BM / 16][4];
-      acc_to_a<BM / 16, T>(a, s);
-      gemm_rs<false, BM / 16>(acc_dv, a, do_tile, kS, 0, lane);
-      acc_to_a<BM / 16, T>(a, dp);
-      gemm_rs<false, BM / 16>(acc_dk, a, q_tile, kS, 0, lane);
+      acc_to_a<BM / 16, T>(a, s[0]);
+      gemm_rs<false, BM / 16>(acc_dv[0], a, do_tile, kS, 0, lane);
+      acc_to_a<BM / 16, T>(a, dp[0]);
+      gemm_rs<false, BM / 16>(acc_dk[0], a, q_tile, kS, 0, lane);
     } else {
-      gemm_ss1<false, false, BM / 16>(acc_dv, sP, kPS, wn * 16, do_tile, kS, wm * DB, lane);
-      gemm_ss1<false, false, BM / 16>(acc_dk, sdS, kPS, wn * 16, q_tile, kS, wm * DB, lane);
+      gemm_ss_a<false, false, BM / 16>(acc_dv, sP, kPS, key_r0, do_tile, kS, wm * DB, lane);
+      gemm_ss_a<false, false, BM / 16>(acc_dk, sdS, kPS, key_r0, q_tile, kS, wm * DB, lane);
     }
 
-    // Phase C: this warp's 16 queries x DC head-dim columns of dS K, added into dq_accum.
+    // Phase C: this warp's 16 KT queries x DC head-dim columns of dS K, added into dq_accum.
     if (p.dq_atomic) {
       const int cm = warp % WCM, cd = warp / WCM;
-      float acc_dq[DC / 8][4];
+      float acc_dq[KT][DC / 8][4];
       zero(acc_dq);
-      gemm_ss1<true, false, BN / 16>(acc_dq, sdS, kPS, cm * 16, sK, kS, cd * DC, lane);
+      gemm_ss_a<true, false, BN / 16>(acc_dq, sdS, kPS, cm * 16 * KT, sK, kS, cd * DC, lane);
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int64_t i = m0 + cm * 16 + g + r * 8;
-        if (i >= seq.len_q) continue;
-        float* dst = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D + cd * DC + 2 * t;
+      for (int m = 0; m < KT; ++m)
 #pragma unroll
-        for (int n = 0; n < DC / 8; ++n) ptx::red_add2(dst + n * 8, acc_dq[n][2 * r], acc_dq[n][2 * r + 1]);
-      }
+        for (int r = 0; r < 2; ++r) {
+          const int64_t i = m0 + cm * 16 * KT + 16 * m + g + r * 8;
+          if (i >= seq.len_q) continue;
+          float* dst = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D + cd * DC + 2 * t;
+#pragma unroll
+          for (int n = 0; n < DC / 8; ++n)
+            ptx::red_add2(dst + n * 8, acc_dq[m][n][2 * r], acc_dq[m][n][2 * r + 1]);
+        }
     }
 
     if (kStages == 1 && it + 1 < iters) {
@@ -234,8 +251,11 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
   __syncthreads();
 
   // Epilogue: stage dK (scaled) and dV in the k/v tiles, then store 16 bytes at a time.
-  stage_acc<DB / 8, T>(sK + wn * 16 * kS + wm * DB, kS, acc_dk, p.scale, lane);
-  stage_acc<DB / 8, T>(sV + wn * 16 * kS + wm * DB, kS, acc_dv, 1.f, lane);
+#pragma unroll
+  for (int m = 0; m < KT; ++m) {
+    stage_acc<DB / 8, T>(sK + (key_r0 + 16 * m) * kS + wm * DB, kS, acc_dk[m], p.scale, lane);
+    stage_acc<DB / 8, T>(sV + (key_r0 + 16 * m) * kS + wm * DB, kS, acc_dv[m], 1.f, lane);
+  }
   __syncthreads();
   store_tile<BN, D, kThreads>(static_cast<T*>(p.dk.data) + seq.offset(p.dk, false, n0, head_kv),
                               p.dk.row_stride, sK, seq.len_k - n0);

@@ -133,34 +133,8 @@ __device__ __forceinline__ void gemm_rs(float (&acc)[NT][4], const uint32_t (&a)
                 reinterpret_cast<const uint32_t(&)[1][K16][4]>(a), b_tile, stride, n_base, lane);
 }
 
-// Same with A (MT m-tiles from row a_r0, 16 rows apart) read from shared memory as it goes.
-template <bool B_NK, int K16, int MT, int NT, typename T>
-__device__ __forceinline__ void gemm_ss(float (&acc)[MT][NT][4], const T* a_tile, int a_stride,
-                                        int a_r0, const T* b_tile, int b_stride, int n_base,
-                                        int lane) {
-#pragma unroll
-  for (int kk = 0; kk < K16; ++kk) {
-    uint32_t a[MT][1][4];
-#pragma unroll
-    for (int m = 0; m < MT; ++m) load_a(a[m][0], a_tile, a_stride, a_r0 + 16 * m, kk * 16, lane);
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t b[4];
-      if constexpr (B_NK)
-        load_b_nk(b, b_tile, b_stride, n_base + n * 8, kk * 16, lane);
-      else
-        load_b_kn(b, b_tile, b_stride, kk * 16, n_base + n * 8, lane);
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        ptx::mma<T>(acc[m][n], a[m][0], b[0], b[1]);
-        ptx::mma<T>(acc[m][n + 1], a[m][0], b[2], b[3]);
-      }
-    }
-  }
-}
-
-// One m-tile (16 rows) with A read from shared memory: rows a_r0.. of a row-major tile, or with
-// A_T the transpose of a tile stored [k][m] (its columns a_r0..), as dS K needs from dS^T.
+// One m-tile (16 rows) with A read from shared memory, as gemm_ss_a below (its path for one
+// m-tile: the 1-D accumulator compiles to fewer registers in the 252-register dk/dv kernel).
 template <bool A_T, bool B_NK, int K16, int NT, typename T>
 __device__ __forceinline__ void gemm_ss1(float (&acc)[NT][4], const T* a_tile, int a_stride,
                                         int a_r0, const T* b_tile, int b_stride, int n_base,
@@ -183,6 +157,50 @@ __device__ __forceinline__ void gemm_ss1(float (&acc)[NT][4], const T* a_tile, i
       ptx::mma<T>(acc[n + 1], a[0], b[2], b[3]);
     }
   }
+}
+
+// Same with A (MT m-tiles from row a_r0, 16 rows apart) read from shared memory as it goes:
+// rows a_r0.. of a row-major tile, or with A_T the transpose of a tile stored [k][m] (its columns
+// a_r0..), as dS K needs from dS^T.
+template <bool A_T, bool B_NK, int K16, int MT, int NT, typename T>
+__device__ __forceinline__ void gemm_ss_a(float (&acc)[MT][NT][4], const T* a_tile, int a_stride,
+                                          int a_r0, const T* b_tile, int b_stride, int n_base,
+                                          int lane) {
+  if constexpr (MT == 1) {  // the 1-D accumulator path (see gemm_ss1)
+    gemm_ss1<A_T, B_NK, K16>(acc[0], a_tile, a_stride, a_r0, b_tile, b_stride, n_base, lane);
+    return;
+  }
+#pragma unroll
+  for (int kk = 0; kk < K16; ++kk) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      if constexpr (A_T)
+        load_a_trans(a[m], a_tile, a_stride, kk * 16, a_r0 + 16 * m, lane);
+      else
+        load_a(a[m], a_tile, a_stride, a_r0 + 16 * m, kk * 16, lane);
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) {
+      uint32_t b[4];
+      if constexpr (B_NK)
+        load_b_nk(b, b_tile, b_stride, n_base + n * 8, kk * 16, lane);
+      else
+        load_b_kn(b, b_tile, b_stride, kk * 16, n_base + n * 8, lane);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        ptx::mma<T>(acc[m][n], a[m], b[0], b[1]);
+        ptx::mma<T>(acc[m][n + 1], a[m], b[2], b[3]);
+      }
+    }
+  }
+}
+
+template <bool B_NK, int K16, int MT, int NT, typename T>
+__device__ __forceinline__ void gemm_ss(float (&acc)[MT][NT][4], const T* a_tile, int a_stride,
+                                        int a_r0, const T* b_tile, int b_stride, int n_base,
+                                        int lane) {
+  gemm_ss_a<false, B_NK, K16>(acc, a_tile, a_stride, a_r0, b_tile, b_stride, n_base, lane);
 }
 
 // The C fragments of a 16 x (2*K16*8) fp32 tile as A fragments of T (for P V, dS K).

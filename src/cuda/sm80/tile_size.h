@@ -20,8 +20,9 @@ struct TileSize {
   int warps_m;
   // kBwdDkDv: 2 double-buffers the q/dout tiles (the next one loads during this one's math).
   int q_stages;
-  // kFwd / kBwdDq: 16-row m-tiles per warp (each k/v fragment read from shared memory feeds
-  // m_tiles mma), and the blocks per SM the register budget is set for (__launch_bounds__).
+  // 16-row m-tiles per warp: kFwd / kBwdDq query rows (each k/v fragment read from shared
+  // memory feeds m_tiles mma); kBwdDkDv key rows in the score and dK/dV products and query rows
+  // in the dQ one. Then the blocks per SM the register budget is set for (__launch_bounds__).
   int m_tiles;
   int min_blocks;
 };
@@ -31,9 +32,10 @@ struct TileSize {
 // is for devices with 227 KB per block and 228 KB per SM (sm_90), taken where it measured faster
 // there (H200, bf16; each needs over 82 KB, so only sm_90 keeps two blocks per SM): the d 64
 // forward with 128-key blocks and q read from shared memory (gptoss 16k 281 -> 297 TFLOP/s, 4k
-// 257 -> 276), the d 128 forward with 4 warps of 32 rows (llama 8k 261 -> 310), and the d 128
-// dk/dv kernel with 16 warps on 64 x 128 tiles (llama 8k backward 134 -> 211). The 16-warp
-// dk/dv shape at d 64 measured slower (207 -> 196), 96-key blocks at d 64 too (288 forward).
+// 257 -> 276), the d 128 forward with 4 warps of 32 rows (llama 8k 261 -> 310), the d 128
+// dk/dv kernel with 16 warps on 64 x 128 tiles (llama 8k backward 134 -> 211), and the d 64 one
+// on 128 x 128 tiles with 8 warps of 32 keys x 64 queries (gptoss 16k backward 207 -> 237; its
+// 16-warp shape measured 196). 96-key blocks for the d 64 forward measured 288, not taken.
 constexpr TileSize tile_size(Kernel k, int d, bool large = false) {
   switch (k) {
     case Kernel::kFwd:
@@ -43,7 +45,8 @@ constexpr TileSize tile_size(Kernel k, int d, bool large = false) {
                                            : TileSize{128, 64, 8, true, 1, 1, 1, 1};
       return {64, 32, 4, false, 1, 1, 1, 1};
     case Kernel::kBwdDkDv:
-      if (d <= 64) return {64, 128, 8, false, 1, 2, 1, 1};
+      if (d <= 64) return large && d > 32 ? TileSize{128, 128, 8, false, 2, 2, 2, 1}
+                                          : TileSize{64, 128, 8, false, 1, 2, 1, 1};
       if (d <= 96) return {64, 64, 8, false, 2, 2, 1, 1};
       if (d <= 128) return large ? TileSize{64, 128, 16, false, 2, 2, 1, 1}
                                  : TileSize{32, 64, 8, false, 2, 2, 1, 1};
