@@ -370,9 +370,7 @@ bool large_tiles(Kernel k, int d) {
   }();
   if (forced_small) return false;
   const DeviceLimits& l = device_limits(-1);
-  const int bytes = smem_bytes(k, d, true);
-  constexpr int kReserved = 1024;  // shared memory the system keeps per block (sm_80+)
-  return bytes <= l.smem_block && tile_size(k, d, true).min_blocks * (bytes + kReserved) <= l.smem_sm;
+  return large_tiles_fit(k, d, l.smem_block, l.smem_sm);
 }
 }  // namespace cuda::sm80
 

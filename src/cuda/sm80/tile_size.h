@@ -68,7 +68,9 @@ constexpr bool has_large_tiles(Kernel k, int d) {
 }
 
 constexpr int kMaxSmemBytes = 99 * 1024;         // small tiles: every sm_80+ device
-constexpr int kMaxSmemBytesLarge = 227 * 1024;   // large tiles: sm_90
+constexpr int kMaxSmemBytesLarge = 227 * 1024;   // large tiles: sm_90, per block ...
+constexpr int kSmemPerSmLarge = 228 * 1024;      // ... and per SM
+constexpr int kSmemReservedPerBlock = 1024;      // what the system keeps per block (sm_80+)
 
 // Shared-memory rows are padded by 8 elements (16 bytes) so that the 8 row addresses of an
 // ldmatrix fall in distinct bank groups for every head dim (32..256).
@@ -100,14 +102,21 @@ constexpr int smem_bytes(Kernel k, int d, bool large = false) {
   return 0;
 }
 
+// Whether a device with smem_block bytes of opt-in shared memory per block and smem_sm per SM
+// holds kernel k's large tiles at head dim d at the blocks per SM they were tuned for (the rule
+// large_tiles applies at launch).
+constexpr bool large_tiles_fit(Kernel k, int d, int smem_block, int smem_sm) {
+  const int bytes = smem_bytes(k, d, true);
+  return bytes <= smem_block &&
+         tile_size(k, d, true).min_blocks * (bytes + kSmemReservedPerBlock) <= smem_sm;
+}
+
 // Every small tile fits sm_86; every large one sm_90, at the blocks per SM it was tuned for.
 constexpr bool tiles_fit(bool large) {
-  const int limit = large ? kMaxSmemBytesLarge : kMaxSmemBytes;
   for (Kernel k : {Kernel::kFwd, Kernel::kBwdDkDv, Kernel::kBwdDq})
     for (int d : {32, 64, 96, 128, 256})
-      if (smem_bytes(k, d, large) > limit ||
-          (large && tile_size(k, d, true).min_blocks * (smem_bytes(k, d, true) + 1024) >
-                        kMaxSmemBytesLarge + 1024))
+      if (large ? !large_tiles_fit(k, d, kMaxSmemBytesLarge, kSmemPerSmLarge)
+                : smem_bytes(k, d) > kMaxSmemBytes)
         return false;
   return true;
 }
