@@ -33,9 +33,10 @@ struct TileSize {
 // there (H200, bf16; each needs over 82 KB, so only sm_90 keeps two blocks per SM): the d 64
 // forward with 128-key blocks and q read from shared memory (gptoss 16k 281 -> 297 TFLOP/s, 4k
 // 257 -> 276), the d 128 forward with 4 warps of 32 rows (llama 8k 261 -> 310), the d 128
-// dk/dv kernel with 16 warps on 64 x 128 tiles (llama 8k backward 134 -> 211), and the d 64 one
-// on 128 x 128 tiles with 8 warps of 32 keys x 64 queries (gptoss 16k backward 207 -> 237; its
-// 16-warp shape measured 196). 96-key blocks for the d 64 forward measured 288, not taken.
+// dk/dv kernel on 64 x 128 tiles with 8 warps of 32 keys x 32 queries (llama 8k backward 134 ->
+// 211 with 16 warps of 16 keys, -> 248 with these), and the d 64 one on 128 x 128 tiles with 8
+// warps of 32 keys x 64 queries (gptoss 16k backward 207 -> 237; its 16-warp shape measured
+// 196). 96-key blocks for the d 64 forward measured 288, not taken.
 constexpr TileSize tile_size(Kernel k, int d, bool large = false) {
   switch (k) {
     case Kernel::kFwd:
@@ -48,7 +49,7 @@ constexpr TileSize tile_size(Kernel k, int d, bool large = false) {
       if (d <= 64) return large && d > 32 ? TileSize{128, 128, 8, false, 2, 2, 2, 1}
                                           : TileSize{64, 128, 8, false, 1, 2, 1, 1};
       if (d <= 96) return {64, 64, 8, false, 2, 2, 1, 1};
-      if (d <= 128) return large ? TileSize{64, 128, 16, false, 2, 2, 1, 1}
+      if (d <= 128) return large ? TileSize{64, 128, 8, false, 2, 2, 2, 1}
                                  : TileSize{32, 64, 8, false, 2, 2, 1, 1};
       return {32, 32, 4, false, 2, 1, 1, 1};
     case Kernel::kBwdDq:

@@ -41,13 +41,18 @@ struct BwdTile {
   int consumers;      // consumer warpgroups
   int producer_regs;  // setmaxnreg targets, as in FwdTile
   int consumer_regs;
+  unsigned exp2_fma;  // P^T columns n (8 queries each) whose exps run on the FMA pipe: bit n % 8
 };
 
 // Each consumer keeps its 64 keys' dK and dV (2 x D/2 fp32 per thread) for the whole block and
 // holds S^T and dP^T of its keys against the step's queries (2 x block_m / 2 fp32): d 64 has
-// the registers for 128-query steps, d 128 for 64.
+// the registers for 128-query steps, d 128 for 64. At d 64 an exp costs the SFU about what its
+// score's products cost the tensor cores, and the SFU work of a step's P^T has only dP^T to hide
+// behind: a quarter of those exps run on the FMA pipe (H200, gptoss 16k backward +2% over the
+// SFU alone; 3/8 and 1/2 lost 1% and 5% to issue slots). The forward measured only losses
+// (1/8: 466 -> 440 TFLOP/s): its exps already overlap the other consumers' products.
 constexpr BwdTile bwd_tile(int d) {
-  return d <= 64 ? BwdTile{128, 128, 2, 2, 24, 240} : BwdTile{128, 64, 2, 2, 24, 240};
+  return d <= 64 ? BwdTile{128, 128, 2, 2, 24, 240, 0x88u} : BwdTile{128, 64, 2, 2, 24, 240, 0u};
 }
 
 }  // namespace sinkattn::cuda::sm90
