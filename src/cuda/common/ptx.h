@@ -12,6 +12,8 @@
 #include <cuda_fp16.h>
 #include <cstdint>
 
+#include "cuda/common/exp2_fma.h"
+
 namespace sinkattn::cuda::ptx {
 
 template <typename T> struct MmaType;
@@ -100,22 +102,6 @@ __device__ __forceinline__ float exp2f_approx(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
-}
-
-// 2^x on the FMA pipe, for x <= 127: 2^round(x) from the exponent bits times a degree-3 minimax
-// polynomial of 2^f on f in [-0.5, 0.5] (relative error 7.5e-5, 30x under a bf16 half-ulp).
-// x = -inf and x < -126.5 give 0, as ex2.approx.ftz does below -126. At head dim 64 an exp
-// costs the SFU as much as its score costs the tensor cores, so kernels move part of their
-// exps here (8 issue slots on the FMA/ALU pipes against one SFU op of 8 pipe cycles per warp).
-__device__ __forceinline__ float exp2f_fma(float x) {
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
-  x = fmaxf(x, -127.f);
-  const float t = __fadd_rn(x, kRound);           // round(x) in the low mantissa bits
-  const float f = __fsub_rn(x, __fsub_rn(t, kRound));
-  const float poly = fmaf(fmaf(fmaf(0.05517132f, f, 0.24261054f), f, 0.69326099f), f, 0.99992811f);
-  // (round(x) + 127) << 23: 2^round(x), and 0 for round(x) = -127 (the bits above shift out)
-  const float scale = __uint_as_float((__float_as_uint(t) << 23) + 0x3F800000u);
-  return poly * scale;
 }
 
 // exp2 of element n of a row: on the FMA pipe where bit n % 8 of kFma is set, else on the SFU.
