@@ -1,0 +1,110 @@
+"""Side-by-side timings of several builds of the library in ONE process: every shape is timed on
+every build in turn, round after round (the order reversed every other round), so clock drift and
+thermal state hit all builds alike. Before timing, each build's forward output and backward
+gradients on that shape are compared with the first build's (a broken variant is reported, not
+timed); the fp64 grid stays check_cuda.py's job.
+
+usage: python3 compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=SUBSTR,...]
+The kernel path follows SINKATTN_CUDA_PATH as usual. Prints, per shape, forward and backward
+TFLOP/s of each build (median over rounds; backward = the atomic-dq mode) and the ratio to the
+first build.
+"""
+import statistics
+import sys
+
+import torch
+
+from check_cuda import doc_lengths, median_ms, pairs, rand
+from sinkattn_ctypes import Lib
+
+# (name, seqlen, heads_q, heads_kv, head_dim, window left, documents of a packed batch or None)
+SHAPES = [("gptoss 4k causal", 4096, 64, 8, 64, -1, None),
+          ("gptoss 16k causal", 16384, 64, 8, 64, -1, None),
+          ("gptoss 16k window128", 16384, 64, 8, 64, 127, None),
+          ("llama 8k causal", 8192, 32, 8, 128, -1, None),
+          ("gptoss varlen 32k", 32768, 64, 8, 64, -1, "docs"),
+          ("gptoss 32k causal", 32768, 64, 8, 64, -1, None)]
+
+
+class Case:
+    """Inputs and outputs of one shape, shared by every build."""
+
+    def __init__(self, s, hq, hkv, d, left, docs):
+        varlen = docs is not None
+        lens = doc_lengths(s, 256, 8192) if varlen else [s]
+        lead = () if varlen else (1,)
+        self.q, self.dout = rand(lead + (s, hq, d), torch.bfloat16), rand(lead + (s, hq, d), torch.bfloat16)
+        self.k, self.v = rand(lead + (s, hkv, d), torch.bfloat16), rand(lead + (s, hkv, d), torch.bfloat16)
+        self.sinks = torch.randn(hq, device="cuda")
+        kw = dict(sinks=self.sinks, causal=True, left=left)
+        if varlen:
+            cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+            kw.update(cu_q=cu, cu_k=cu, max_q=max(lens), max_k=max(lens))
+        self.prob = Lib.problem(self.q, self.k, self.v, **kw)
+        self.out = torch.empty_like(self.q)
+        self.lse = torch.empty((hq, s) if varlen else (1, hq, s), device="cuda")
+        self.dq, self.dk, self.dv = torch.empty_like(self.q), torch.empty_like(self.k), torch.empty_like(self.v)
+        self.dsink = torch.empty(hq, device="cuda")
+        self.flops = 4.0 * hq * d * sum(pairs(n, left) for n in lens)
+
+    def fwd(self, lib):
+        return lambda: lib.fwd(self.prob, self.out, self.lse)
+
+    def bwd(self, lib):
+        return lambda: lib.bwd(self.prob, self.out, self.dout, self.lse, self.dq, self.dk, self.dv, self.dsink, False)
+
+    def results(self, lib):
+        self.fwd(lib)()
+        self.bwd(lib)()
+        torch.cuda.synchronize()
+        return [t.float().clone() for t in (self.out, self.lse, self.dq, self.dk, self.dv, self.dsink)]
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+    rounds = int(opts.get("rounds", 3))
+    only = [x for x in opts.get("only", "").split(",") if x]
+    if len(args) < 2 or any("=" not in a for a in args):
+        sys.exit("usage: compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=a,b]")
+    builds = [(a.split("=", 1)[0], Lib(a.split("=", 1)[1])) for a in args]  # separate copies
+    torch.manual_seed(0)
+    print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
+    rows = []
+    for name, s, hq, hkv, d, left, docs in SHAPES:
+        if only and not any(o in name for o in only):
+            continue
+        case = Case(s, hq, hkv, d, left, docs)
+        ref = case.results(builds[0][1])
+        ok = {}
+        for bname, lib in builds[1:]:  # same inputs: agreement up to bf16 rounding and atomics
+            got = case.results(lib)
+            worst = max(((g - r).abs().max() / r.abs().max().clamp_min(1e-6)).item()
+                        for g, r in zip(got, ref) if r.numel())
+            ok[bname] = worst < 2e-2
+            if not ok[bname]:
+                print(f"[MISMATCH] {name}: {bname} differs from {builds[0][0]} by {worst:.3g} (relative)")
+        times = {b: ([], []) for b, _ in builds}
+        for r in range(rounds):
+            for bname, lib in (builds if r % 2 == 0 else builds[::-1]):
+                if not ok.get(bname, True):
+                    continue
+                times[bname][0].append(median_ms(case.fwd(lib)))
+                times[bname][1].append(median_ms(case.bwd(lib)))
+        for bname, _ in builds:
+            f, b = times[bname]
+            if f:
+                tf, tb = statistics.median(f), statistics.median(b)
+                rows.append((name, bname, tf, tb, case.flops / tf / 1e9, 2.5 * case.flops / tb / 1e9))
+        del case
+        torch.cuda.empty_cache()
+    base = {r[0]: r for r in rows if r[1] == builds[0][0]}
+    print(f"\n{'shape':24s} {'build':10s} {'fwd ms':>8s} {'bwd ms':>8s} {'fwd TF/s':>9s} {'bwd TF/s':>9s} {'fwd x':>6s} {'bwd x':>6s}")
+    for name, bname, tf, tb, ff, fb in rows:
+        b0 = base.get(name)
+        rf, rb = (b0[2] / tf, b0[3] / tb) if b0 else (float("nan"),) * 2
+        print(f"{name:24s} {bname:10s} {tf:8.3f} {tb:8.3f} {ff:9.1f} {fb:9.1f} {rf:6.3f} {rb:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
