@@ -395,15 +395,18 @@ def bench_decode(lib, batch=64, sk=8192, hq=64, hkv=8, d=64):
           f"{t:.3f} ms ({gb / t * 1e3:.0f} GB/s); SDPA (no sinks) {t_sd:.3f} ms ({gb / t_sd * 1e3:.0f} GB/s)", flush=True)
 
 
+# Timed shapes, causal: (name, seqlen, heads_q, heads_kv, head_dim, learned sinks, window left).
+BENCH_SHAPES = [("gptoss 4k causal", 4096, 64, 8, 64, True, -1),
+                ("gptoss 16k causal", 16384, 64, 8, 64, True, -1),
+                ("gptoss 16k window128", 16384, 64, 8, 64, True, 127),
+                ("llama 8k causal", 8192, 32, 8, 128, False, -1)]
+
+
 def bench(lib):
     for batch, sk in ((64, 8192), (1, 8192), (1, 32768)):
         bench_decode(lib, batch, sk)
     rows = []
-    shapes = [("gptoss 4k causal", 4096, 64, 8, 64, True, -1),
-              ("gptoss 16k causal", 16384, 64, 8, 64, True, -1),
-              ("gptoss 16k window128", 16384, 64, 8, 64, True, 127),
-              ("llama 8k causal", 8192, 32, 8, 128, False, -1)]
-    for name, s, hq, hkv, d, sink, left in shapes:
+    for name, s, hq, hkv, d, sink, left in BENCH_SHAPES:
         q, k, v = rand((1, s, hq, d), torch.bfloat16), rand((1, s, hkv, d), torch.bfloat16), rand((1, s, hkv, d), torch.bfloat16)
         dout = rand((1, s, hq, d), torch.bfloat16)
         sinks = torch.randn(hq, device="cuda") if sink else None

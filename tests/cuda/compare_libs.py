@@ -14,28 +14,26 @@ import sys
 
 import torch
 
-from check_cuda import doc_lengths, median_ms, pairs, rand
+from check_cuda import BENCH_SHAPES, doc_lengths, median_ms, pairs, rand
 from sinkattn_ctypes import Lib
 
-# (name, seqlen, heads_q, heads_kv, head_dim, window left, documents of a packed batch or None)
-SHAPES = [("gptoss 4k causal", 4096, 64, 8, 64, -1, None),
-          ("gptoss 16k causal", 16384, 64, 8, 64, -1, None),
-          ("gptoss 16k window128", 16384, 64, 8, 64, 127, None),
-          ("llama 8k causal", 8192, 32, 8, 128, -1, None),
-          ("gptoss varlen 32k", 32768, 64, 8, 64, -1, "docs"),
-          ("gptoss 32k causal", 32768, 64, 8, 64, -1, None)]
+# check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark) and
+# their 32k tokens as one sequence: (name, seqlen, heads_q, heads_kv, head_dim, learned sinks,
+# window left, packed documents).
+SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
+    ("gptoss varlen 32k", 32768, 64, 8, 64, True, -1, True),
+    ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False)]
 
 
 class Case:
     """Inputs and outputs of one shape, shared by every build."""
 
-    def __init__(self, s, hq, hkv, d, left, docs):
-        varlen = docs is not None
+    def __init__(self, s, hq, hkv, d, sink, left, varlen):
         lens = doc_lengths(s, 256, 8192) if varlen else [s]
         lead = () if varlen else (1,)
         self.q, self.dout = rand(lead + (s, hq, d), torch.bfloat16), rand(lead + (s, hq, d), torch.bfloat16)
         self.k, self.v = rand(lead + (s, hkv, d), torch.bfloat16), rand(lead + (s, hkv, d), torch.bfloat16)
-        self.sinks = torch.randn(hq, device="cuda")
+        self.sinks = torch.randn(hq, device="cuda") if sink else None
         kw = dict(sinks=self.sinks, causal=True, left=left)
         if varlen:
             cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
@@ -44,7 +42,7 @@ class Case:
         self.out = torch.empty_like(self.q)
         self.lse = torch.empty((hq, s) if varlen else (1, hq, s), device="cuda")
         self.dq, self.dk, self.dv = torch.empty_like(self.q), torch.empty_like(self.k), torch.empty_like(self.v)
-        self.dsink = torch.empty(hq, device="cuda")
+        self.dsink = torch.empty(hq, device="cuda") if sink else None
         self.flops = 4.0 * hq * d * sum(pairs(n, left) for n in lens)
 
     def fwd(self, lib):
@@ -57,7 +55,8 @@ class Case:
         self.fwd(lib)()
         self.bwd(lib)()
         torch.cuda.synchronize()
-        return [t.float().clone() for t in (self.out, self.lse, self.dq, self.dk, self.dv, self.dsink)]
+        return [t.float().clone() for t in (self.out, self.lse, self.dq, self.dk, self.dv, self.dsink)
+                if t is not None]
 
 
 def main():
@@ -71,10 +70,10 @@ def main():
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
     rows = []
-    for name, s, hq, hkv, d, left, docs in SHAPES:
+    for name, *shape in SHAPES:
         if only and not any(o in name for o in only):
             continue
-        case = Case(s, hq, hkv, d, left, docs)
+        case = Case(*shape)
         ref = case.results(builds[0][1])
         ok = {}
         for bname, lib in builds[1:]:  # same inputs: agreement up to bf16 rounding and atomics
