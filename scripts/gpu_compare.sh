@@ -5,7 +5,7 @@
 # many tiles, and with SM80=1 on both portable tile sets; then tests/cuda/compare_libs.py times
 # them all in one process, interleaved, the base first. SINKATTN_CUDA_PATH=sm80 in the
 # environment times the portable path (the grids set their own path).
-#   usage: [BASE=main] [SM80=1] [COMPARE_ARGS=--only=window] scripts/gpu_compare.sh [NAME ...]
+#   usage: [BASE=main] [SM80=1] [PATHS="auto ..."] [COMPARE_ARGS=--only=window] scripts/gpu_compare.sh [NAME ...]
 #   (default NAMEs: every build/variants/*.so but the base)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -19,7 +19,7 @@ if [ ${#names[@]} -eq 0 ]; then
 fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 t0=$SECONDS
-paths="auto auto,SINKATTN_SM90_PERSISTENT=3"
+paths=${PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3}
 [ "${SM80:-0}" = 1 ] && paths="$paths sm80 sm80,SINKATTN_SM80_TILES=small"
 for n in "${names[@]}"; do
   for entry in $paths; do
