@@ -36,8 +36,9 @@ class Case:
         self.sinks = torch.randn(hq, device="cuda") if sink else None
         kw = dict(sinks=self.sinks, causal=True, left=left)
         if varlen:
-            cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
-            kw.update(cu_q=cu, cu_k=cu, max_q=max(lens), max_k=max(lens))
+            # kept on self: the problem holds only its address
+            self.cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+            kw.update(cu_q=self.cu, cu_k=self.cu, max_q=max(lens), max_k=max(lens))
         self.prob = Lib.problem(self.q, self.k, self.v, **kw)
         self.out = torch.empty_like(self.q)
         self.lse = torch.empty((hq, s) if varlen else (1, hq, s), device="cuda")
