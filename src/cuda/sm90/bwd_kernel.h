@@ -104,9 +104,17 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const int mb_first = (int)(q_lo / BM);
   const int mb_count = q_hi > q_lo ? (int)((q_hi + BM - 1) / BM) - mb_first : 0;
   const int iters = mb_count * p.group;  // (query head of the group, query block) steps
-  auto step = [&](int it, int64_t& head, int64_t& m0) {
-    head = head_kv * p.group + it / mb_count;
-    m0 = (int64_t)(mb_first + it % mb_count) * BM;
+  // Step it is query block it % mb_count of query head it / mb_count of the group, walked with
+  // counters (no division per step).
+  struct Walk {
+    int head = 0, block = 0;  // within the group, within the blocks that see the keys
+  };
+  auto advance = [&](Walk& w) {
+    if (++w.block == mb_count) w.block = 0, ++w.head;
+  };
+  auto step = [&](const Walk& w, int64_t& head, int64_t& m0) {
+    head = head_kv * p.group + w.head;
+    m0 = (int64_t)(mb_first + w.block) * BM;
   };
   // Packed (varlen) tensors are one batch entry; rows are offset by the sequence start.
   const int bq = seq.varlen ? 0 : (int)b;
@@ -123,7 +131,10 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   }
   __syncthreads();
 
-  const int wg = threadIdx.x / 128, lane = threadIdx.x % 32;
+  // The warpgroup index through a shuffle from lane 0: the compiler then knows it is warp-uniform
+  // and keeps the per-consumer addresses and wgmma descriptors in uniform registers (SASS: 54 ->
+  // 19 R2UR moves; in the forward the same spilled the persistent kernel, so it stays there).
+  const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0), lane = threadIdx.x % 32;
   if (wg == 0) {
     regs_dealloc<kT.producer_regs>();
     if (threadIdx.x >= 32) return;
@@ -139,11 +150,12 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
                     (int)head_kv, bq);
       }
     }
-    for (int it = 0; it < iters; ++it) {
+    Walk w;
+    for (int it = 0; it < iters; ++it, advance(w)) {
       const int s = it % S;
       if (it >= S) mbar_wait(&empty[s], ((it / S) & 1) ^ 1);
       int64_t head, m0;
-      step(it, head, m0);
+      step(w, head, m0);
       // lse in the exp2 domain and delta per query row; rows past the end (and rows that saw
       // nothing, lse = -inf) get lse2 = +inf, so P = 0 there.
       for (int i = lane; i < BM; i += 32) {
@@ -192,10 +204,11 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const bool with_dq = p.dq_atomic != 0;
   mbar_wait(kv_full, 0);
 
-  for (int it = 0; it < iters; ++it) {
+  Walk w;
+  for (int it = 0; it < iters; ++it, advance(w)) {
     const int s = it % S;
     int64_t head, m0;
-    step(it, head, m0);
+    step(w, head, m0);
     const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes);
     const T* sdO = reinterpret_cast<const T*>(base + L::dout + s * L::kQBytes);
     char* sdS = base + L::ds + (it & 1) * L::kDSBytes;
@@ -216,16 +229,16 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     // P^T in place while dP^T runs; masked pairs get P = 0.
     const float2* ld = sLD + s * BM;
     const bool masked = !mask.all_visible(m0, m0 + BM, key0, key0 + 64);
-    int lo[2], hi[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      lo[r] = 0;
-      hi[r] = BM - 1;
-      if (masked) mask.key_row_bounds(key0 + 16 * warp + g + 8 * r, m0, BM, lo[r], hi[r]);
-    }
-    // Tiles the mask does not cut skip the bounds test (2 of ~7 instructions per element).
+    // Tiles the mask does not cut skip the bounds (computed only for cut tiles: as a predicated
+    // block before the branch they cost every step ~70 instructions) and their per-element test.
     auto p_of_s = [&](auto masked_c) {
       constexpr bool kMasked = decltype(masked_c)::value;
+      int lo[2] = {0, 0}, hi[2] = {BM - 1, BM - 1};
+      if constexpr (kMasked) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          mask.key_row_bounds(key0 + 16 * warp + g + 8 * r, m0, BM, lo[r], hi[r]);
+      }
 #pragma unroll
       for (int nt = 0; nt < BM / 8; ++nt)
 #pragma unroll
@@ -278,16 +291,17 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       continue;
     }
 
-    // dS^T (this thread's key rows 16 warp + g (+8), query columns 8 nt + 2t) into shared
-    // memory while dV and dK run, as the M-major A operand of dQ = dS K.
+    // dS^T into shared memory while dV and dK run, as the M-major A operand of dQ = dS K: per
+    // 16 queries kk, the A fragment dsf[kk] is four 8 x 8 tiles (key rows 16 warp (+8), query
+    // columns 16 kk (+8)), one stmatrix; lane l gives row l % 8 of tile l / 8.
+    {
+      const int tile = lane / 8, row = 64 * c + 16 * warp + 8 * (tile % 2) + lane % 8;
 #pragma unroll
-    for (int nt = 0; nt < BM / 8; ++nt)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = 64 * c + 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
-        *reinterpret_cast<uint32_t*>(sdS + (col / 64) * BN * 128 + swizzle128(row, (col % 64) * 2)) =
-            dsf[nt / 2][2 * (nt % 2) + r];
+      for (int kk = 0; kk < BM / 16; ++kk) {
+        const int col = 16 * kk + 8 * (tile / 2);
+        ptx::stmatrix_x4(sdS + (col / 64) * BN * 128 + swizzle128(row, (col % 64) * 2), dsf[kk]);
       }
+    }
     fence_async_smem();
     if (leader) bulk_wait_read();  // the previous step's dq reduction has read sdQ
     named_sync(3, 256);            // both consumers' dS^T are in shared memory

@@ -28,17 +28,21 @@ __device__ __forceinline__ uint64_t smem_desc(const void* tile, uint32_t lead_by
   return d;
 }
 
+// The descriptor of a tile moved by `bytes`: the start address field counts 16-byte units, and
+// shared memory (under 256 KB) never carries out of its 14 bits. Adding to one descriptor per tile
+// lets the compiler build it once and step it with one add per k-step.
+__device__ __forceinline__ uint64_t desc_add(uint64_t desc, uint32_t bytes) { return desc + (bytes >> 4); }
+
 // Descriptor of k-step kk of a K-major tile whose sub-tiles are sub_bytes apart.
 template <typename T>
 __device__ __forceinline__ uint64_t kmajor_desc(const T* tile, int kk, int sub_bytes) {
-  const char* base = reinterpret_cast<const char*>(tile) + (kk / 4) * sub_bytes + (kk % 4) * 32;
-  return smem_desc(base, 16);
+  return desc_add(smem_desc(tile, 16), (kk / 4) * sub_bytes + (kk % 4) * 32);
 }
 
 // Descriptor of k-step kk (16 rows) of an N-major tile whose sub-tiles are sub_bytes apart.
 template <typename T>
 __device__ __forceinline__ uint64_t nmajor_desc(const T* tile, int kk, int sub_bytes) {
-  return smem_desc(reinterpret_cast<const char*>(tile) + kk * 16 * 128, sub_bytes);
+  return desc_add(smem_desc(tile, sub_bytes), kk * 16 * 128);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
