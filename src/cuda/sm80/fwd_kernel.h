@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D, kLarge).warps * 32,
     ptx::cp_async_commit();
   }
 
-  OnlineSoftmax<MT, NT_S> softmax;
+  OnlineSoftmax<MT, NT_S, (D >= 128)> softmax;
   softmax.init(p.sinks, (int)head, lane);
   float acc_o[MT][NT_O][4];
   zero(acc_o);
@@ -111,8 +111,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D, kLarge).warps * 32,
     if (!mask.all_visible(m0, m0 + BM, n0, n0 + BN)) apply_mask(s, mask, m0 + row0, n0, lane);
 
     float corr[2 * MT];
-    softmax.update(s, p.scale_log2, corr);
-    scale_rows(acc_o, corr);
+    if (softmax.update(s, p.scale_log2, corr)) scale_rows(acc_o, corr);
     uint32_t p_frag[MT][BN / 16][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m) acc_to_a<BN / 16, T>(p_frag[m], s[m]);

@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(PackedTile::kWarps * 32)
   for (int kk = 0; kk < K16; ++kk) load_a(q_frag[kk], sQ, kS, 0, kk * 16, lane);
 
   // This thread's rows are g and g + 8 of the tile. The sink enters once per row: in warp 0.
-  OnlineSoftmax<1, KW / 8> softmax;
+  OnlineSoftmax<1, KW / 8, (D >= 128)> softmax;
   const int g = lane / 4;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -175,8 +175,8 @@ __global__ void __launch_bounds__(PackedTile::kWarps * 32)
       }
     }
     float corr[2];
-    softmax.update(s, p.scale_log2, corr);
-    scale_rows(reinterpret_cast<float(&)[1][NT_O][4]>(acc_o), corr);
+    if (softmax.update(s, p.scale_log2, corr))
+      scale_rows(reinterpret_cast<float(&)[1][NT_O][4]>(acc_o), corr);
     uint32_t p_frag[1][4];
     acc_to_a<1, T>(p_frag, s[0]);
     gemm_rs<false, 1>(acc_o, p_frag, v_tile, kS, 0, lane);

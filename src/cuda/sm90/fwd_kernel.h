@@ -190,7 +190,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     const int n_first = tile.n_first, n_end = tile.n_end;
     const int64_t row0 = tile.m0 + 64 * c;      // first query row of this warpgroup
 
-    sm80::OnlineSoftmax<1, BN / 8> softmax;
+    sm80::OnlineSoftmax<1, BN / 8, (D >= 128)> softmax;
     softmax.init(p.sinks, (int)head, lane);
     float acc_o[1][D / 8][4];
     sm80::zero(acc_o);
@@ -241,12 +241,13 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       release(k_empty, n);
       if (kT.persistent && n == n_end - 1) mbar_arrive(&q_empty[qs]);
     };
-    // Mask and online softmax of S_n (raw scores become P); corr rescales O from the old max.
+    // Mask and online softmax of S_n (raw scores become P); when it returns true, corr rescales
+    // O from the old max.
     auto softmax_step = [&](float (&sc)[1][BN / 8][4], int n, float (&corr)[2]) {
       const int64_t n0 = (int64_t)n * BN;
       if (!mask.all_visible(row0, row0 + 64, n0, n0 + BN))
         sm80::apply_mask(sc, mask, row0 + 16 * warp, n0, lane);
-      softmax.update(sc, p.scale_log2, corr);
+      return softmax.update(sc, p.scale_log2, corr);
     };
 
     uint32_t p_frag[BN / 16][4];
@@ -274,12 +275,12 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       wgmma_wait<1>();  // S_n is done, P V may still run
       pin(sc[0]);
       s_done(n);
-      softmax_step(sc, n, corr);
+      const bool rescale = softmax_step(sc, n, corr);
       wgmma_wait<0>();  // P_{n-1} V_{n-1} is in O; its registers and stage are free
       pin(acc_o[0]);
       pin(p_frag);
       release(v_empty, n - 1);
-      sm80::scale_rows(acc_o, corr);
+      if (rescale) sm80::scale_rows(acc_o, corr);
       sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
     }
     if (n_first < n_end) {
