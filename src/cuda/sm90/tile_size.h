@@ -48,12 +48,12 @@ struct BwdTile {
 // holds S^T and dP^T of its keys against the step's queries (2 x block_m / 2 fp32): d 64 has
 // the registers for 128-query steps, d 128 for 64. At d 64 an exp costs the SFU about what its
 // score's products cost the tensor cores, and the SFU work of a step's P^T has only dP^T to hide
-// behind: a quarter of those exps run on the FMA pipe (H200, gptoss 16k backward 391-397 ->
-// 408-417 TFLOP/s together with the bounds-test skip on uncut tiles, +1-2% of it from the FMA
-// exps; 3/8 and 1/2 measured 397 and 382). The forward measured only losses (1/8: 466 -> 440):
-// its exps already overlap the other consumers' products.
+// behind: an eighth of those exps run on the FMA pipe. H200: a quarter gave +1-2% (3/8 and 1/2
+// lost); once v8 had trimmed the step's other instructions, an eighth measured +1.4-2.3% over a
+// quarter on every gptoss shape (16k 409 -> 416 TFLOP/s). The forward measured only losses
+// (1/8: 466 -> 440): its exps already overlap the other consumers' products.
 constexpr BwdTile bwd_tile(int d) {
-  return d <= 64 ? BwdTile{128, 128, 2, 2, 24, 240, 0x88u} : BwdTile{128, 64, 2, 2, 24, 240, 0u};
+  return d <= 64 ? BwdTile{128, 128, 2, 2, 24, 240, 0x80u} : BwdTile{128, 64, 2, 2, 24, 240, 0u};
 }
 
 }  // namespace sinkattn::cuda::sm90
