@@ -11,7 +11,8 @@
 
 namespace sinkattn::cuda::sm80 {
 
-// kLazy: lazy rescaling (below); worth it where the output accumulator is wide (head dim >= 128).
+// kLazy: lazy rescaling (below); the portable forward takes it where the output accumulator is
+// wide (head dim >= 128).
 template <int MT, int NT, bool kLazy = false>
 struct OnlineSoftmax {
   static constexpr int R = 2 * MT;
@@ -31,9 +32,9 @@ struct OnlineSoftmax {
   // some row of the warp by more than kStale (log2 domain). Until then P stays below 2^kStale
   // (harmless in fp32 and in bf16 / fp16 P), the output needs no rescale, and the warp skips the
   // corr exps and the multiply of its whole O accumulator; once the max settles that is every
-  // block. lse and the output are the same quantities either way. H200: llama d 128 forward +4%
-  // (Hopper) and +6% (portable); at d 64, with half the accumulator to spare, the vote and the
-  // selects cost more than they save (-1 to -4%).
+  // block. lse and the output are the same quantities either way. H200, portable path: llama
+  // d 128 forward +4-6%; at d 64 the vote and the selects cost more than they save (-2 to -4%),
+  // and the Hopper forward gained nothing at either head dim.
   static constexpr float kStale = 8.f;
 
   // s (raw scores, -inf where masked) becomes P (unnormalised, relative to the running max).
