@@ -5,7 +5,7 @@
 // and dV, kept in registers across the whole walk (so GQA needs no dK/dV reduction). Per step
 // of block_m queries, each consumer over its own keys:
 //   S^T = K Q^T and dP^T = V dO^T (wgmma, shared operands, two commit groups: P^T = exp(S^T
-//   scale - lse) is computed while dP^T is still on the tensor cores, at d 64 a quarter of its
+//   scale - lse) is computed while dP^T is still on the tensor cores, at d 64 an eighth of its
 //   exps on the FMA pipe, BwdTile::exp2_fma);
 //   dS^T = P^T (dP^T - delta); dV += P^T dO and dK += dS^T Q with P^T, dS^T from registers,
 //   issued before dS^T goes to shared memory so the stores overlap them;
