@@ -22,14 +22,8 @@ t0=$SECONDS
 paths=${PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3}
 [ "${SM80:-0}" = 1 ] && paths="$paths sm80 sm80,SINKATTN_SM80_TILES=small"
 for n in "${names[@]}"; do
-  for entry in $paths; do
-    IFS=, read -r path envs <<< "$entry"; tag=${n}_${entry//[^A-Za-z0-9]/_}
-    # shellcheck disable=SC2086  # envs: VAR=value settings, one word each
-    ( cd tests/cuda && env SINKATTN_CUDA_PATH="$path" ${envs//,/ } timeout 150 \
-        python3 check_cuda.py "$V/$n.so" --no-bench ) > "$OUT/grid_$tag.log" 2>&1
-    echo "[$(( SECONDS - t0 )) s] grid $n ($entry): $(grep -E 'GRID' "$OUT/grid_$tag.log" || echo 'no summary: crashed or timed out')"
-    grep -E "FAIL" "$OUT/grid_$tag.log" | head -5
-  done
+  # shellcheck disable=SC2086  # paths: a list of entries
+  NAME=$n GRID_TIMEOUT=150 bash scripts/gpu_grid.sh "$V/$n.so" $paths
 done
 args=("$base=$V/$base.so")
 for n in "${names[@]}"; do args+=("$n=$V/$n.so"); done

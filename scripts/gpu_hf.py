@@ -89,11 +89,30 @@ def build_steps(impl: str, config, seq: int, device: str = "cuda"):
     return dict(block=block_step, attention=attention_step)
 
 
-def measure(impl: str, layers: int, seq: int, iters: int) -> dict:
+def profile(step, label: str, out: Path, rows: int = 18) -> None:
+    """The GPU kernels of one `step` (torch profiler), largest total time first: where a step's
+    time goes beyond the attention kernels themselves (copies, casts, reductions)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step()
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70)
+    (out / f"profile_{label}.txt").write_text(table)
+    print(f"[gpu_hf] profile {label}\n{table}", file=sys.stderr, flush=True)
+
+
+def measure(impl: str, layers: int, seq: int, iters: int, profile_dir: Path | None = None) -> dict:
     from sinkattn.hf.configs import gpt_oss_config
 
     steps = build_steps(impl, gpt_oss_config(layers=layers), seq)  # gpt-oss-20b widths
-    return {part: timed(step, iters) for part, step in steps.items()}
+    result = {part: timed(step, iters) for part, step in steps.items()}
+    if profile_dir is not None and result["attention"]["ms"] is not None:
+        profile(steps["attention"], f"{impl}_{seq}", profile_dir)
+    return result
 
 
 def main() -> None:
@@ -104,6 +123,7 @@ def main() -> None:
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--skip-demo", action="store_true")
     p.add_argument("--demo-steps", type=int, default=None)
+    p.add_argument("--profile", action="store_true", help="print the GPU kernels of one attention step")
     args = p.parse_args()
     out = Path(os.environ.get("OUT", "gpu_hf_out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +143,7 @@ def main() -> None:
     rows = []
     for seq in args.seqs:
         for impl in args.impls:
-            r = measure(impl, args.layers, seq, args.iters)
+            r = measure(impl, args.layers, seq, args.iters, out if args.profile else None)
             torch.cuda.empty_cache()  # the model went with measure's frame; give its memory back
             for part in ("block", "attention"):
                 rows.append(dict(part=part, impl=impl, seq=seq, layers=args.layers, **r[part]))

@@ -3,23 +3,17 @@
 # in build/cuda: the shape grid against fp64 on the default path (the sm90 forward where it
 # applies), compute-sanitizer memcheck on the small grid, the C++ test grid on both paths, then
 # the timings of both paths and the SDPA peer side by side. Results under $OUT.
-#   usage: scripts/gpu_hopper.sh   env: GRID_PATHS, GTEST_PATHS, VARIANTS, SKIP_GTEST=1, SKIP_SANITIZER=1
+#   usage: scripts/gpu_hopper.sh   env: LIB, GRID_PATHS, GTEST_PATHS, VARIANTS, SKIP_GTEST=1, SKIP_SANITIZER=1
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/sinkattn-out}"; mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
-LIB="$PWD/build/cuda/libsinkattn.so"
+LIB="${LIB:-$PWD/build/cuda/libsinkattn.so}"  # LIB= another build (grid and timings)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 echo "commit ${SINKATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 t0=$(date +%s)
-# GRID_PATHS / GTEST_PATHS entries: a path (auto, sm80), optionally with comma-joined env settings
-# (auto,SINKATTN_SM90_PERSISTENT=3 makes every forward block walk many tiles; sm80,SINKATTN_SM80_TILES=small
-# runs the portable tile set of sm_80 / sm_86 / sm_89 instead of the large one sm_90 takes).
-for entry in ${GRID_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 sm80 sm80,SINKATTN_SM80_TILES=small}; do
-  IFS=, read -r path envs <<< "$entry"; tag=${entry//[^A-Za-z0-9]/_}
-  ( cd tests/cuda && env SINKATTN_CUDA_PATH=$path ${envs//,/ } python3 check_cuda.py "$LIB" --no-bench ) > "$OUT/grid_$tag.log" 2>&1
-  echo "grid ($entry):"; grep -E "FAIL|GRID" "$OUT/grid_$tag.log" | tail -25
-done
+# GRID_PATHS / GTEST_PATHS entries: a path, optionally with comma-joined env settings (gpu_grid.sh).
+bash scripts/gpu_grid.sh "$LIB" ${GRID_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 sm80 sm80,SINKATTN_SM80_TILES=small}
 echo "grid: $(( $(date +%s) - t0 )) s"
 if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   ( cd tests/cuda && SINKATTN_SM90_PERSISTENT=3 timeout 240 compute-sanitizer --tool memcheck --kernel-name kns=sinkattn \

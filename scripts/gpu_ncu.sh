@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # GPU machine: Nsight Compute sections for one kernel of one shape (tests/cuda/profile_one.py), with
-# the CUDA build carried in build/cuda. Full reports under $OUT; a few lines printed.
-#   usage: scripts/gpu_ncu.sh "SHAPE KERNEL_REGEX" ...   e.g. "window128 sm90::fwd_kernel"
+# the CUDA build carried in build/cuda (LIB= another .so), clocks left as they are. Full reports
+# under $OUT; a few lines printed, then the stall ledger (tests/cuda/ncu_stalls.py: the SASS
+# instructions that hold most of the sampled warp stalls, with their reasons).
+#   usage: [LIB=...] scripts/gpu_ncu.sh "SHAPE KERNEL_REGEX" ...   e.g. "window128 ^fwd_kernel$"
+#   (ncu matches the kernel's base name: fwd_kernel, bwd_kernel, bwd_dkdv_kernel, ...)
 set -uo pipefail
 cd "$(dirname "$0")/../tests/cuda"
 OUT="${OUT:-/tmp/sinkattn-out}"; mkdir -p "$OUT"
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+LIB=${LIB:-../../build/cuda/libsinkattn.so}
 for spec in "$@"; do
   set -- $spec
-  log="$OUT/ncu_${1}_${2//[^A-Za-z0-9]/_}.txt"
-  timeout 150 "$NCU" --kernel-name "regex:$2" --launch-skip 1 --launch-count 1 \
+  tag="${1}_${2//[^A-Za-z0-9]/}"
+  log="$OUT/ncu_$tag.txt"
+  timeout 200 "$NCU" --clock-control none --import-source no --kernel-name "regex:$2" \
+    --launch-skip 1 --launch-count 1 -f -o "$OUT/ncu_$tag" \
     --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy \
     --section LaunchStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-    python3 profile_one.py ../../build/cuda/libsinkattn.so "$1" > "$log" 2>&1
+    --section SourceCounters python3 profile_one.py "$LIB" "$1" > "$log" 2>&1
   echo "=== ncu $1 $2 (rc $?)"
-  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Issue Slots Busy|No Eligible|Eligible Warps|Active Warps Per|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Grid Size|Executed Ipc A|L2 Hit|ERR|rror|stall" "$log" | cut -c1-400 | head -30
+  "$NCU" -i "$OUT/ncu_$tag.ncu-rep" --page details >> "$log" 2>&1
+  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Issue Slots Busy|No Eligible|Eligible Warps|Active Warps Per|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Grid Size|Executed Ipc A|L2 Hit|ERR|rror" "$log" | cut -c1-200 | head -24
+  "$NCU" -i "$OUT/ncu_$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/src_$tag.csv" 2>&1 \
+    || "$NCU" -i "$OUT/ncu_$tag.ncu-rep" --page source --csv > "$OUT/src_$tag.csv" 2>&1
+  python3 ncu_stalls.py "$OUT/src_$tag.csv" | tee "$OUT/stalls_$tag.txt" | head -70
+  gzip -f "$OUT/src_$tag.csv"; rm -f "$OUT/ncu_$tag.ncu-rep"
 done

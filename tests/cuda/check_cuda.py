@@ -355,19 +355,24 @@ def doc_lengths(total, lo, hi, seed=0):
     return out
 
 
+def packed_problem(q, k, v, sinks, lens, left=-1):
+    """A causal problem over documents of the given lengths packed along q, k, v's first dim, and
+    its cu_seqlens tensor, which the caller keeps alive (the problem holds only its address)."""
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    return Lib.problem(q, k, v, sinks=sinks, causal=True, left=left, cu_q=cu, cu_k=cu,
+                       max_q=max(lens), max_k=max(lens)), cu
+
+
 def bench_varlen(lib, total=32768, hq=64, hkv=8, d=64):
     """gptoss, causal, sinks: packed documents of 256..8k tokens totalling 32k against the same
     32k tokens as one sequence; TFLOP/s of visible pairs (the Hopper issue's 0.9x ratio)."""
     rows = []
-    lens = doc_lengths(total, 256, 8192)
-    for name, cu in (("gptoss varlen 32k docs 256..8k", [0] + torch.tensor(lens).cumsum(0).tolist()),
-                     ("gptoss 32k one sequence", [0, total])):
+    for name, docs in (("gptoss varlen 32k docs 256..8k", doc_lengths(total, 256, 8192)),
+                       ("gptoss 32k one sequence", [total])):
         q, k, v = rand((total, hq, d), torch.bfloat16), rand((total, hkv, d), torch.bfloat16), rand((total, hkv, d), torch.bfloat16)
         dout = rand((total, hq, d), torch.bfloat16)
         sinks = torch.randn(hq, device="cuda")
-        cu_t = torch.tensor(cu, dtype=torch.int32, device="cuda")
-        docs = [b - a for a, b in zip(cu[:-1], cu[1:])]
-        prob = Lib.problem(q, k, v, sinks=sinks, causal=True, cu_q=cu_t, cu_k=cu_t, max_q=max(docs), max_k=max(docs))
+        prob, cu = packed_problem(q, k, v, sinks, docs)
         out, lse = torch.empty_like(q), torch.empty((hq, total), device="cuda")
         dq, dk, dv, dsink = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty(hq, device="cuda")
         f = lambda: lib.fwd(prob, out, lse)

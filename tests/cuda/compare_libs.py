@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from check_cuda import BENCH_SHAPES, doc_lengths, median_ms, pairs, rand
+from check_cuda import BENCH_SHAPES, doc_lengths, median_ms, packed_problem, pairs, rand
 from sinkattn_ctypes import Lib
 
 # check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark) and
@@ -34,12 +34,10 @@ class Case:
         self.q, self.dout = rand(lead + (s, hq, d), torch.bfloat16), rand(lead + (s, hq, d), torch.bfloat16)
         self.k, self.v = rand(lead + (s, hkv, d), torch.bfloat16), rand(lead + (s, hkv, d), torch.bfloat16)
         self.sinks = torch.randn(hq, device="cuda") if sink else None
-        kw = dict(sinks=self.sinks, causal=True, left=left)
-        if varlen:
-            # kept on self: the problem holds only its address
-            self.cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
-            kw.update(cu_q=self.cu, cu_k=self.cu, max_q=max(lens), max_k=max(lens))
-        self.prob = Lib.problem(self.q, self.k, self.v, **kw)
+        if varlen:  # cu kept on self: the problem holds only its address
+            self.prob, self.cu = packed_problem(self.q, self.k, self.v, self.sinks, lens, left)
+        else:
+            self.prob = Lib.problem(self.q, self.k, self.v, sinks=self.sinks, causal=True, left=left)
         self.out = torch.empty_like(self.q)
         self.lse = torch.empty((hq, s) if varlen else (1, hq, s), device="cuda")
         self.dq, self.dk, self.dv = torch.empty_like(self.q), torch.empty_like(self.k), torch.empty_like(self.v)
