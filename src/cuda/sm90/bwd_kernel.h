@@ -13,7 +13,8 @@
 //   needs one barrier between the consumers): consumer c computes 64 x 64 of it, queries
 //   64c.. at d 64 (128-query steps), head-dim columns 64c.. at d 128 (64-query steps), and adds
 //   it into the fp32 accumulator with TMA reductions (`cp.reduce.async.bulk.tensor`, 32
-//   columns per box), so every dQ element of a step is reduced once, not once per consumer.
+//   columns per box; at d 64 each warp reduces its own 16 rows, BwdTile::dq_box_rows), so
+//   every dQ element of a step is reduced once, not once per consumer.
 // The prep / dq conversion / dsink kernels around it are the portable path's, and so is the
 // deterministic mode's dq kernel (this kernel then skips dQ: its dK and dV have a fixed
 // summation order already).
@@ -186,7 +187,10 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   regs_alloc<kT.consumer_regs>();
   const int c = wg - 1;                          // keys 64c .. 64c + 63 of the block (dK, dV)
   const int warp = (threadIdx.x / 32) % 4, g = lane / 4, t = lane % 4;
-  const bool leader = threadIdx.x % 128 == 0;    // issues this warpgroup's dq reductions
+  // Issues dq reductions: every warp's lane 0 for 16-row boxes, else the warpgroup's first thread.
+  constexpr bool kWarpBoxes = kT.dq_box_rows == 16;
+  static_assert(kWarpBoxes || kT.dq_box_rows == 64, "a warp's 16 rows or the warpgroup's 64");
+  const bool leader = kWarpBoxes ? lane == 0 : threadIdx.x % 128 == 0;
   const int64_t key0 = n0 + 64 * c;
   char* sdQ = base + L::dq + c * L::kDQBytes;    // 2 chunks of [64 rows][32 fp32]
   const T* sK = reinterpret_cast<const T*>(base + L::k + c * 64 * 128);  // this consumer's keys
@@ -303,7 +307,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       }
     }
     fence_async_smem();
-    if (leader) bulk_wait_read();  // the previous step's dq reduction has read sdQ
+    if (leader) bulk_wait_read();  // the previous step's dq reductions have read sdQ
     named_sync(3, 256);            // both consumers' dS^T are in shared memory
 
     float dq[8][4];
@@ -330,12 +334,17 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
             make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
       }
     fence_async_smem();
-    named_sync(4 + c, 128);  // this warpgroup's dq part is in shared memory
+    // This warp's (or warpgroup's) dq rows are in shared memory.
+    const int box0 = kWarpBoxes ? 16 * warp : 0;  // first row of this leader's boxes
+    if constexpr (kWarpBoxes)
+      __syncwarp();
+    else
+      named_sync(4 + c, 128);
     if (leader) {
 #pragma unroll
       for (int ch = 0; ch < 2; ++ch)
-        tma_reduce_add_3d(&map_dq, sdQ + ch * 64 * 128, 64 * ds + 32 * ch, (int)head,
-                          dq_row0 + (int)m0 + 64 * qs);
+        tma_reduce_add_3d(&map_dq, sdQ + ch * 64 * 128 + box0 * 128, 64 * ds + 32 * ch,
+                          (int)head, dq_row0 + (int)m0 + 64 * qs + box0);
       bulk_commit();
     }
   }

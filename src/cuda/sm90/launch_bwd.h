@@ -24,7 +24,7 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
     const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
     // Each consumer reduces 64 rows of dq at a time (unused in deterministic mode).
-    const CUtensorMap map_dq = p.dq_atomic ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, 64)
+    const CUtensorMap map_dq = p.dq_atomic ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, bwd_tile(D).dq_box_rows)
                                            : CUtensorMap{};
     auto kernel = bwd_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

@@ -42,6 +42,7 @@ struct BwdTile {
   int producer_regs;  // setmaxnreg targets, as in FwdTile
   int consumer_regs;
   unsigned exp2_fma;  // P^T columns n (8 queries each) whose exps run on the FMA pipe: bit n % 8
+  int dq_box_rows;    // rows of a dq reduction box: 16, each warp its own; 64, the warpgroup's
 };
 
 // Each consumer keeps its 64 keys' dK and dV (2 x D/2 fp32 per thread) for the whole block and
@@ -52,8 +53,11 @@ struct BwdTile {
 // lost); once v8 had trimmed the step's other instructions, an eighth measured +1.4-2.3% over a
 // quarter on every gptoss shape (16k 409 -> 416 TFLOP/s). The forward measured only losses
 // (1/8: 466 -> 440): its exps already overlap the other consumers' products.
+// At d 64 each warp reduces its own 16 dq rows as soon as it has stored them, without the
+// warpgroup barrier: H200, +0.6-1.2% on every gptoss shape; d 128 measured -2.3% (llama 8k).
 constexpr BwdTile bwd_tile(int d) {
-  return d <= 64 ? BwdTile{128, 128, 2, 2, 24, 240, 0x80u} : BwdTile{128, 64, 2, 2, 24, 240, 0u};
+  return d <= 64 ? BwdTile{128, 128, 2, 2, 24, 240, 0x80u, 16}
+                 : BwdTile{128, 64, 2, 2, 24, 240, 0u, 64};
 }
 
 }  // namespace sinkattn::cuda::sm90
