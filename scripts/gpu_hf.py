@@ -108,6 +108,9 @@ def profile(step, label: str, out: Path, rows: int = 18) -> None:
 def measure(impl: str, layers: int, seq: int, iters: int, profile_dir: Path | None = None) -> dict:
     from sinkattn.hf.configs import gpt_oss_config
 
+    # A fresh compile per length: after a first length torch.compile recompiles the next one
+    # with dynamic sizes: flex_attention at 32k timed 161 ms after 8k, 126 ms alone (PERFORMANCE.md).
+    torch.compiler.reset()
     steps = build_steps(impl, gpt_oss_config(layers=layers), seq)  # gpt-oss-20b widths
     result = {part: timed(step, iters) for part, step in steps.items()}
     if profile_dir is not None and result["attention"]["ms"] is not None:
