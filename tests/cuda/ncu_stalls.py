@@ -28,8 +28,8 @@ def main():
         next((c for c in cols if "Sampling" in c), None)
     if total is None:
         sys.exit("no sampling column; columns: " + " | ".join(cols))
-    reasons = [c for c in cols if c != total and ("stall" in c.lower() or c.lower().startswith("smsp__pcsamp"))
-               and "Sampling" not in c]
+    # Reasons over all samples (ncu also lists each one again over the not-issued samples).
+    reasons = [c for c in cols if c.lower().startswith("stall_") and "Not Issued" not in c]
     text = next((c for c in cols if c.strip() == "Source"), cols[1] if len(cols) > 1 else cols[0])
     addr = next((c for c in cols if "Address" in c), None)
     samples = [number(r[total]) for r in rows]
@@ -39,8 +39,7 @@ def main():
     for i in order[:top]:
         r = rows[i]
         why = sorted(((number(r[c]), c) for c in reasons), reverse=True)[:3]
-        why_s = ", ".join(f"{c.replace('Warp Stall Sampling', '').strip()} {v / samples[i]:.0%}"
-                          for v, c in why if v > 0)
+        why_s = ", ".join(f"{c} {v / samples[i]:.0%}" for v, c in why if v > 0)
         where = r[addr] if addr else str(i)
         print(f"{i:5d} {where:>8s} {samples[i] / whole:6.2%}  {r[text].strip()[:60]:60s} {why_s}")
     sums = sorted(((sum(number(r[c]) for r in rows), c) for c in reasons), reverse=True)
