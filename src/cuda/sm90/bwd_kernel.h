@@ -277,12 +277,12 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     sm80::acc_to_a<BM / 16, T>(pf, st);
     sm80::acc_to_a<BM / 16, T>(dsf, dpt);
 
-    // dV += P^T dO, then dS^T into shared memory while dV runs (the stores then have the dK issue
-    // and dV's run to land before the fence below waits for them; H200 +0.1-1.6% d 64, +3.7%
-    // llama 8k, against storing after both), then dK += dS^T Q. dS^T is
-    // the M-major A operand of dQ = dS K: per 16 queries kk, the A fragment dsf[kk] is four
-    // 8 x 8 tiles (key rows 16 warp (+8), query columns 16 kk (+8)), one stmatrix; lane l gives
-    // row l % 8 of tile l / 8.
+    // dV += P^T dO, then dS^T into shared memory while dV runs (the stores then have the dK
+    // issue and dV's run to land before the fence below waits for them; H200 +0.1-1.6% d 64,
+    // +3.7% llama 8k, against storing after both), then dK += dS^T Q. dS^T is the M-major A
+    // operand of dQ = dS K: per 16 queries kk, the A fragment dsf[kk] is four 8 x 8 tiles (key
+    // rows 16 warp (+8), query columns 16 kk (+8)), one stmatrix; lane l gives row l % 8 of
+    // tile l / 8.
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < BM / 16; ++kk)

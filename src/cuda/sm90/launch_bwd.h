@@ -23,9 +23,10 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
     const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
     const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
-    // Each consumer reduces 64 rows of dq at a time (unused in deterministic mode).
-    const CUtensorMap map_dq = p.dq_atomic ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, bwd_tile(D).dq_box_rows)
-                                           : CUtensorMap{};
+    // dq reductions in boxes of 32 columns x dq_box_rows rows (unused in deterministic mode).
+    const CUtensorMap map_dq =
+        p.dq_atomic ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, bwd_tile(D).dq_box_rows)
+                    : CUtensorMap{};
     auto kernel = bwd_kernel<T, D>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid = sm80::make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
