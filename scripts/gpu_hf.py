@@ -12,6 +12,7 @@
    writes $OUT/gpu_hf.json (OUT defaults to ./gpu_hf_out).
 
     SINKATTN_LIBRARY=... PYTHONPATH=python python scripts/gpu_hf.py [--layers 2] [--seqs 8192 32768]
+        [--impls sinkattn flex_attention] [--skip-demo] [--profile]
 
 Eager materialises (64, S, S) scores per layer: at 32k it cannot fit and is reported as OOM.
 """
@@ -90,8 +91,8 @@ def build_steps(impl: str, config, seq: int, device: str = "cuda"):
 
 
 def profile(step, label: str, out: Path, rows: int = 18) -> None:
-    """The GPU kernels of one `step` (torch profiler), largest total time first: where a step's
-    time goes beyond the attention kernels themselves (copies, casts, reductions)."""
+    """The GPU kernels of one `step` (torch profiler), largest GPU time first: where a step's
+    time goes besides the attention kernels themselves (projections, copies, casts)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
