@@ -56,10 +56,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
 }
 
 // The reverse (sm_90): lanes 8i..8i+7 give the row addresses that matrix i (register i) goes to.
+// Below sm_90 there is no such instruction: a caller there traps instead of storing nothing.
 __device__ __forceinline__ void stmatrix_x4(void* p, const uint32_t (&r)[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n"
                ::"r"(smem_addr(p)), "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3]) : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();
 #endif
 }
 
