@@ -252,8 +252,79 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       return softmax.update(sc, p.scale_log2, corr);
     };
 
+    // Narrow windows (persistent kernel): when the tile spans two key blocks and this
+    // warpgroup's 64 rows see at most 192 keys from a 64-key boundary of them (window 128:
+    // rows r0.. see keys r0 - 127 .. r0 + 63), one pass over that span replaces the walk over
+    // both blocks: S in three 64-key pieces, one softmax, P V in twelve 16-key steps. A
+    // quarter fewer products and exps than the two 128-key blocks, no second softmax or
+    // rescale; the tile's three turns and both stages' hand-backs stay as in the walk.
+    int span0 = -1;  // first key of the span from block n_first's (0 or 64); -1: the walk
+    if constexpr (kT.persistent) {
+      if (n_end - n_first == 2 && row0 < tile.seq.len_q) {
+        int64_t lo, hi;
+        mask.key_range(row0, min(row0 + 64, tile.seq.len_q), lo, hi);
+        const int64_t first = (int64_t)n_first * BN, a = (lo - first) / 64 * 64;
+        if (hi > lo && a <= 64 && hi - first <= a + 192) span0 = (int)a;
+      }
+    }
+    constexpr int kSpan = 192;
+    auto span_pass = [&]() {
+      int s0, s1;
+      uint32_t ph0, ph1;
+      stage_of(n_first, s0, ph0);
+      stage_of(n_first + 1, s1, ph1);
+      // Key k of the span (from block n_first's first key) in the stage holding its block.
+      auto key_row = [&](const char* tiles, int k) {
+        const int key = span0 + k;
+        return reinterpret_cast<const T*>(tiles + (key < BN ? s0 : s1) * L::kKVBytes + (key % BN) * 128);
+      };
+      float sc[1][kSpan / 8][4];
+      turns.wait();
+      mbar_wait(&k_full[s0], ph0);
+      mbar_wait(&k_full[s1], ph1);
+      wgmma_fence();
+#pragma unroll
+      for (int piece = 0; piece < kSpan / 64; ++piece) {
+        auto& d = *reinterpret_cast<float(*)[8][4]>(&sc[0][8 * piece]);
+        const T* sK = key_row(base + L::k, 64 * piece);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+          mma_ss<0, 0>(d, kmajor_desc(sQ, kk, BM * 128), kmajor_desc(sK, kk, BN * 128), kk > 0, T{});
+      }
+      wgmma_commit();
+      turns.pass();
+      wgmma_wait<0>();
+      pin(sc[0]);
+      release(k_empty, n_first);
+      release(k_empty, n_first + 1);
+      mbar_arrive(&q_empty[qs]);
+      sm80::apply_mask(sc, mask, row0 + 16 * warp, (int64_t)n_first * BN + span0, lane);
+      float corr[2];
+      softmax.update(sc, p.scale_log2, corr);  // O is still zero: corr is not needed
+      uint32_t pf[kSpan / 16][4];
+      sm80::acc_to_a<kSpan / 16, T>(pf, sc[0]);
+      turns.wait();
+      mbar_wait(&v_full[s0], ph0);
+      mbar_wait(&v_full[s1], ph1);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kSpan / 16; ++kk)
+        mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(key_row(base + L::v, 16 * kk), 0, BN * 128), 1, T{});
+      wgmma_commit();
+      turns.pass();
+      wgmma_wait<0>();
+      pin(acc_o[0]);
+      pin(pf);
+      release(v_empty, n_first);
+      release(v_empty, n_first + 1);
+      turns.wait();  // the walk's third turn (its last P V)
+      turns.pass();
+    };
+
     uint32_t p_frag[BN / 16][4];
-    if (n_first < n_end) {
+    if (span0 >= 0) {
+      span_pass();
+    } else if (n_first < n_end) {
       float sc[1][BN / 8][4];
       float corr[2];
       turns.wait();
@@ -267,7 +338,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     } else {
       if (kT.persistent) mbar_arrive(&q_empty[qs]);  // no key to see: the output is the sink's alone
     }
-    for (int n = n_first + 1; n < n_end; ++n) {
+    for (int n = n_first + 1; n < n_end && span0 < 0; ++n) {
       float sc[1][BN / 8][4];
       float corr[2];
       turns.wait();
@@ -285,7 +356,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       if (rescale) sm80::scale_rows(acc_o, corr);
       sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
     }
-    if (n_first < n_end) {
+    if (n_first < n_end && span0 < 0) {
       turns.wait();
       issue_pv(p_frag, n_end - 1);
       turns.pass();
