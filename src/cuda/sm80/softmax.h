@@ -77,6 +77,42 @@ struct OnlineSoftmax {
     return rescale;
   }
 
+  // update in two phases, for a one-pass tile whose output is still zero (no corr needed):
+  // begin() takes the rows' max over the whole block (and rescales the sink's share of l),
+  // exps<N0, N1>() turns columns [8 N0, 8 N1) into P, so that the caller can issue each column
+  // range's P V while the next range's exps run.
+  template <int N>
+  __device__ __forceinline__ void begin(const float (&s)[MT][N][4], float scale_log2, float (&m_use)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int mt = r / 2, h = r % 2;
+      float x = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < N; ++n) x = fmaxf(x, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
+      x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+      x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+      const float m_new = fmaxf(m[r], x * scale_log2);
+      m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // as in update
+      l[r] *= ptx::exp2f_approx(m[r] - m_use[r]);
+      m[r] = m_new;
+    }
+  }
+  template <int N0, int N1, int N>
+  __device__ __forceinline__ void exps(float (&s)[MT][N][4], float scale_log2, const float (&m_use)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int mt = r / 2, h = r % 2;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = N0; n < N1; ++n) {
+        s[mt][n][2 * h] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h], scale_log2, -m_use[r]));
+        s[mt][n][2 * h + 1] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h + 1], scale_log2, -m_use[r]));
+        sum += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
+      }
+      l[r] += sum;
+    }
+  }
+
   // inv[r] = 1 / denominator (0 for a row that saw neither key nor sink) and the natural-log
   // lse (-inf for such a row).
   __device__ __forceinline__ void finish(float (&inv)[R], float (&lse)[R]) {

@@ -299,19 +299,31 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       release(k_empty, n_first + 1);
       mbar_arrive(&q_empty[qs]);
       sm80::apply_mask(sc, mask, row0 + 16 * warp, (int64_t)n_first * BN + span0, lane);
-      float corr[2];
-      softmax.update(sc, p.scale_log2, corr);  // O is still zero: corr is not needed
+      // One max over the span, then per 64-key piece its exps and its P V, issued while the
+      // next piece's exps run (O is still zero: no rescale).
+      float m_use[2];
+      softmax.begin(sc, p.scale_log2, m_use);
       uint32_t pf[kSpan / 16][4];
-      sm80::acc_to_a<kSpan / 16, T>(pf, sc[0]);
-      turns.wait();
-      mbar_wait(&v_full[s0], ph0);
-      mbar_wait(&v_full[s1], ph1);
-      wgmma_fence();
+      auto piece_pv = [&](auto piece_c) {
+        constexpr int kP = decltype(piece_c)::value;
+        softmax.template exps<8 * kP, 8 * kP + 8>(sc, p.scale_log2, m_use);
+        sm80::acc_to_a<4, T>(*reinterpret_cast<uint32_t(*)[4][4]>(&pf[4 * kP]),
+                             *reinterpret_cast<float(*)[8][4]>(&sc[0][8 * kP]));
+        if constexpr (kP == 0) {
+          turns.wait();
+          mbar_wait(&v_full[s0], ph0);
+          mbar_wait(&v_full[s1], ph1);
+        }
+        wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < kSpan / 16; ++kk)
-        mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(key_row(base + L::v, 16 * kk), 0, BN * 128), 1, T{});
+        for (int kk = 4 * kP; kk < 4 * kP + 4; ++kk)
+          mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(key_row(base + L::v, 16 * kk), 0, BN * 128), 1, T{});
+        if constexpr (kP == 0) turns.pass();
+      };
+      piece_pv(std::integral_constant<int, 0>{});
+      piece_pv(std::integral_constant<int, 1>{});
+      piece_pv(std::integral_constant<int, 2>{});
       wgmma_commit();
-      turns.pass();
       wgmma_wait<0>();
       pin(acc_o[0]);
       pin(pf);
