@@ -39,10 +39,8 @@ struct OnlineSoftmax {
 
   // s (raw scores, -inf where masked) becomes P (unnormalised, relative to the running max).
   // Returns whether the warp rescaled (warp-uniform; always without kLazy): only then must
-  // output row r be multiplied by corr[r]. N: the block's 8-key column tiles (NT, or a wider
-  // block for a one-pass tile).
-  template <int N = NT>
-  __device__ __forceinline__ bool update(float (&s)[MT][N][4], float scale_log2, float (&corr)[R]) {
+  // output row r be multiplied by corr[r].
+  __device__ __forceinline__ bool update(float (&s)[MT][NT][4], float scale_log2, float (&corr)[R]) {
     float mx[R];
     bool grows = false;
 #pragma unroll
@@ -50,7 +48,7 @@ struct OnlineSoftmax {
       const int mt = r / 2, h = r % 2;
       float x = -INFINITY;
 #pragma unroll
-      for (int n = 0; n < N; ++n) x = fmaxf(x, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
+      for (int n = 0; n < NT; ++n) x = fmaxf(x, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
       x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
       x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
       mx[r] = x * scale_log2;
@@ -67,7 +65,7 @@ struct OnlineSoftmax {
       m[r] = m_new;
       float sum = 0.f;
 #pragma unroll
-      for (int n = 0; n < N; ++n) {
+      for (int n = 0; n < NT; ++n) {
         s[mt][n][2 * h] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h], scale_log2, -m_use));
         s[mt][n][2 * h + 1] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h + 1], scale_log2, -m_use));
         sum += s[mt][n][2 * h] + s[mt][n][2 * h + 1];

@@ -14,6 +14,7 @@
 #include <cuda.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
