@@ -45,31 +45,17 @@ struct OnlineSoftmax {
     bool grows = false;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const int mt = r / 2, h = r % 2;
-      float x = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < NT; ++n) x = fmaxf(x, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
-      x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
-      x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
-      mx[r] = x * scale_log2;
+      mx[r] = row_max(s, r, scale_log2);
       grows |= mx[r] > m[r] + kStale;  // false while both are -inf
     }
     const bool rescale = !kLazy || __any_sync(0xffffffff, grows);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const int mt = r / 2, h = r % 2;
       const float m_new = rescale ? fmaxf(m[r], mx[r]) : m[r];
-      // A row that has seen nothing yet keeps m = -inf; use 0 so no inf - inf appears.
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;
+      const float m_use = usable(m_new);
       corr[r] = rescale ? ptx::exp2f_approx(m[r] - m_use) : 1.f;
       m[r] = m_new;
-      float sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        s[mt][n][2 * h] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h], scale_log2, -m_use));
-        s[mt][n][2 * h + 1] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h + 1], scale_log2, -m_use));
-        sum += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
-      }
+      const float sum = exp_row<0, NT>(s, r, scale_log2, m_use);
       l[r] = rescale ? l[r] * corr[r] + sum : l[r] + sum;
     }
     return rescale;
@@ -83,14 +69,8 @@ struct OnlineSoftmax {
   __device__ __forceinline__ void begin(const float (&s)[MT][N][4], float scale_log2, float (&m_use)[R]) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const int mt = r / 2, h = r % 2;
-      float x = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < N; ++n) x = fmaxf(x, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
-      x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
-      x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
-      const float m_new = fmaxf(m[r], x * scale_log2);
-      m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // as in update
+      const float m_new = fmaxf(m[r], row_max(s, r, scale_log2));
+      m_use[r] = usable(m_new);
       l[r] *= ptx::exp2f_approx(m[r] - m_use[r]);
       m[r] = m_new;
     }
@@ -98,17 +78,36 @@ struct OnlineSoftmax {
   template <int N0, int N1, int N>
   __device__ __forceinline__ void exps(float (&s)[MT][N][4], float scale_log2, const float (&m_use)[R]) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int mt = r / 2, h = r % 2;
-      float sum = 0.f;
+    for (int r = 0; r < R; ++r) l[r] += exp_row<N0, N1>(s, r, scale_log2, m_use[r]);
+  }
+
+  // Max of row r's raw scores over the quad that shares it, in the exp2 domain.
+  template <int N>
+  __device__ __forceinline__ static float row_max(const float (&s)[MT][N][4], int r, float scale_log2) {
+    const int mt = r / 2, h = r % 2;
+    float x = -INFINITY;
 #pragma unroll
-      for (int n = N0; n < N1; ++n) {
-        s[mt][n][2 * h] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h], scale_log2, -m_use[r]));
-        s[mt][n][2 * h + 1] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h + 1], scale_log2, -m_use[r]));
-        sum += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
-      }
-      l[r] += sum;
+    for (int n = 0; n < N; ++n) x = fmaxf(x, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
+    x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+    x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+    return x * scale_log2;
+  }
+  // A row that has seen nothing yet keeps m = -inf; exps use 0 then, so no inf - inf appears.
+  __device__ __forceinline__ static float usable(float m_new) { return m_new == -INFINITY ? 0.f : m_new; }
+  // Columns [8 N0, 8 N1) of row r become P relative to m_use; returns this thread's share of
+  // their sum.
+  template <int N0, int N1, int N>
+  __device__ __forceinline__ static float exp_row(float (&s)[MT][N][4], int r, float scale_log2,
+                                                  float m_use) {
+    const int mt = r / 2, h = r % 2;
+    float sum = 0.f;
+#pragma unroll
+    for (int n = N0; n < N1; ++n) {
+      s[mt][n][2 * h] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h], scale_log2, -m_use));
+      s[mt][n][2 * h + 1] = ptx::exp2f_approx(fmaf(s[mt][n][2 * h + 1], scale_log2, -m_use));
+      sum += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
     }
+    return sum;
   }
 
   // inv[r] = 1 / denominator (0 for a row that saw neither key nor sink) and the natural-log
