@@ -27,6 +27,14 @@ struct OnlineSoftmax {
       l[r] = (sinks && lane % 4 == 0) ? 1.f : 0.f;
     }
   }
+  // The same from the sink logit already in the exp2 domain (-inf: no sink).
+  __device__ __forceinline__ void init_log2(float sink_log2, int lane) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      m[r] = sink_log2;
+      l[r] = (sink_log2 != -INFINITY && lane % 4 == 0) ? 1.f : 0.f;
+    }
+  }
 
   // Lazy rescaling (as FlashAttention-4 does): the running max moves only when a block raises
   // some row of the warp by more than kStale (log2 domain). Until then P stays below 2^kStale
