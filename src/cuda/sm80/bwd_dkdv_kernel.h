@@ -96,25 +96,12 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
 
   const int wn = warp % WN, wm = warp / WN;
   const int key_r0 = wn * 16 * KT;  // this warp's first key row of the block (phases A, B)
-  // This thread's key rows (two per m-tile) stay the same for the whole kernel: find the query
-  // rows that see them, and the rows that see every key of the block, once (rows < len_q fit
-  // int32); each query tile then only compares (fewer live registers than the mask in the loop).
-  int see_first[KT][2], see_last[KT][2], full_first, full_last;
-  {
-    int64_t first, last;
+  // This thread's key rows (two per m-tile, row 2m + r) stay the same for the whole kernel: the
+  // mask seen from them, once (fewer live registers than the mask in the loop).
+  int64_t keys[2 * KT];
 #pragma unroll
-    for (int m = 0; m < KT; ++m)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mask.key_rows(n0 + key_r0 + 16 * m + g + 8 * r, first, last);
-        see_first[m][r] = (int)first;
-        see_last[m][r] = (int)last;
-      }
-    mask.full_rows(n0, n0 + BN, first, last);
-    full_first = (int)first;
-    full_last = (int)last;
-  }
-  const int len_q = (int)seq.len_q;
+  for (int k = 0; k < 2 * KT; ++k) keys[k] = n0 + key_r0 + 16 * (k / 2) + g + 8 * (k % 2);
+  const KeyRowsMask<2 * KT> key_mask(mask, n0, n0 + BN, keys);
 
   float acc_dv[KT][DB / 8][4], acc_dk[KT][DB / 8][4];
   zero(acc_dv);
@@ -164,15 +151,11 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
     int lo[KT][2], hi[KT][2];
 #pragma unroll
     for (int m = 0; m < KT; ++m) lo[m][0] = lo[m][1] = 0, hi[m][0] = hi[m][1] = BM;
-    const int m0i = (int)m0;
-    if (m0i < full_first || min(m0i + BM, len_q) - 1 > full_last) {
+    if (key_mask.cuts((int)m0, BM)) {
 #pragma unroll
       for (int m = 0; m < KT; ++m)
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          lo[m][r] = max(-1, min(see_first[m][r] - m0i, BM));
-          hi[m][r] = max(-1, min(see_last[m][r] - m0i, BM));
-        }
+        for (int r = 0; r < 2; ++r) key_mask.bounds(2 * m + r, (int)m0, BM, lo[m][r], hi[m][r]);
     }
 #pragma unroll
     for (int m = 0; m < KT; ++m)

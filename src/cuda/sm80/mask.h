@@ -110,18 +110,63 @@ struct Mask {
   }
 };
 
+// The mask seen from K fixed key rows (a backward block's, per thread): the query rows that see
+// every key of the block, and for each key row the rows that see it, found once as int32 (rows
+// < len_q); per query tile only compares remain.
+template <int K>
+struct KeyRowsMask {
+  int full_first, full_last, len_q;
+  int first[K], last[K];
+
+  // keys: this thread's key rows; [n0, n1): the block's keys.
+  __device__ __forceinline__ KeyRowsMask(const Mask& m, int64_t n0, int64_t n1,
+                                         const int64_t (&keys)[K]) {
+    int64_t a, z;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      m.key_rows(keys[k], a, z);
+      first[k] = (int)a;
+      last[k] = (int)z;
+    }
+    m.full_rows(n0, n1, a, z);
+    full_first = (int)a;
+    full_last = (int)z;
+    len_q = (int)m.len_q;
+  }
+  // Whether the mask cuts the query rows [m0, m0 + bm) (some pair with the block's keys hidden).
+  __device__ __forceinline__ bool cuts(int m0, int bm) const {
+    return m0 < full_first || min(m0 + bm, len_q) - 1 > full_last;
+  }
+  // Key row k's visible query columns [lo, hi] in the tile from m0, clamped to [-1, bm] (as
+  // Mask::key_row_bounds).
+  __device__ __forceinline__ void bounds(int k, int m0, int bm, int& lo, int& hi) const {
+    lo = max(-1, min(first[k] - m0, bm));
+    hi = max(-1, min(last[k] - m0, bm));
+  }
+};
+
+// Bit n set iff column 8n + 2t + e of a C fragment (t = lane % 4) lies in [lo, hi], for up to 31
+// n-tiles and lo, hi in [-1, 8 * 31]: each element's test is then one bit test (LOP3 to a
+// predicate) instead of two compares of its column.
+__device__ __forceinline__ uint32_t fragment_cols(int lo, int hi, int t, int e) {
+  const int nlo = max(0, (lo - 2 * t - e + 7) >> 3);  // ceil((lo - 2t - e) / 8)
+  const int nhi = (hi - 2 * t - e) >> 3;              // floor((hi - 2t - e) / 8)
+  return nhi < nlo ? 0u : ((2u << nhi) - 1u) & ~((1u << nlo) - 1u);
+}
+
 // Sets the scores of one fragment row (half h of an m-tile: elements 2h, 2h + 1 of each n-tile)
 // outside its visible block-local columns [lo, hi] to -inf.
 template <int NT>
 __device__ __forceinline__ void mask_row(float (&s)[NT][4], int h, int lo, int hi, int lane) {
+  static_assert(NT <= 31, "fragment_cols");
   const int t = lane % 4;
 #pragma unroll
-  for (int n = 0; n < NT; ++n)
+  for (int e = 0; e < 2; ++e) {
+    const uint32_t cols = fragment_cols(lo, hi, t, e);
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int c = n * 8 + 2 * t + e;
-      if (c < lo || c > hi) s[n][2 * h + e] = -INFINITY;
-    }
+    for (int n = 0; n < NT; ++n)
+      if (!(cols & (1u << n))) s[n][2 * h + e] = -INFINITY;
+  }
 }
 
 // Sets masked scores of a warp tile (MT m-tiles from query row m0, keys from n0) to -inf.
