@@ -103,7 +103,7 @@ struct TileInfo {
   float sink_log2;     // sink logit * log2 e; -inf without sinks
   int32_t done;        // persistent: no tile left (the consumers leave)
 };
-static_assert(sizeof(TileInfo) <= 256, "one TileInfo slot per q stage");
+static_assert(sizeof(TileInfo) <= 256, "a TileInfo fits its 256-byte slot");
 
 // The tile's info from its work item; span0 for the consumers of a persistent (narrow-window)
 // block: when the tile spans two key blocks and consumer c's 64 rows see at most 192 keys from a
@@ -157,8 +157,9 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   uint64_t* v_full = k_full + S;
   uint64_t* k_empty = v_full + S;
   uint64_t* v_empty = k_empty + S;
-  auto info_slot = [&](int tile) {  // the slot of the tile-th tile this block computes
-    return reinterpret_cast<TileInfo*>(base + L::info + tile % L::kInfoSlots * 256);
+  auto info_slot = [&](int tile) {  // the slot of the tile-th tile (persistent kernels only)
+    constexpr int kSlots = L::kInfoSlots > 0 ? L::kInfoSlots : 1;
+    return reinterpret_cast<TileInfo*>(base + L::info + tile % kSlots * 256);
   };
 
   const TileSched sched{(p.seqlen_q + BM - 1) / BM, p.heads_q, p.batch};
