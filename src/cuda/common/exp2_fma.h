@@ -8,11 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define SINKATTN_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define SINKATTN_HOST_DEVICE inline
-#endif
+#include "cuda/common/host_device.h"
 
 namespace sinkattn::cuda::ptx {
 

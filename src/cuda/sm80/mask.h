@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/common/fragment_cols.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
 
@@ -145,24 +146,15 @@ struct KeyRowsMask {
   }
 };
 
-// Bit n set iff column 8n + 2t + e of a C fragment (t = lane % 4) lies in [lo, hi], for up to 31
-// n-tiles and lo, hi in [-1, 8 * 31]: each element's test is then one bit test (LOP3 to a
-// predicate) instead of two compares of its column.
-__device__ __forceinline__ uint32_t fragment_cols(int lo, int hi, int t, int e) {
-  const int nlo = max(0, (lo - 2 * t - e + 7) >> 3);  // ceil((lo - 2t - e) / 8)
-  const int nhi = (hi - 2 * t - e) >> 3;              // floor((hi - 2t - e) / 8)
-  return nhi < nlo ? 0u : ((2u << nhi) - 1u) & ~((1u << nlo) - 1u);
-}
-
 // Sets the scores of one fragment row (half h of an m-tile: elements 2h, 2h + 1 of each n-tile)
 // outside its visible block-local columns [lo, hi] to -inf.
 template <int NT>
 __device__ __forceinline__ void mask_row(float (&s)[NT][4], int h, int lo, int hi, int lane) {
-  static_assert(NT <= 31, "fragment_cols");
+  static_assert(NT <= 31, "fragment_cols covers 31 n-tiles");
   const int t = lane % 4;
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
-    const uint32_t cols = fragment_cols(lo, hi, t, e);
+    const uint32_t cols = cuda::fragment_cols(lo, hi, t, e);
 #pragma unroll
     for (int n = 0; n < NT; ++n)
       if (!(cols & (1u << n))) s[n][2 * h + e] = -INFINITY;

@@ -1,0 +1,9 @@
+// Helpers compiled for the kernels and for the host: the CPU tests then check the code the
+// kernels run (tests/cpp/test_exp2_fma.cpp, test_fragment_cols.cpp).
+#pragma once
+
+#if defined(__CUDACC__)
+#define SINKATTN_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define SINKATTN_HOST_DEVICE inline
+#endif
