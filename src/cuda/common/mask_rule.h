@@ -1,0 +1,168 @@
+// The visibility rule and the block ranges it implies. Query i of a sequence sits at key
+// position pos(i): i + len_k - len_q (bottom-right alignment), or, for fused zigzag context
+// parallelism, i + shift_lo for rows below `split` (chunk r) and i + shift_hi from there on
+// (chunk 2W-1-r). Key j is visible iff 0 <= j < len_k and pos - left <= j <= pos + right (each
+// bound only when >= 0). pos is increasing in i in both cases, so a row range sees one key range
+// and a key range is seen by one row range; a query tile across the two zigzag chunks gets the
+// range covering both pieces (under a window its middle is masked per element). Blocks wholly
+// visible skip the per-element test; blocks wholly invisible are never visited, so a window costs
+// its width. Build masks with Mask::of(params, sequence) so the zigzag mapping is never missed.
+// Host and device: the CPU tests check these ranges against the rule itself
+// (tests/cpp/test_mask_rule.cpp).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/common/host_device.h"
+
+namespace sinkattn::cuda {
+
+// min / max: CUDA's overloads on the device (the kernels' code as it was), std's on the host.
+template <typename T>
+SINKATTN_HOST_DEVICE T imin(T a, T b) {
+#if defined(__CUDA_ARCH__)
+  return ::min(a, b);
+#else
+  return std::min(a, b);
+#endif
+}
+template <typename T>
+SINKATTN_HOST_DEVICE T imax(T a, T b) {
+#if defined(__CUDA_ARCH__)
+  return ::max(a, b);
+#else
+  return std::max(a, b);
+#endif
+}
+
+struct Mask {
+  int64_t len_q, len_k, left, right;  // left/right: -1 = unbounded
+  int64_t split = 0;                  // rows below sit at i + shift_lo, the others at i + shift_hi
+  int64_t shift_lo = len_k - len_q;
+  int64_t shift_hi = len_k - len_q;
+
+  // The mask of one sequence: bottom-right aligned, or zigzag when p.zigzag_world > 0 (the host
+  // checked 0 <= rank < world; odd or mismatched varlen lengths only move positions, every key
+  // index stays clamped to [0, len_k)).
+  template <typename P, typename S>  // sm80::Params, sm80::Sequence
+  SINKATTN_HOST_DEVICE static Mask of(const P& p, const S& seq) {
+    Mask m{seq.len_q, seq.len_k, p.window_left, p.window_right};
+    if (p.zigzag_world > 0) {
+      const int64_t c = seq.len_q / 2;
+      m.split = c;
+      m.shift_lo = int64_t{p.zigzag_rank} * c;
+      m.shift_hi = (2 * int64_t{p.zigzag_world} - 2 - p.zigzag_rank) * c;
+    }
+    return m;
+  }
+
+  // Bottom-right shift len_k - len_q (the position of row i without zigzag is i + shift()).
+  SINKATTN_HOST_DEVICE int64_t shift() const { return len_k - len_q; }
+
+  // Key position of query row i (rows past len_q continue the last chunk).
+  SINKATTN_HOST_DEVICE int64_t pos(int64_t i) const {
+    return i + (i < split ? shift_lo : shift_hi);
+  }
+
+  // Number of query rows whose position is below x, i.e. the first row at position >= x.
+  SINKATTN_HOST_DEVICE int64_t rows_below(int64_t x) const {
+    return imin(imax(x - shift_lo, int64_t{0}), split) +
+           imin(imax(x - shift_hi, split), len_q) - split;
+  }
+
+  // Keys [lo, hi) that any query of rows [m0, m1) can see (empty: lo >= hi).
+  SINKATTN_HOST_DEVICE void key_range(int64_t m0, int64_t m1, int64_t& lo,
+                                            int64_t& hi) const {
+    lo = left < 0 ? 0 : imax(int64_t{0}, pos(m0) - left);
+    hi = right < 0 ? len_k : imin(len_k, pos(m1 - 1) + right + 1);
+  }
+
+  // Queries [lo, hi) that see any key of rows [n0, n1) (every row in between sees one).
+  SINKATTN_HOST_DEVICE void query_range(int64_t n0, int64_t n1, int64_t& lo,
+                                              int64_t& hi) const {
+    lo = right < 0 ? 0 : rows_below(n0 - right);
+    hi = left < 0 ? len_q : rows_below(n1 + left);
+  }
+
+  // Visible columns [lo, hi] of query row i inside the key block starting at n0, as block-local
+  // 32-bit indices clamped to [-1, bn] (so per-element tests are two int compares).
+  SINKATTN_HOST_DEVICE void row_bounds(int64_t i, int64_t n0, int bn, int& lo,
+                                             int& hi) const {
+    const int64_t p = pos(i);
+    int64_t a = left < 0 ? 0 : p - left - n0;
+    int64_t b = imin(len_k - 1, right < 0 ? len_k - 1 : p + right) - n0;
+    lo = (int)imax(int64_t{-1}, imin(a, (int64_t)bn));
+    hi = (int)imax(int64_t{-1}, imin(b, (int64_t)bn));
+  }
+
+  // Query rows [first, last] that see key j (none when first > last): query i sees j iff
+  // j - right <= pos(i) <= j + left (each bound only when set), and j < len_k.
+  SINKATTN_HOST_DEVICE void key_rows(int64_t j, int64_t& first, int64_t& last) const {
+    first = right < 0 ? 0 : rows_below(j - right);
+    last = j >= len_k ? -1 : left < 0 ? len_q - 1 : rows_below(j + left + 1) - 1;
+  }
+
+  // Query rows [first, last] that see every key of [n0, n1) (none when first > last).
+  SINKATTN_HOST_DEVICE void full_rows(int64_t n0, int64_t n1, int64_t& first,
+                                            int64_t& last) const {
+    first = right < 0 ? 0 : rows_below(n1 - 1 - right);
+    last = n1 > len_k ? -1 : left < 0 ? len_q - 1 : rows_below(n0 + left + 1) - 1;
+  }
+
+  // Visible query columns [lo, hi] of key row j inside the query block starting at m0, as
+  // block-local indices clamped to [-1, bm] (key_rows made block-local).
+  SINKATTN_HOST_DEVICE void key_row_bounds(int64_t j, int64_t m0, int bm, int& lo,
+                                                 int& hi) const {
+    int64_t first, last;
+    key_rows(j, first, last);
+    lo = (int)imax(int64_t{-1}, imin(first - m0, (int64_t)bm));
+    hi = (int)imax(int64_t{-1}, imin(last - m0, (int64_t)bm));
+  }
+
+  // True when every (query in [m0, m1), key in [n0, n1)) pair is visible. Query rows past
+  // len_q are never stored, so they do not force the per-element test.
+  SINKATTN_HOST_DEVICE bool all_visible(int64_t m0, int64_t m1, int64_t n0,
+                                              int64_t n1) const {
+    m1 = imin(m1, len_q);
+    return n1 <= len_k && (left < 0 || n0 >= pos(m1 - 1) - left) &&
+           (right < 0 || n1 - 1 <= pos(m0) + right);
+  }
+};
+
+// The mask seen from K fixed key rows (a backward block's, per thread): the query rows that see
+// every key of the block, and for each key row the rows that see it, found once as int32 (rows
+// < len_q); per query tile only compares remain.
+template <int K>
+struct KeyRowsMask {
+  int full_first, full_last, len_q;
+  int first[K], last[K];
+
+  // keys: this thread's key rows; [n0, n1): the block's keys.
+  SINKATTN_HOST_DEVICE KeyRowsMask(const Mask& m, int64_t n0, int64_t n1,
+                                         const int64_t (&keys)[K]) {
+    int64_t a, z;
+    SINKATTN_UNROLL
+    for (int k = 0; k < K; ++k) {
+      m.key_rows(keys[k], a, z);
+      first[k] = (int)a;
+      last[k] = (int)z;
+    }
+    m.full_rows(n0, n1, a, z);
+    full_first = (int)a;
+    full_last = (int)z;
+    len_q = (int)m.len_q;
+  }
+  // Whether the mask cuts the query rows [m0, m0 + bm) (some pair with the block's keys hidden).
+  SINKATTN_HOST_DEVICE bool cuts(int m0, int bm) const {
+    return m0 < full_first || imin(m0 + bm, len_q) - 1 > full_last;
+  }
+  // Key row k's visible query columns [lo, hi] in the tile from m0, clamped to [-1, bm] (as
+  // Mask::key_row_bounds).
+  SINKATTN_HOST_DEVICE void bounds(int k, int m0, int bm, int& lo, int& hi) const {
+    lo = imax(-1, imin(first[k] - m0, bm));
+    hi = imax(-1, imin(last[k] - m0, bm));
+  }
+};
+
+}  // namespace sinkattn::cuda

@@ -1,0 +1,150 @@
+// cuda::Mask and cuda::KeyRowsMask, the block ranges every kernel walks by (which key blocks a
+// query tile visits, which query steps a key block takes, which tiles skip the per-element test,
+// each row's visible columns): on the host (the header is host and device, so this is the code
+// the kernels compile), against the visibility rule of include/sinkattn/sinkattn.h computed here
+// pair by pair, over lengths, windows and zigzag ranks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "cuda/common/mask_rule.h"
+
+namespace sinkattn_test {
+namespace {
+
+using sinkattn::cuda::KeyRowsMask;
+using sinkattn::cuda::Mask;
+
+struct Case {
+  int64_t len_q, len_k, left, right;
+  int32_t rank, world;  // world 0: bottom-right alignment
+};
+
+// The fields Mask::of reads (as sm80::Params and sm80::Sequence name them).
+struct P {
+  int64_t window_left, window_right;
+  int32_t zigzag_rank, zigzag_world;
+};
+struct S {
+  int64_t len_q, len_k;
+};
+
+// The rule, from the public header: the key position of query row i, and whether it sees key j.
+int64_t position(const Case& c, int64_t i) {
+  if (c.world == 0) return i + c.len_k - c.len_q;
+  const int64_t half = c.len_q / 2;
+  return i < half ? c.rank * half + i : (2 * c.world - 1 - c.rank) * half + i - half;
+}
+bool sees(const Case& c, int64_t i, int64_t j) {
+  const int64_t p = position(c, i);
+  return j >= 0 && j < c.len_k && (c.left < 0 || j >= p - c.left) && (c.right < 0 || j <= p + c.right);
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  const int64_t windows[] = {-1, 0, 1, 5, 31};
+  for (auto [lq, lk] : {std::pair<int64_t, int64_t>{1, 1}, {7, 7}, {33, 50}, {40, 21}, {64, 64}})
+    for (int64_t left : windows)
+      for (int64_t right : {int64_t{-1}, int64_t{0}, int64_t{3}}) out.push_back({lq, lk, left, right, 0, 0});
+  for (auto [rank, world] : {std::pair<int32_t, int32_t>{0, 1}, {0, 2}, {1, 2}, {1, 4}, {3, 4}})
+    for (int64_t left : windows)
+      for (int64_t right : {int64_t{-1}, int64_t{0}}) out.push_back({24, 24 * world, left, right, rank, world});
+  return out;
+}
+
+Mask mask_of(const Case& c) {
+  return Mask::of(P{c.left, c.right, c.rank, c.world}, S{c.len_q, c.len_k});
+}
+
+TEST(MaskRule, RowAndKeyRanges) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(testing::Message() << "len_q " << c.len_q << " len_k " << c.len_k << " left "
+                                    << c.left << " right " << c.right << " rank " << c.rank
+                                    << " world " << c.world);
+    const Mask m = mask_of(c);
+    for (int64_t x = -3; x <= c.len_k + 3; ++x) {  // rows_below: the first row at position >= x
+      int64_t below = 0;
+      for (int64_t i = 0; i < c.len_q; ++i) below += position(c, i) < x;
+      ASSERT_EQ(m.rows_below(x), below) << "x " << x;
+    }
+    for (int64_t j = 0; j < c.len_k + 2; ++j) {  // key_rows: exactly the rows that see key j
+      int64_t first, last;
+      m.key_rows(j, first, last);
+      for (int64_t i = 0; i < c.len_q; ++i)
+        ASSERT_EQ(sees(c, i, j), i >= first && i <= last) << "key " << j << " row " << i;
+    }
+    for (int64_t i = 0; i < c.len_q; ++i)  // row_bounds: the visible columns of row i
+      for (int64_t n0 = 0; n0 < c.len_k; n0 += 8) {
+        int lo, hi;
+        m.row_bounds(i, n0, 16, lo, hi);
+        for (int col = 0; col < 16; ++col)
+          ASSERT_EQ(sees(c, i, n0 + col), col >= lo && col <= hi) << "row " << i << " n0 " << n0;
+      }
+  }
+}
+
+TEST(MaskRule, BlockRangesCoverEveryVisiblePair) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(testing::Message() << "len_q " << c.len_q << " len_k " << c.len_k << " left "
+                                    << c.left << " right " << c.right << " rank " << c.rank
+                                    << " world " << c.world);
+    const Mask m = mask_of(c);
+    for (int64_t m0 = 0; m0 < c.len_q; m0 += 5)
+      for (int64_t m1 = m0 + 1; m1 <= std::min(c.len_q, m0 + 12); ++m1) {
+        int64_t lo, hi;  // key_range: every key that rows [m0, m1) see
+        m.key_range(m0, m1, lo, hi);
+        for (int64_t i = m0; i < m1; ++i)
+          for (int64_t j = 0; j < c.len_k; ++j)
+            if (sees(c, i, j)) {
+              ASSERT_TRUE(j >= lo && j < hi) << "rows " << m0 << ".." << m1;
+            }
+        for (int64_t n0 = 0; n0 < c.len_k; n0 += 4)
+          for (int64_t n1 = n0 + 1; n1 <= n0 + 9; ++n1) {  // all_visible, and past len_k
+            bool all = true;
+            for (int64_t i = m0; i < m1; ++i)
+              for (int64_t j = n0; j < n1; ++j) all = all && sees(c, i, j);
+            ASSERT_EQ(m.all_visible(m0, m1, n0, n1), all) << m0 << ".." << m1 << " x " << n0 << ".." << n1;
+          }
+      }
+    for (int64_t n0 = 0; n0 < c.len_k; n0 += 3)
+      for (int64_t n1 = n0 + 1; n1 <= n0 + 10; ++n1) {
+        int64_t lo, hi;  // query_range: every row that sees a key of [n0, n1)
+        m.query_range(n0, n1, lo, hi);
+        int64_t first, last;  // full_rows: exactly the rows that see all of [n0, n1)
+        m.full_rows(n0, n1, first, last);
+        for (int64_t i = 0; i < c.len_q; ++i) {
+          bool any = false, all = true;
+          for (int64_t j = n0; j < n1; ++j) any = any || sees(c, i, j), all = all && sees(c, i, j);
+          if (any) {
+            ASSERT_TRUE(i >= lo && i < hi) << "keys " << n0 << ".." << n1 << " row " << i;
+          }
+          ASSERT_EQ(all, i >= first && i <= last) << "keys " << n0 << ".." << n1 << " row " << i;
+        }
+      }
+  }
+}
+
+TEST(MaskRule, KeyRowsMaskMatchesTheMask) {
+  for (const Case& c : cases()) {
+    const Mask m = mask_of(c);
+    for (int64_t n0 = 0; n0 < c.len_k; n0 += 8) {
+      const int64_t keys[2] = {n0 + 1, n0 + 6};  // two of a thread's key rows in an 8-key block
+      const KeyRowsMask<2> km(m, n0, n0 + 8, keys);
+      for (int64_t m0 = 0; m0 < c.len_q; m0 += 4) {
+        ASSERT_EQ(km.cuts((int)m0, 8), !m.all_visible(m0, m0 + 8, n0, n0 + 8)) << m0 << " " << n0;
+        for (int k = 0; k < 2; ++k) {
+          int lo, hi, want_lo, want_hi;
+          km.bounds(k, (int)m0, 8, lo, hi);
+          m.key_row_bounds(keys[k], m0, 8, want_lo, want_hi);
+          ASSERT_EQ(lo, want_lo);
+          ASSERT_EQ(hi, want_hi);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sinkattn_test
