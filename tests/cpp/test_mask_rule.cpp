@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "cuda/common/mask_rule.h"
@@ -54,15 +55,19 @@ std::vector<Case> cases() {
   return out;
 }
 
+std::string describe(const Case& c) {
+  return "len_q " + std::to_string(c.len_q) + " len_k " + std::to_string(c.len_k) + " left " +
+         std::to_string(c.left) + " right " + std::to_string(c.right) + " rank " +
+         std::to_string(c.rank) + " world " + std::to_string(c.world);
+}
+
 Mask mask_of(const Case& c) {
   return Mask::of(P{c.left, c.right, c.rank, c.world}, S{c.len_q, c.len_k});
 }
 
 TEST(MaskRule, RowAndKeyRanges) {
   for (const Case& c : cases()) {
-    SCOPED_TRACE(testing::Message() << "len_q " << c.len_q << " len_k " << c.len_k << " left "
-                                    << c.left << " right " << c.right << " rank " << c.rank
-                                    << " world " << c.world);
+    SCOPED_TRACE(describe(c));
     const Mask m = mask_of(c);
     for (int64_t x = -3; x <= c.len_k + 3; ++x) {  // rows_below: the first row at position >= x
       int64_t below = 0;
@@ -87,9 +92,7 @@ TEST(MaskRule, RowAndKeyRanges) {
 
 TEST(MaskRule, BlockRangesCoverEveryVisiblePair) {
   for (const Case& c : cases()) {
-    SCOPED_TRACE(testing::Message() << "len_q " << c.len_q << " len_k " << c.len_k << " left "
-                                    << c.left << " right " << c.right << " rank " << c.rank
-                                    << " world " << c.world);
+    SCOPED_TRACE(describe(c));
     const Mask m = mask_of(c);
     for (int64_t m0 = 0; m0 < c.len_q; m0 += 5)
       for (int64_t m1 = m0 + 1; m1 <= std::min(c.len_q, m0 + 12); ++m1) {
@@ -128,6 +131,7 @@ TEST(MaskRule, BlockRangesCoverEveryVisiblePair) {
 
 TEST(MaskRule, KeyRowsMaskMatchesTheMask) {
   for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
     const Mask m = mask_of(c);
     for (int64_t n0 = 0; n0 < c.len_k; n0 += 8) {
       const int64_t keys[2] = {n0 + 1, n0 + 6};  // two of a thread's key rows in an 8-key block
