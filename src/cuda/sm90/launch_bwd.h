@@ -27,7 +27,9 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const CUtensorMap map_dq =
         p.dq_atomic ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, bwd_tile(D).dq_box_rows)
                     : CUtensorMap{};
-    auto kernel = bwd_kernel<T, D>;
+    // Narrow windows (every step cut by the band) take their own instantiation of the mask code.
+    auto kernel = fwd_short_rows(p.window_left, p.window_right) ? bwd_kernel<T, D, true>
+                                                                 : bwd_kernel<T, D, false>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid = sm80::make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
     kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout,
