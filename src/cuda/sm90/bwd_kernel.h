@@ -254,8 +254,8 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
         for (int r = 0; r < 2; ++r) {
           if constexpr (kNarrow) {
             key_mask.bounds(r, (int)m0, BM, lo[r], hi[r]);
-            cols[r][0] = sm80::fragment_cols(lo[r], hi[r], t, 0);
-            cols[r][1] = sm80::fragment_cols(lo[r], hi[r], t, 1);
+            cols[r][0] = cuda::fragment_cols(lo[r], hi[r], t, 0);
+            cols[r][1] = cuda::fragment_cols(lo[r], hi[r], t, 1);
           } else {
             mask.key_row_bounds(key0 + 16 * warp + g + 8 * r, m0, BM, lo[r], hi[r]);
           }
