@@ -88,6 +88,34 @@ struct FwdWork {
   }
 };
 
+// The tile's mask as int32 relative to its first row m0 and first key n0 (persistent kernels:
+// windows under 1024 keys, rows and keys of one sequence): row i (from m0) sits at key position
+// i + (i < split ? p_lo : p_hi) from n0 and sees keys [p - left, min(kmax, p + right)] (left or
+// right < 0: unbounded), as Mask::row_bounds, without its 64-bit arithmetic per row.
+struct RowMask32 {
+  int32_t p_lo, p_hi, split, left, right, kmax;
+
+  __device__ __forceinline__ static RowMask32 of(const Mask& m, int64_t m0, int64_t n0, int bm) {
+    constexpr int64_t kFar = int64_t{1} << 30;  // beyond any tile: clamps like unbounded
+    RowMask32 r;
+    r.p_lo = (int32_t)(m0 + m.shift_lo - n0);
+    r.p_hi = (int32_t)(m0 + m.shift_hi - n0);
+    r.split = (int32_t)max(int64_t{0}, min(m.split - m0, (int64_t)bm));
+    r.left = (int32_t)min(m.left, kFar);
+    r.right = (int32_t)min(m.right, kFar);
+    r.kmax = (int32_t)min(m.len_k - 1 - n0, kFar);
+    return r;
+  }
+  // Visible columns [lo, hi] of row i among the ncols keys from n0 + c0, clamped to [-1, ncols].
+  __device__ __forceinline__ void bounds(int i, int c0, int ncols, int& lo, int& hi) const {
+    const int p = i + (i < split ? p_lo : p_hi);
+    const int a = left < 0 ? 0 : p - left;
+    const int b = min(kmax, right < 0 ? kmax : p + right);
+    lo = max(-1, min(a - c0, ncols));
+    hi = max(-1, min(b - c0, ncols));
+  }
+};
+
 // What a consumer needs of its tile. In a persistent block the producer computes it once per tile
 // and passes it with the q tile (in shared memory, released by its arrival on q_full), so the
 // consumers skip the tile's index arithmetic (Nsight, window-128 forward: ~300 instructions per
@@ -102,6 +130,7 @@ struct TileInfo {
   int32_t span0[3];    // per consumer: narrow-window span start (0 or 64), -1 to walk
   float sink_log2;     // sink logit * log2 e; -inf without sinks
   int32_t done;        // persistent: no tile left (the consumers leave)
+  RowMask32 rows_mask; // persistent: the mask from (m0, block n_first's first key)
 };
 static_assert(sizeof(TileInfo) <= 256, "a TileInfo fits its 256-byte slot");
 
@@ -123,6 +152,7 @@ __device__ __forceinline__ void tile_info(TileInfo& t, const Params& p, const Fw
   if (kPersistent) {
     t.out_off = w.out_offset(p);
     t.lse_off = w.lse_offset(p);
+    t.rows_mask = RowMask32::of(w.mask, w.m0, (int64_t)w.n_first * bn, 64 * consumers);
   }
   for (int c = 0; c < consumers; ++c) {
     int span0 = -1;
@@ -325,12 +355,28 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       release(k_empty, n);
       if (kT.persistent && n == n_end - 1) mbar_arrive(&q_empty[qs]);
     };
+    // Masks this warp's rows of a score tile whose first key is n0: persistent kernels from the
+    // tile's int32 RowMask32, the others through Mask.
+    auto mask_rows = [&](auto& sc, int64_t n0) {
+      constexpr int NT = std::extent_v<std::remove_reference_t<decltype(sc)>, 1>;
+      if constexpr (L::kT.persistent) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          int lo, hi;
+          tile.rows_mask.bounds(64 * c + 16 * warp + lane / 4 + 8 * h,
+                                (int)(n0 - (int64_t)n_first * BN), NT * 8, lo, hi);
+          sm80::mask_row(sc[0], h, lo, hi, lane);
+        }
+      } else {
+        sm80::apply_mask(sc, mask, row0 + 16 * warp, n0, lane);
+      }
+    };
     // Mask and online softmax of S_n (raw scores become P); when it returns true, corr rescales
     // O from the old max.
     auto softmax_step = [&](float (&sc)[1][BN / 8][4], int n, float (&corr)[2]) {
       const int64_t n0 = (int64_t)n * BN;
       if (!mask.all_visible(row0, row0 + 64, n0, n0 + BN))
-        sm80::apply_mask(sc, mask, row0 + 16 * warp, n0, lane);
+        mask_rows(sc, n0);
       return softmax.update(sc, p.scale_log2, corr);
     };
 
@@ -371,7 +417,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       release(k_empty, n_first);
       release(k_empty, n_first + 1);
       mbar_arrive(&q_empty[qs]);
-      sm80::apply_mask(sc, mask, row0 + 16 * warp, (int64_t)n_first * BN + span0, lane);
+      mask_rows(sc, (int64_t)n_first * BN + span0);
       // One max over the span, then per 64-key piece its exps and its P V, issued while the
       // next piece's exps run (O is still zero: no rescale).
       float m_use[2];
