@@ -17,6 +17,7 @@ namespace {
 
 using sinkattn::cuda::KeyRowsMask;
 using sinkattn::cuda::Mask;
+using sinkattn::cuda::RowMask32;
 
 struct Case {
   int64_t len_q, len_k, left, right;
@@ -147,6 +148,26 @@ TEST(MaskRule, KeyRowsMaskMatchesTheMask) {
         }
       }
     }
+  }
+}
+
+TEST(MaskRule, RowMask32SeesWhatTheMaskSees) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const Mask m = mask_of(c);
+    for (int64_t m0 = 0; m0 < c.len_q; m0 += 6)
+      for (int64_t n0 = 0; n0 < c.len_k; n0 += 8) {  // a tile of 16 rows from (m0, n0)
+        const RowMask32 rm = RowMask32::of(m, m0, n0, 16);
+        for (int i = 0; i < 16; ++i)
+          for (int c0 : {0, 8, 16}) {
+            int lo, hi;
+            rm.bounds(i, c0, 16, lo, hi);
+            for (int col = 0; col < 16; ++col) {
+              ASSERT_EQ(col >= lo && col <= hi, sees(c, m0 + i, n0 + c0 + col))
+                  << "m0 " << m0 << " n0 " << n0 << " row " << i << " c0 " << c0 << " col " << col;
+            }
+          }
+      }
   }
 }
 

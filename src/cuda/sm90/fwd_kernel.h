@@ -88,34 +88,6 @@ struct FwdWork {
   }
 };
 
-// The tile's mask as int32 relative to its first row m0 and first key n0 (persistent kernels:
-// windows under 1024 keys, rows and keys of one sequence): row i (from m0) sits at key position
-// i + (i < split ? p_lo : p_hi) from n0 and sees keys [p - left, min(kmax, p + right)] (left or
-// right < 0: unbounded), as Mask::row_bounds, without its 64-bit arithmetic per row.
-struct RowMask32 {
-  int32_t p_lo, p_hi, split, left, right, kmax;
-
-  __device__ __forceinline__ static RowMask32 of(const Mask& m, int64_t m0, int64_t n0, int bm) {
-    constexpr int64_t kFar = int64_t{1} << 30;  // beyond any tile: clamps like unbounded
-    RowMask32 r;
-    r.p_lo = (int32_t)(m0 + m.shift_lo - n0);
-    r.p_hi = (int32_t)(m0 + m.shift_hi - n0);
-    r.split = (int32_t)max(int64_t{0}, min(m.split - m0, (int64_t)bm));
-    r.left = (int32_t)min(m.left, kFar);
-    r.right = (int32_t)min(m.right, kFar);
-    r.kmax = (int32_t)min(m.len_k - 1 - n0, kFar);
-    return r;
-  }
-  // Visible columns [lo, hi] of row i among the ncols keys from n0 + c0, clamped to [-1, ncols].
-  __device__ __forceinline__ void bounds(int i, int c0, int ncols, int& lo, int& hi) const {
-    const int p = i + (i < split ? p_lo : p_hi);
-    const int a = left < 0 ? 0 : p - left;
-    const int b = min(kmax, right < 0 ? kmax : p + right);
-    lo = max(-1, min(a - c0, ncols));
-    hi = max(-1, min(b - c0, ncols));
-  }
-};
-
 // What a consumer needs of its tile. In a persistent block the producer computes it once per tile
 // and passes it with the q tile (in shared memory, released by its arrival on q_full), so the
 // consumers skip the tile's index arithmetic (Nsight, window-128 forward: ~300 instructions per
