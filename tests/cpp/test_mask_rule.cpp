@@ -130,6 +130,35 @@ TEST(MaskRule, BlockRangesCoverEveryVisiblePair) {
   }
 }
 
+// The query blocks a backward key block walks: every block holding a row that sees one of its
+// keys (a block walked for nothing costs time only), exactly those under one band.
+TEST(MaskRule, WalkedQueryBlocksHoldEveryVisiblePair) {
+  using sinkattn::cuda::walked_query_blocks;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const Mask m = mask_of(c);
+    for (int bn : {1, 4, 16})
+      for (int bm : {1, 3, 8}) {
+        for (int64_t n0 = 0; n0 < c.len_k; n0 += bn) {
+          int first, count;
+          walked_query_blocks(m, n0, bn, bm, first, count);
+          ASSERT_GE(count, 0);
+          for (int64_t mb = 0; mb * bm < c.len_q; ++mb) {
+            bool any = false;
+            for (int64_t i = mb * bm; i < std::min(c.len_q, (mb + 1) * bm); ++i)
+              for (int64_t j = n0; j < std::min(c.len_k, n0 + bn); ++j) any = any || sees(c, i, j);
+            const bool walked = mb >= first && mb < first + count;
+            if (c.world == 0) {  // one band: the walk is exact
+              ASSERT_EQ(walked, any) << "bn " << bn << " bm " << bm << " keys " << n0 << " rows " << mb * bm;
+            } else if (any) {  // zigzag: one range covering both chunks' rows
+              ASSERT_TRUE(walked) << "bn " << bn << " bm " << bm << " keys " << n0 << " rows " << mb * bm;
+            }
+          }
+        }
+      }
+  }
+}
+
 TEST(MaskRule, KeyRowsMaskMatchesTheMask) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(describe(c));

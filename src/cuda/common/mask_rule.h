@@ -130,6 +130,17 @@ struct Mask {
   }
 };
 
+// The query blocks (bm rows each, from the sequence's row 0) that a backward block of keys
+// [n0, n0 + bn), n0 < len_k, walks: [first, first + count), every block holding a row that sees
+// one of its keys (count 0: none).
+SINKATTN_HOST_DEVICE void walked_query_blocks(const Mask& m, int64_t n0, int bn, int bm,
+                                              int& first, int& count) {
+  int64_t lo, hi;
+  m.query_range(n0, n0 + bn, lo, hi);
+  first = (int)(lo / bm);
+  count = hi > lo ? (int)((hi + bm - 1) / bm) - first : 0;
+}
+
 // The mask seen from K fixed key rows (a backward block's, per thread): the query rows that see
 // every key of the block, and for each key row the rows that see it, found once as int32 (rows
 // < len_q); per query tile only compares remain.

@@ -101,10 +101,8 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const int64_t n0 = at.block * BN;  // under a causal mask the first key blocks see the most
   if (n0 >= seq.len_k) return;
   const Mask mask = Mask::of(p, seq);
-  int64_t q_lo, q_hi;
-  mask.query_range(n0, n0 + BN, q_lo, q_hi);
-  const int mb_first = (int)(q_lo / BM);
-  const int mb_count = q_hi > q_lo ? (int)((q_hi + BM - 1) / BM) - mb_first : 0;
+  int mb_first, mb_count;
+  cuda::walked_query_blocks(mask, n0, BN, BM, mb_first, mb_count);
   const int iters = mb_count * p.group;  // (query head of the group, query block) steps
   // Step it is query block it % mb_count of query head it / mb_count of the group, walked with
   // counters (no division per step).
