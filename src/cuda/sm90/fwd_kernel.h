@@ -276,6 +276,16 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     const Mask& mask = tile.mask;  // read where used: fewer live registers
     const int n_first = tile.n_first, n_end = tile.n_end;
     const int64_t row0 = tile.m0 + 64 * c;      // first query row of this warpgroup
+    // Block-per-tile kernels: this warpgroup's rows see no key from block own_end on (the blocks
+    // past the causal diagonal for its rows; all of them for rows past the sequence), so it walks
+    // [n_first, own_end) and takes the other blocks' turns empty.
+    int own_end = n_end;
+    if constexpr (!kT.persistent) {
+      int64_t klo = 0, khi = 0;
+      if (64 * c < tile.rows) mask.key_range(row0, row0 + min(64, tile.rows - 64 * c), klo, khi);
+      own_end = khi > klo ? (int)min((int64_t)n_end, (khi + BN - 1) / BN) : n_first;
+      own_end = max(own_end, n_first);
+    }
 
     // Eager rescaling: lazy (softmax.h) measured no gain here (llama 8k, 7 rounds: 598 against
     // 605 TFLOP/s): the multiply hides behind the other consumer's products.
@@ -427,7 +437,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     uint32_t p_frag[BN / 16][4];
     if (span0 >= 0) {
       span_pass();
-    } else if (n_first < n_end) {
+    } else if (n_first < own_end) {
       float sc[1][BN / 8][4];
       float corr[2];
       turns.wait();
@@ -441,7 +451,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     } else {
       if (kT.persistent) mbar_arrive(&q_empty[qs]);  // no key to see: the output is the sink's alone
     }
-    for (int n = n_first + 1; n < n_end && span0 < 0; ++n) {
+    for (int n = n_first + 1; n < own_end && span0 < 0; ++n) {
       float sc[1][BN / 8][4];
       float corr[2];
       turns.wait();
@@ -459,14 +469,34 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       if (rescale) sm80::scale_rows(acc_o, corr);
       sm80::acc_to_a<BN / 16, T>(p_frag, sc[0]);
     }
-    if (n_first < n_end && span0 < 0) {
+    if (n_first < own_end && span0 < 0) {
       turns.wait();
-      issue_pv(p_frag, n_end - 1);
+      issue_pv(p_frag, own_end - 1);
       turns.pass();
       wgmma_wait<0>();
       pin(acc_o[0]);
       pin(p_frag);
-      release(v_empty, n_end - 1);
+      release(v_empty, own_end - 1);
+    }
+    if constexpr (!kT.persistent) {
+      // The blocks these rows do not see: their stages go back once filled (an arrival before
+      // would count toward the stage's previous use), and every consumer takes n_end - n_first + 1
+      // turns a tile, so the walk's own extra turn too when it saw no block.
+      for (int n = own_end; n < n_end; ++n) {
+        int s;
+        uint32_t phase;
+        stage_of(n, s, phase);
+        mbar_wait(&k_full[s], phase);
+        mbar_arrive(&k_empty[s]);
+        mbar_wait(&v_full[s], phase);
+        mbar_arrive(&v_empty[s]);
+        turns.wait();
+        turns.pass();
+      }
+      if (own_end == n_first && n_first < n_end) {
+        turns.wait();
+        turns.pass();
+      }
     }
     kv_done += n_end - n_first;
 
