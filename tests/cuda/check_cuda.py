@@ -440,7 +440,8 @@ def bench(lib):
     rows += bench_varlen(lib)
     # Profiled after every timing, so that no timing follows the profiler: the window forward,
     # timed right after the profiled 16k shape, read ~7% above compare_libs.py and the suite
-    # (0.232 against 0.214-0.216 ms); whether CUPTI was the cause is not yet measured.
+    # (0.232 against 0.214-0.216 ms); with the profiling last it reads as they do (0.213 against
+    # 0.211 ms, H200, 2026-12-02).
     for name, fns in profiled:
         kernel_breakdown(name, fns)
     print(f"\n{'shape':34s} {'fwd ms':>8s} {'bwd ms':>8s} {'bwdDet ms':>9s} {'fwd TF/s':>9s} {'bwd TF/s':>9s} {'bwdDet TF/s':>11s} {'f+b ms':>8s}")

@@ -72,23 +72,20 @@ struct Mask {
   }
 
   // Keys [lo, hi) that any query of rows [m0, m1) can see (empty: lo >= hi).
-  SINKATTN_HOST_DEVICE void key_range(int64_t m0, int64_t m1, int64_t& lo,
-                                            int64_t& hi) const {
+  SINKATTN_HOST_DEVICE void key_range(int64_t m0, int64_t m1, int64_t& lo, int64_t& hi) const {
     lo = left < 0 ? 0 : imax(int64_t{0}, pos(m0) - left);
     hi = right < 0 ? len_k : imin(len_k, pos(m1 - 1) + right + 1);
   }
 
   // Queries [lo, hi) that see any key of rows [n0, n1) (every row in between sees one).
-  SINKATTN_HOST_DEVICE void query_range(int64_t n0, int64_t n1, int64_t& lo,
-                                              int64_t& hi) const {
+  SINKATTN_HOST_DEVICE void query_range(int64_t n0, int64_t n1, int64_t& lo, int64_t& hi) const {
     lo = right < 0 ? 0 : rows_below(n0 - right);
     hi = left < 0 ? len_q : rows_below(n1 + left);
   }
 
   // Visible columns [lo, hi] of query row i inside the key block starting at n0, as block-local
   // 32-bit indices clamped to [-1, bn] (so per-element tests are two int compares).
-  SINKATTN_HOST_DEVICE void row_bounds(int64_t i, int64_t n0, int bn, int& lo,
-                                             int& hi) const {
+  SINKATTN_HOST_DEVICE void row_bounds(int64_t i, int64_t n0, int bn, int& lo, int& hi) const {
     const int64_t p = pos(i);
     int64_t a = left < 0 ? 0 : p - left - n0;
     int64_t b = imin(len_k - 1, right < 0 ? len_k - 1 : p + right) - n0;
@@ -104,16 +101,14 @@ struct Mask {
   }
 
   // Query rows [first, last] that see every key of [n0, n1) (none when first > last).
-  SINKATTN_HOST_DEVICE void full_rows(int64_t n0, int64_t n1, int64_t& first,
-                                            int64_t& last) const {
+  SINKATTN_HOST_DEVICE void full_rows(int64_t n0, int64_t n1, int64_t& first, int64_t& last) const {
     first = right < 0 ? 0 : rows_below(n1 - 1 - right);
     last = n1 > len_k ? -1 : left < 0 ? len_q - 1 : rows_below(n0 + left + 1) - 1;
   }
 
   // Visible query columns [lo, hi] of key row j inside the query block starting at m0, as
   // block-local indices clamped to [-1, bm] (key_rows made block-local).
-  SINKATTN_HOST_DEVICE void key_row_bounds(int64_t j, int64_t m0, int bm, int& lo,
-                                                 int& hi) const {
+  SINKATTN_HOST_DEVICE void key_row_bounds(int64_t j, int64_t m0, int bm, int& lo, int& hi) const {
     int64_t first, last;
     key_rows(j, first, last);
     lo = (int)imax(int64_t{-1}, imin(first - m0, (int64_t)bm));
@@ -122,8 +117,7 @@ struct Mask {
 
   // True when every (query in [m0, m1), key in [n0, n1)) pair is visible. Query rows past
   // len_q are never stored, so they do not force the per-element test.
-  SINKATTN_HOST_DEVICE bool all_visible(int64_t m0, int64_t m1, int64_t n0,
-                                              int64_t n1) const {
+  SINKATTN_HOST_DEVICE bool all_visible(int64_t m0, int64_t m1, int64_t n0, int64_t n1) const {
     m1 = imin(m1, len_q);
     return n1 <= len_k && (left < 0 || n0 >= pos(m1 - 1) - left) &&
            (right < 0 || n1 - 1 <= pos(m0) + right);
@@ -151,7 +145,7 @@ struct KeyRowsMask {
 
   // keys: this thread's key rows; [n0, n1): the block's keys.
   SINKATTN_HOST_DEVICE KeyRowsMask(const Mask& m, int64_t n0, int64_t n1,
-                                         const int64_t (&keys)[K]) {
+                                   const int64_t (&keys)[K]) {
     int64_t a, z;
     SINKATTN_UNROLL
     for (int k = 0; k < K; ++k) {
