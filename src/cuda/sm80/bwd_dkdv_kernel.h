@@ -146,16 +146,18 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
       gemm_ss_a<false, true, D / 16>(s, sK, kS, key_r0, q_tile, kS, wm * MA, lane);
       gemm_ss_a<false, true, D / 16>(dp, sV, kS, key_r0, do_tile, kS, wm * MA, lane);
     }
-    // Visible query columns [lo, hi] (block-local) of this thread's key rows; all of them when
-    // every row of the tile sees every key of the block.
-    int lo[KT][2], hi[KT][2];
-#pragma unroll
-    for (int m = 0; m < KT; ++m) lo[m][0] = lo[m][1] = 0, hi[m][0] = hi[m][1] = BM;
+    // Scores the mask hides go to -inf before the exps (P = 0), only in steps the mask cuts:
+    // this thread's key rows see the warp's query columns [lo, hi] (one-bit column masks).
     if (key_mask.cuts((int)m0, BM)) {
 #pragma unroll
       for (int m = 0; m < KT; ++m)
 #pragma unroll
-        for (int r = 0; r < 2; ++r) key_mask.bounds(2 * m + r, (int)m0, BM, lo[m][r], hi[m][r]);
+        for (int r = 0; r < 2; ++r) {
+          int lo, hi;
+          key_mask.bounds(2 * m + r, (int)m0, BM, lo, hi);
+          const int c0 = wm * MA;  // the warp's first query column
+          mask_row(s[m], r, imax(-1, imin(lo - c0, MA)), imax(-1, imin(hi - c0, MA)), lane);
+        }
     }
 #pragma unroll
     for (int m = 0; m < KT; ++m)
@@ -165,10 +167,8 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
         const float4 ld2 = *reinterpret_cast<const float4*>(ld + q0);  // {lse2, delta} x 2
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int qi = q0 + e % 2;
           const float lse2 = e % 2 ? ld2.z : ld2.x, delta = e % 2 ? ld2.w : ld2.y;
-          float pe = ptx::exp2f_approx(fmaf(s[m][n][e], p.scale_log2, -lse2));
-          if (qi < lo[m][e / 2] || qi > hi[m][e / 2]) pe = 0.f;
+          const float pe = ptx::exp2f_approx(fmaf(s[m][n][e], p.scale_log2, -lse2));
           s[m][n][e] = pe;                              // P^T
           dp[m][n][e] = pe * (dp[m][n][e] - delta);     // dS^T
         }
