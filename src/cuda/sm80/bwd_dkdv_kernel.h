@@ -68,30 +68,42 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
   load_tile_async<BN, D, kThreads>(sV, static_cast<const T*>(p.v.data) +
                                            seq.offset(p.v, false, n0, head_kv),
                                    p.v.row_stride, seq.len_k - n0);
-  // Iteration it covers query head head_kv * group + it / mb_count, block mb_first + it % ...
-  auto load_q = [&](int64_t it, int buf) {
-    const int64_t head = head_kv * p.group + it / mb_count;
-    const int64_t m0 = (mb_first + it % mb_count) * BM;
+  // The walk: every query head of the group (outer) over the query blocks from mb_first
+  // (inner). Steps advance by counting: a 64-bit division per step cost ~50 instructions.
+  struct Step {
+    int64_t head, m0;
+  };
+  const int64_t m_first = mb_first * BM, m_end = (mb_first + mb_count) * BM;
+  auto next = [&](Step st) {
+    st.m0 += BM;
+    if (st.m0 == m_end) st.m0 = m_first, ++st.head;
+    return st;
+  };
+  auto load_q = [&](Step st, int buf) {
     load_tile_async<BM, D, kThreads>(sQ + buf * BM * kS, static_cast<const T*>(p.q.data) +
-                                                             seq.offset(p.q, true, m0, head),
-                                     p.q.row_stride, seq.len_q - m0);
+                                                             seq.offset(p.q, true, st.m0, st.head),
+                                     p.q.row_stride, seq.len_q - st.m0);
     load_tile_async<BM, D, kThreads>(sdO + buf * BM * kS,
                                      static_cast<const T*>(p.dout.data) +
-                                         seq.offset(p.dout, true, m0, head),
-                                     p.dout.row_stride, seq.len_q - m0);
-    for (int i = threadIdx.x; i < BM; i += kThreads) {
+                                         seq.offset(p.dout, true, st.m0, st.head),
+                                     p.dout.row_stride, seq.len_q - st.m0);
+    const int64_t li0 = seq.lse_index(p, st.head, st.m0), rows = seq.len_q - st.m0;
+#pragma unroll
+    for (int j = 0; j < (BM + kThreads - 1) / kThreads; ++j) {
+      const int i = (int)threadIdx.x + j * kThreads;
+      if (i >= BM) break;
       float lse2 = INFINITY, delta = 0.f;  // rows past the end: P = 0
-      if (m0 + i < seq.len_q) {
-        const int64_t li = seq.lse_index(p, head, m0 + i);
-        const float lse = p.lse[li];
+      if (i < rows) {
+        const float lse = p.lse[li0 + i];
         // A row with no key and no sink has lse = -inf and P = 0: use +inf, not -inf.
         lse2 = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-        delta = p.delta[li];
+        delta = p.delta[li0 + i];
       }
       sLD[buf * BM + i] = make_float2(lse2, delta);
     }
   };
-  if (iters > 0) load_q(0, 0);
+  Step cur{head_kv * p.group, m_first};
+  if (iters > 0) load_q(cur, 0);
   ptx::cp_async_commit();
 
   const int wn = warp % WN, wm = warp / WN;
@@ -126,11 +138,10 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
     ptx::cp_async_wait<0>();
     __syncthreads();
     if (kStages == 2 && it + 1 < iters) {
-      load_q(it + 1, buf ^ 1);
+      load_q(next(cur), buf ^ 1);
       ptx::cp_async_commit();
     }
-    const int64_t head = head_kv * p.group + it / mb_count;
-    const int64_t m0 = (mb_first + it % mb_count) * BM;
+    const int64_t head = cur.head, m0 = cur.m0;
     const T* q_tile = sQ + buf * BM * kS;
     const T* do_tile = sdO + buf * BM * kS;
     const float2* ld = sLD + buf * BM;
@@ -226,9 +237,10 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
 
     if (kStages == 1 && it + 1 < iters) {
       __syncthreads();  // single buffer: every warp is done with this q/dout tile
-      load_q(it + 1, 0);
+      load_q(next(cur), 0);
       ptx::cp_async_commit();
     }
+    cur = next(cur);
   }
   ptx::cp_async_wait<0>();
   __syncthreads();
