@@ -222,16 +222,20 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
       float acc_dq[KT][DC / 8][4];
       zero(acc_dq);
       gemm_ss_a<true, false, BN / 16>(acc_dq, sdS, kPS, cm * 16 * KT, sK, kS, cd * DC, lane);
+      // This thread's first dq row, then rows 8 apart: one pointer and a row count per step.
+      const int64_t i0 = m0 + cm * 16 * KT + g;
+      float* dst = p.dq_accum + ((seq.row_q + i0) * p.heads_q + head) * D + cd * DC + 2 * t;
+      const int64_t row_elems = p.heads_q * D;
+      const int64_t rows = seq.len_q - i0;  // rows from i0 inside the sequence
 #pragma unroll
       for (int m = 0; m < KT; ++m)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const int64_t i = m0 + cm * 16 * KT + 16 * m + g + r * 8;
-          if (i >= seq.len_q) continue;
-          float* dst = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D + cd * DC + 2 * t;
+          if (16 * m + 8 * r >= rows) break;  // rows grow with (m, r)
+          float* row = dst + (16 * m + 8 * r) * row_elems;
 #pragma unroll
           for (int n = 0; n < DC / 8; ++n)
-            ptx::red_add2(dst + n * 8, acc_dq[m][n][2 * r], acc_dq[m][n][2 * r + 1]);
+            ptx::red_add2(row + n * 8, acc_dq[m][n][2 * r], acc_dq[m][n][2 * r + 1]);
         }
     }
 
