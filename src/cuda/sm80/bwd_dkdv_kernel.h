@@ -188,18 +188,10 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
 #pragma unroll
       for (int m = 0; m < KT; ++m)
 #pragma unroll
-        for (int n = 0; n < MA / 8; ++n) {
-          const int row = key_r0 + 16 * m + g, col = wm * MA + n * 8 + 2 * t;
-          if constexpr (!kRegP) {
-            *reinterpret_cast<uint32_t*>(sP + row * kPS + col) =
-                ptx::pack2<T>(s[m][n][0], s[m][n][1]);
-            *reinterpret_cast<uint32_t*>(sP + (row + 8) * kPS + col) =
-                ptx::pack2<T>(s[m][n][2], s[m][n][3]);
-          }
-          *reinterpret_cast<uint32_t*>(sdS + row * kPS + col) =
-              ptx::pack2<T>(dp[m][n][0], dp[m][n][1]);
-          *reinterpret_cast<uint32_t*>(sdS + (row + 8) * kPS + col) =
-              ptx::pack2<T>(dp[m][n][2], dp[m][n][3]);
+        for (int n = 0; n < MA / 8; n += 2) {
+          const int row = key_r0 + 16 * m, col = wm * MA + n * 8;
+          if constexpr (!kRegP) store_c16x16(sP, kPS, row, col, s[m][n], s[m][n + 1], lane);
+          store_c16x16(sdS, kPS, row, col, dp[m][n], dp[m][n + 1], lane);
         }
       __syncthreads();
     }

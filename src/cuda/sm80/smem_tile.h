@@ -88,6 +88,25 @@ __device__ __forceinline__ void stage_acc(T* tile, int stride, const float (&acc
   }
 }
 
+// Store a warp's 16 x 16 block of fp32 C fragments (n-tiles a, then b) as T at rows r0..,
+// cols c0.. of a row-major tile: one stmatrix on sm_90 (a fragment's four registers are its four
+// 8 x 8 matrices), four 32-bit stores per thread before.
+template <typename T>
+__device__ __forceinline__ void store_c16x16(T* tile, int stride, int r0, int c0,
+                                             const float (&a)[4], const float (&b)[4], int lane) {
+  const uint32_t r[4] = {ptx::pack2<T>(a[0], a[1]), ptx::pack2<T>(a[2], a[3]),
+                         ptx::pack2<T>(b[0], b[1]), ptx::pack2<T>(b[2], b[3])};
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  ptx::stmatrix_x4(tile + (r0 + lane % 8 + (lane / 8) % 2 * 8) * stride + c0 + lane / 16 * 8, r);
+#else
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    *reinterpret_cast<uint32_t*>(tile + (r0 + g + i % 2 * 8) * stride + c0 + i / 2 * 8 + 2 * t) =
+        r[i];
+#endif
+}
+
 // A fragment (16x16) of a row-major tile: rows r0.., cols c0.. .
 template <typename T>
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const T* tile, int stride, int r0,
