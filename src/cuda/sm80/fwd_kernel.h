@@ -94,10 +94,6 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D, kLarge).warps * 32,
     const int buf = (int)((nb - n_first) % 2);
     ptx::cp_async_wait<0>();
     __syncthreads();
-    if (nb + 1 < n_end) {
-      load_kv(nb + 1, buf ^ 1);
-      ptx::cp_async_commit();
-    }
     const T* k_tile = sK + buf * BN * kS;
     const T* v_tile = sV + buf * BN * kS;
 
@@ -108,6 +104,12 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D, kLarge).warps * 32,
       gemm_rs<true, K16>(s, q_frag, k_tile, kS, 0, lane);
     else
       gemm_ss<true, K16>(s, sQ, kS, row0, k_tile, kS, 0, lane);
+    // The next block's copies are issued while the tensor cores work on S (every warp has
+    // passed the barrier above, so the buffer of the previous block is free).
+    if (nb + 1 < n_end) {
+      load_kv(nb + 1, buf ^ 1);
+      ptx::cp_async_commit();
+    }
     if (!mask.all_visible(m0, m0 + BM, n0, n0 + BN)) apply_mask(s, mask, m0 + row0, n0, lane);
 
     float corr[2 * MT];
