@@ -137,10 +137,6 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
     const int buf = (int)(it % kStages);
     ptx::cp_async_wait<0>();
     __syncthreads();
-    if (kStages == 2 && it + 1 < iters) {
-      load_q(next(cur), buf ^ 1);
-      ptx::cp_async_commit();
-    }
     const int64_t head = cur.head, m0 = cur.m0;
     const T* q_tile = sQ + buf * BM * kS;
     const T* do_tile = sdO + buf * BM * kS;
@@ -206,6 +202,13 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
     } else {
       gemm_ss_a<false, false, BM / 16>(acc_dv, sP, kPS, key_r0, do_tile, kS, wm * DB, lane);
       gemm_ss_a<false, false, BM / 16>(acc_dk, sdS, kPS, key_r0, q_tile, kS, wm * DB, lane);
+    }
+
+    // The next step's copies, issued while the tensor cores work on dV and dK (every warp has
+    // passed the barrier above, so the other stage is free).
+    if (kStages == 2 && it + 1 < iters) {
+      load_q(next(cur), buf ^ 1);
+      ptx::cp_async_commit();
     }
 
     // Phase C: this warp's 16 KT queries x DC head-dim columns of dS K, added into dq_accum.
