@@ -19,7 +19,7 @@ __device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t ro
   constexpr int kStride = smem_stride(D);
   if constexpr (THREADS % kChunks == 0 && ROWS % (THREADS / kChunks) == 0) {
     // Each thread copies one column chunk of rows r0, r0 + kStep, ...: its addresses advance by
-    // constant strides, so a chunk costs a 64-bit add and a compare (the general loop below
+    // constant strides, so a chunk costs a 64-bit add, a compare and a select (the loop below
     // spends ~27 instructions a chunk on signed division and 64-bit products: ~20% of the
     // d 64 forward's instructions per key block).
     constexpr int kStep = THREADS / kChunks;
