@@ -57,9 +57,6 @@ struct Mask {
     return m;
   }
 
-  // Bottom-right shift len_k - len_q (the position of row i without zigzag is i + shift()).
-  SINKATTN_HOST_DEVICE int64_t shift() const { return len_k - len_q; }
-
   // Key position of query row i (rows past len_q continue the last chunk).
   SINKATTN_HOST_DEVICE int64_t pos(int64_t i) const {
     return i + (i < split ? shift_lo : shift_hi);

@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D, kLarge).warps * 32,
 
   for (int64_t nb = n_first; nb < n_end; ++nb) {
     // One barrier per key block: once every warp has passed it, the buffer of the previous
-    // block is free for the prefetch, which then overlaps this block's math.
+    // block is free for the prefetch below, which then overlaps this block's math.
     const int buf = (int)((nb - n_first) % 2);
     ptx::cp_async_wait<0>();
     __syncthreads();
@@ -104,8 +104,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kFwd, D, kLarge).warps * 32,
       gemm_rs<true, K16>(s, q_frag, k_tile, kS, 0, lane);
     else
       gemm_ss<true, K16>(s, sQ, kS, row0, k_tile, kS, 0, lane);
-    // The next block's copies are issued while the tensor cores work on S (every warp has
-    // passed the barrier above, so the buffer of the previous block is free).
+    // The prefetch: the next block's copies, issued while the tensor cores work on S.
     if (nb + 1 < n_end) {
       load_kv(nb + 1, buf ^ 1);
       ptx::cp_async_commit();
