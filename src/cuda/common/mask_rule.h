@@ -19,22 +19,19 @@
 namespace sinkattn::cuda {
 
 // min / max: CUDA's overloads on the device (the kernels' code as it was), std's on the host.
-template <typename T>
-SINKATTN_HOST_DEVICE T imin(T a, T b) {
+namespace minmax {
 #if defined(__CUDA_ARCH__)
-  return ::min(a, b);
+using ::max;
+using ::min;
 #else
-  return std::min(a, b);
+using std::max;
+using std::min;
 #endif
-}
+}  // namespace minmax
 template <typename T>
-SINKATTN_HOST_DEVICE T imax(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  return ::max(a, b);
-#else
-  return std::max(a, b);
-#endif
-}
+SINKATTN_HOST_DEVICE T imin(T a, T b) { return minmax::min(a, b); }
+template <typename T>
+SINKATTN_HOST_DEVICE T imax(T a, T b) { return minmax::max(a, b); }
 
 struct Mask {
   int64_t len_q, len_k, left, right;  // left/right: -1 = unbounded
