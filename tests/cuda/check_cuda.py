@@ -8,6 +8,7 @@ Tolerance: max|kernel - fp64| <= 2 * max|torch-lowprec - fp64| + atol, where tor
 the same formulas with bf16/fp16 matmul operands and bf16/fp16 outputs (out, dq, dk, dv), as torch
 would return them; atol = 1e-3 * max|fp64| + 1e-5. lse and dsink stay fp32.
 """
+import functools
 import itertools
 import math
 import statistics
@@ -420,10 +421,12 @@ def bench(lib):
         lse = torch.empty((1, hq, s), device="cuda")
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dsink = torch.empty(hq, device="cuda") if sink else None
-        f = lambda: lib.fwd(prob, out, lse)
+        # Bound now, not looked up at call time: the profiled calls run after the loop, and
+        # lambdas over the loop's names would all run its last shape (llama 8k).
+        f = functools.partial(lib.fwd, prob, out, lse)
         print(f"{name}: forward kernel {lib.fwd_kernel(prob, out, lse)}, backward kernel "
               f"{lib.bwd_kernel(prob, out, dout, lse, dq, dk, dv, dsink, False)}", flush=True)
-        bw = lambda det: (lambda: lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, det))
+        bw = lambda det, a=(prob, out, dout, lse, dq, dk, dv, dsink): functools.partial(lib.bwd, *a, det)
         t_f = median_ms(f)
         t_b = median_ms(bw(False))
         t_bd = median_ms(bw(True))
