@@ -1,14 +1,35 @@
 // Body of sm90::launch_bwd, included by the per-(dtype, head dim) instantiation files: the
 // portable prep, the Hopper dK/dV kernel (dq by TMA reductions in atomic mode), the portable dq
-// conversion (atomic mode) or dq kernel (deterministic mode), and dsink.
+// conversion (atomic mode) or the Hopper dq kernel (deterministic mode), and dsink.
 #pragma once
 
 #include "cuda/sm80/launch_bwd.h"
+#include "cuda/sm90/bwd_dq_kernel.h"
 #include "cuda/sm90/bwd_kernel.h"
 #include "cuda/sm90/launch.h"
 #include "cuda/sm90/tensor_map.h"
 
 namespace sinkattn::cuda::sm90 {
+
+// The deterministic mode's dq (bwd_dq_kernel.h); the portable dq kernel where there are no keys
+// (a tensor map needs at least one row).
+template <typename T, int D>
+void launch_bwd_dq(const sm80::Params& p, cudaStream_t stream) {
+  if (p.seqlen_q == 0) return;
+  const TensorShape q = q_shape(p, D), kv = kv_shape(p, D);
+  if (p.seqlen_k == 0 || kv.rows == 0) return sm80::launch_bwd_dq_kernel<T, D>(p, stream);
+  constexpr DqTile t = dq_tile(D);
+  constexpr int smem = DqSmem<D>::bytes;
+  const CUtensorMap map_q = make_tile_map(p.q, q, t.block_m);
+  const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
+  const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
+  const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
+  auto kernel = bwd_dq_kernel<T, D>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const dim3 grid = sm80::make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
+  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout);
+  sm80::check_launch("sinkattn sm90 dq kernel");
+}
 
 template <typename T, int D>
 void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
@@ -39,7 +60,7 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
   if (p.dq_atomic)
     sm80::launch_bwd_dq_convert<T, D>(p, stream);
   else
-    sm80::launch_bwd_dq_kernel<T, D>(p, stream);
+    launch_bwd_dq<T, D>(p, stream);
   sm80::launch_bwd_dsink<T>(p, stream);
 }
 

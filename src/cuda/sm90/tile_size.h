@@ -62,4 +62,19 @@ constexpr BwdTile bwd_tile(int d) {
                  : BwdTile{128, 64, 2, 2, 24, 240, 0u, 64};
 }
 
+// The deterministic mode's dq kernel (bwd_dq_kernel.h): 64 query rows per consumer, each holding
+// S and dP of its rows against a key block and its dQ rows (d 64: 128-key blocks, 64 + 64 + 32
+// fp32 per thread; d 128: 64-key blocks, 32 + 32 + 64).
+struct DqTile {
+  int block_m;        // query rows per block
+  int block_n;        // key rows per stage
+  int stages;         // k / v stages in flight
+  int consumers;      // consumer warpgroups
+  int producer_regs;  // setmaxnreg targets, as in FwdTile
+  int consumer_regs;
+};
+constexpr DqTile dq_tile(int d) {
+  return d <= 64 ? DqTile{128, 128, 2, 2, 24, 240} : DqTile{128, 64, 2, 2, 24, 240};
+}
+
 }  // namespace sinkattn::cuda::sm90
