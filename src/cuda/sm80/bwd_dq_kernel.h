@@ -72,17 +72,8 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDq, D).warps * 32,
   const int row0 = warp * 16 * MT, g = lane / 4;
   float lse2[2 * MT], delta[2 * MT];
 #pragma unroll
-  for (int r = 0; r < 2 * MT; ++r) {
-    const int64_t i = m0 + row0 + (r / 2) * 16 + (r % 2) * 8 + g;
-    lse2[r] = INFINITY;
-    delta[r] = 0.f;
-    if (i < seq.len_q) {
-      const int64_t li = seq.lse_index(p, head, i);
-      const float lse = p.lse[li];
-      lse2[r] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-      delta[r] = p.delta[li];
-    }
-  }
+  for (int r = 0; r < 2 * MT; ++r)
+    seq.lse2_delta(p, head, m0 + row0 + (r / 2) * 16 + (r % 2) * 8 + g, lse2[r], delta[r]);
 
   uint32_t q_frag[MT][kT.q_in_regs ? K16 : 1][4], do_frag[MT][kT.q_in_regs ? K16 : 1][4];
   ptx::cp_async_wait<1>();  // q and dout

@@ -2,6 +2,7 @@
 // from cu_seqlens is clamped to [0, total], so bad prefix sums can never index out of bounds.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/sm80/params.h"
@@ -45,6 +46,21 @@ struct Sequence {
   // Index of (head, row) in lse / delta: (B, Hq, Sq) fixed or (Hq, Tq) packed.
   __device__ __forceinline__ int64_t lse_index(const Params& p, int64_t head, int64_t row) const {
     return varlen ? head * p.total_q + row_q + row : (b * p.heads_q + head) * p.seqlen_q + row;
+  }
+
+  // The backward's view of query row `row` of `head`: lse in the exp2 domain and delta; past the
+  // end, and where lse = -inf (a row with no key and no sink), lse2 = +inf and delta = 0, so that
+  // P = 0 there.
+  __device__ __forceinline__ void lse2_delta(const Params& p, int64_t head, int64_t row,
+                                             float& lse2, float& delta) const {
+    lse2 = INFINITY;
+    delta = 0.f;
+    if (row < len_q) {
+      const int64_t li = lse_index(p, head, row);
+      const float lse = p.lse[li];
+      lse2 = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
+      delta = p.delta[li];
+    }
   }
 };
 

@@ -78,12 +78,8 @@ __global__ void __launch_bounds__((dq_tile(D).consumers + 1) * 128, 1)
 
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);
-    for (int s = 0; s < S; ++s) {
-      mbar_init(&k_full[s], 1);
-      mbar_init(&v_full[s], 1);
-      mbar_init(&k_empty[s], kConsumerThreads);
-      mbar_init(&v_empty[s], kConsumerThreads);
-    }
+    mbar_init_ring(k_full, k_empty, S, kConsumerThreads);
+    mbar_init_ring(v_full, v_empty, S, kConsumerThreads);
     mbar_fence_init();
   }
   __syncthreads();
@@ -127,22 +123,11 @@ __global__ void __launch_bounds__((dq_tile(D).consumers + 1) * 128, 1)
   const int c = wg - 1;  // query rows 64c .. 64c + 63 of the block
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int64_t row0 = m0 + 64 * c, warp_row = row0 + 16 * warp;
-  // This thread's rows warp_row + g (+ 8): lse in the exp2 domain (+inf where nothing was
-  // visible or past the end, so P = 0 there: TMA fills rows past a packed sequence's end with
-  // the next one's) and delta.
+  // This thread's rows warp_row + g (+ 8): lse2 (+inf past the end, so P = 0 there: TMA fills
+  // rows past a packed sequence's end with the next one's) and delta.
   float lse2[2], delta[2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t i = warp_row + lane / 4 + 8 * h;
-    lse2[h] = INFINITY;
-    delta[h] = 0.f;
-    if (i < seq.len_q) {
-      const int64_t li = seq.lse_index(p, head, i);
-      const float lse = p.lse[li];
-      lse2[h] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-      delta[h] = p.delta[li];
-    }
-  }
+  for (int h = 0; h < 2; ++h) seq.lse2_delta(p, head, warp_row + lane / 4 + 8 * h, lse2[h], delta[h]);
   const T* sQ = reinterpret_cast<const T*>(base + L::q + c * 64 * 128);
   const T* sdO = reinterpret_cast<const T*>(base + L::dout + c * 64 * 128);
   float acc_dq[D / 8][4];

@@ -15,9 +15,9 @@
 //   it into the fp32 accumulator with TMA reductions (`cp.reduce.async.bulk.tensor`, 32
 //   columns per box; at d 64 each warp reduces its own 16 rows, BwdTile::dq_box_rows), so
 //   every dQ element of a step is reduced once, not once per consumer.
-// The prep / dq conversion / dsink kernels around it are the portable path's, and so is the
-// deterministic mode's dq kernel (this kernel then skips dQ: its dK and dV have a fixed
-// summation order already).
+// The prep / dq conversion / dsink kernels around it are the portable path's. In the
+// deterministic mode this kernel skips dQ (its dK and dV have a fixed summation order already)
+// and bwd_dq_kernel.h computes dq.
 #pragma once
 
 #include <cuda.h>

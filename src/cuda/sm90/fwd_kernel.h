@@ -178,16 +178,9 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   if (!kT.persistent && work(0).empty) return;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < QS; ++s) {
-      mbar_init(&q_full[s], 1);
-      mbar_init(&q_empty[s], kConsumerThreads);
-    }
-    for (int s = 0; s < S; ++s) {
-      mbar_init(&k_full[s], 1);
-      mbar_init(&v_full[s], 1);
-      mbar_init(&k_empty[s], kConsumerThreads);
-      mbar_init(&v_empty[s], kConsumerThreads);
-    }
+    mbar_init_ring(q_full, q_empty, QS, kConsumerThreads);
+    mbar_init_ring(k_full, k_empty, S, kConsumerThreads);
+    mbar_init_ring(v_full, v_empty, S, kConsumerThreads);
     mbar_fence_init();
   }
   __syncthreads();

@@ -40,7 +40,7 @@ template <typename T, int D>
 void launch_fwd(const sm80::Params& p, cudaStream_t stream);
 
 // The whole backward: dq by TMA reductions (params.dq_atomic = 1, dq_accum set) or, in the
-// deterministic mode, by the portable dq kernel.
+// deterministic mode, by the Hopper dq kernel (bwd_dq_kernel.h).
 template <typename T, int D>
 void launch_bwd(const sm80::Params& p, cudaStream_t stream);
 

@@ -23,6 +23,16 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
 }
 
+// A ring of `stages` stages: each full barrier completes on the producer's arrival (with the TMA
+// bytes it announces), each empty one on an arrival from every one of `consumers` threads.
+__device__ __forceinline__ void mbar_init_ring(uint64_t* full, uint64_t* empty, int stages,
+                                               uint32_t consumers) {
+  for (int s = 0; s < stages; ++s) {
+    mbar_init(&full[s], 1);
+    mbar_init(&empty[s], consumers);
+  }
+}
+
 // Makes barrier initialisation visible to the async proxy (TMA) before first use.
 __device__ __forceinline__ void mbar_fence_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
