@@ -2,6 +2,7 @@
 # GPU machine: the fp64 shape grid (tests/cuda/check_cuda.py --no-bench) of one library build on
 # each path entry: a path (auto, sm80), optionally with comma-joined env settings
 # (auto,SINKATTN_SM90_PERSISTENT=3 makes every forward block walk many tiles;
+# auto,SINKATTN_SM90_SHORT_ROWS=0 runs the 192-row d 64 forward where 128 rows would be chosen;
 # sm80,SINKATTN_SM80_TILES=small runs the portable tile set of sm_80 / sm_86 / sm_89 instead of
 # the large one sm_90 takes). Logs under $OUT as grid_<NAME_><entry>.log; prints one summary
 # line per entry and its failures. Used by gpu_hopper.sh and gpu_compare.sh.

@@ -44,9 +44,10 @@ void launch_fwd(const sm80::Params& p, cudaStream_t stream) {
   if constexpr (a.block_m != b.block_m) {  // two shapes for this head dim: pick per problem
     // SINKATTN_SM90_SHORT_ROWS=0 / 1 forces the choice (for measurements).
     static const char* force = std::getenv("SINKATTN_SM90_SHORT_ROWS");
-    const bool short_rows = force != nullptr && *force != '\0'
-                                ? *force == '1'
-                                : fwd_short_rows(p.window_left, p.window_right);
+    const bool short_rows =
+        force != nullptr && *force != '\0'
+            ? *force == '1'
+            : fwd_short_tiles(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right);
     if (short_rows) return run_fwd<T, D, true>(p, stream);
   }
   run_fwd<T, D, false>(p, stream);

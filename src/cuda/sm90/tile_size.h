@@ -15,24 +15,37 @@ struct FwdTile {
 };
 
 // d 64: three consumers (more warps to hide the softmax, which costs as much per pair as at
-// d 128 against half the matrix work), or two for narrow windows (short_rows), where a 192-row
-// block spans 4 key blocks of a 128-wide band and a 128-row block 2; d 128: two, with room for
-// 64 + 64 accumulators each. Persistent only for narrow windows, whose tiles are too short to
-// hide a block's start and its q load (H200, gptoss 16k window 128: 0.415 -> 0.358 ms); walking
-// tiles gained nothing on causal rows (4k, 16k, llama 8k, varlen within noise with a single q
-// buffer; with two and no spills in the loop, 4k +1%, 16k, 32k and varlen -1.5%), and d 128
-// has no room for a second q.
+// d 128 against half the matrix work), or two for narrow windows and short sequences
+// (short_rows, fwd_short_tiles), where a 192-row block spans 4 key blocks of a 128-wide band and
+// a 128-row block 2; d 128: two, with room for 64 + 64 accumulators each. Persistent only for
+// those short tiles, too short to hide a block's start and its q load (H200, gptoss 16k window
+// 128: 0.415 -> 0.358 ms); walking tiles gained nothing on long causal rows (4k, 16k, llama 8k,
+// varlen within noise with a single q buffer; with two and no spills in the loop, 4k +1%, 16k,
+// 32k and varlen -1.5%), and d 128 has no room for a second q.
 constexpr FwdTile fwd_tile(int d, bool short_rows = false) {
   return d <= 64 && !short_rows ? FwdTile{192, 128, 2, 3, 32, 160, false}
          : d <= 64              ? FwdTile{128, 128, 2, 2, 40, 232, true}
                                 : FwdTile{128, 128, 2, 2, 40, 232, false};
 }
 
-// Whether the d 64 forward takes 128-row blocks: windows spanning under 1024 keys (H200, gptoss
-// 16k window 128: 0.40 against 0.47 ms). Not for short sequences: at 4k causal, 3 consumers
-// measured 357 against 330 TFLOP/s, and varlen documents of 256..8k 427 against 388.
+// Narrow windows: under 1024 keys (H200, gptoss 16k window 128: 0.40 against 0.47 ms forward
+// with 128-row blocks; the backward takes its kNarrow instantiation). Not for longer causal rows:
+// at 4k, 3 consumers measured 357 against 330 TFLOP/s, and varlen documents of 256..8k 427
+// against 388.
 constexpr bool fwd_short_rows(long long left, long long right) {
   return left >= 0 && right >= 0 && left + right < 1024;
+}
+
+// The d 64 forward's choice: 128-row blocks for narrow windows and for sequences of at most
+// kShortSeq queries and keys (for packed batches the longest), whose tiles walk few key blocks:
+// a 192-row tile leaves consumers idle past each sequence's end, and the tile's start weighs
+// more. H200, gptoss heads, packed documents of one length, 192 -> 128 rows: 256 0.738 -> 0.415
+// ms, 512 0.724 -> 0.562, 1024 1.010 -> 0.874; 2048 1.564 against 1.589, 4096 2.570 against
+// 2.916, 8192 4.63 against 5.23.
+constexpr long long kShortSeq = 1024;
+constexpr bool fwd_short_tiles(long long seqlen_q, long long seqlen_k, long long left,
+                               long long right) {
+  return fwd_short_rows(left, right) || (seqlen_q <= kShortSeq && seqlen_k <= kShortSeq);
 }
 
 struct BwdTile {
