@@ -1,5 +1,6 @@
 """One shape's forward and backward, a few calls each, for a profiler (ncu / nsys) to attach to:
-    python3 profile_one.py LIB NAME   (NAME: window128, gptoss16k, gptoss4k, llama8k)
+    python3 profile_one.py LIB NAME   (NAME: window128, gptoss16k, gptoss4k, llama8k; or
+    packedNxS / batchNxS: N gptoss documents of S tokens, packed or as a fixed-length batch)
 Run from tests/cuda, like check_cuda.py."""
 import sys
 
@@ -17,12 +18,28 @@ SHAPES = {  # seq, Hq, Hkv, D, sinks, window left (-1: full causal)
 
 def main():
     lib = Lib(sys.argv[1])
-    s, hq, hkv, d, sink, left = SHAPES[sys.argv[2]]
+    name = sys.argv[2]
     r = lambda *shape: torch.randn(shape, device="cuda").to(torch.bfloat16)
-    q, k, v, dout = r(1, s, hq, d), r(1, s, hkv, d), r(1, s, hkv, d), r(1, s, hq, d)
-    sinks = torch.randn(hq, device="cuda") if sink else None
-    prob = Lib.problem(q, k, v, sinks=sinks, causal=True, left=left)
-    out, lse = torch.empty_like(q), torch.empty((1, hq, s), device="cuda")
+    if name.startswith(("packed", "batch")):
+        n, s = map(int, name.lstrip("packedbatch").split("x"))
+        hq, hkv, d, sink = 64, 8, 64, True
+        sinks = torch.randn(hq, device="cuda")
+        q, k, v, dout = r(n, s, hq, d), r(n, s, hkv, d), r(n, s, hkv, d), r(n, s, hq, d)
+        if name.startswith("packed"):
+            q, k, v, dout = (x.view(n * s, *x.shape[2:]) for x in (q, k, v, dout))
+            cu = torch.arange(0, (n + 1) * s, s, dtype=torch.int32, device="cuda")
+            prob = Lib.problem(q, k, v, sinks=sinks, causal=True, cu_q=cu, cu_k=cu, max_q=s, max_k=s)
+            lse = torch.empty((hq, n * s), device="cuda")
+        else:
+            prob = Lib.problem(q, k, v, sinks=sinks, causal=True)
+            lse = torch.empty((n, hq, s), device="cuda")
+        out = torch.empty_like(q)
+    else:
+        s, hq, hkv, d, sink, left = SHAPES[name]
+        q, k, v, dout = r(1, s, hq, d), r(1, s, hkv, d), r(1, s, hkv, d), r(1, s, hq, d)
+        sinks = torch.randn(hq, device="cuda") if sink else None
+        prob = Lib.problem(q, k, v, sinks=sinks, causal=True, left=left)
+        out, lse = torch.empty_like(q), torch.empty((1, hq, s), device="cuda")
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dsink = torch.empty(hq, device="cuda") if sink else None
     for _ in range(3):
