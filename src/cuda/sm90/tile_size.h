@@ -47,6 +47,12 @@ constexpr bool fwd_short_tiles(long long seqlen_q, long long seqlen_k, long long
                                long long right) {
   return fwd_short_rows(left, right) || (seqlen_q <= kShortSeq && seqlen_k <= kShortSeq);
 }
+// Causal (left -1, right 0): short documents yes, 2k no, a short query block over a long cache
+// no (its tiles walk every key block); a window of 128 at any length yes.
+static_assert(fwd_short_tiles(256, 256, -1, 0) && fwd_short_tiles(1024, 1024, -1, 0) &&
+                  !fwd_short_tiles(2048, 2048, -1, 0) && !fwd_short_tiles(1024, 32768, -1, 0) &&
+                  fwd_short_tiles(16384, 16384, 127, 0),
+              "d 64 forward tile choice");
 
 struct BwdTile {
   int block_n;        // key rows per block: 64 per consumer warpgroup (its dK, dV rows)
