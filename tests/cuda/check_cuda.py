@@ -284,6 +284,8 @@ def big_check(lib, results):
     dq, dk, dv = torch.full_like(q, float("nan")), torch.full_like(k, float("nan")), torch.full_like(v, float("nan"))
     dsink = torch.empty(hq, device="cuda")
     lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, False)
+    dq_det = torch.full_like(q, float("nan"))  # the deterministic mode's dq kernel, too
+    lib.bwd(prob, out, dout, lse, dq_det, torch.empty_like(k), torch.empty_like(v), dsink, True)
     torch.cuda.synchronize()
     f64 = torch.float64
     qs, ks, vs, dos = q[0, S - tail:], k[0, S - tail - left:], v[0, S - tail - left:], dout[0, S - tail:]
@@ -293,7 +295,8 @@ def big_check(lib, results):
     ok = True
     msgs = []
     for name, kern, r, l in (("out", out[0, S - tail:], ref[0], lp[0]), ("lse", lse[0, :, S - tail:], ref[1], lp[1]),
-                             ("dq", dq[0, S - tail:], ref[2], lp[2]), ("dk", dk[0, S - tail:], ref[3][left:], lp[3][left:]),
+                             ("dq", dq[0, S - tail:], ref[2], lp[2]), ("dq det", dq_det[0, S - tail:], ref[2], lp[2]),
+                             ("dk", dk[0, S - tail:], ref[3][left:], lp[3][left:]),
                              ("dv", dv[0, S - tail:], ref[4][left:], lp[4][left:])):
         kern = kern.to(f64)
         err = (kern - r).abs().max().item()
@@ -301,11 +304,11 @@ def big_check(lib, results):
         good = bool(torch.isfinite(kern).all()) and err <= tol
         ok &= good
         msgs.append(f"{name} err {err:.2e} tol {tol:.2e}" + ("" if good else " FAIL"))
-    finite = all(bool(torch.isfinite(x).all()) for x in (out, dq, dk, dv))
+    finite = all(bool(torch.isfinite(x).all()) for x in (out, dq, dq_det, dk, dv))
     ok &= finite
     results.append(("64-bit offsets", ok))
     print(f"[{'PASS' if ok else 'FAIL'}] 64-bit offsets ({q.numel()} elements in q), all outputs finite: {finite}: " + "; ".join(msgs), flush=True)
-    del q, k, v, dout, out, dq, dk, dv
+    del q, k, v, dout, out, dq, dq_det, dk, dv
     lib.ws_cache.clear()
     torch.cuda.empty_cache()
 
