@@ -6,6 +6,7 @@ import sys
 
 import torch
 
+from check_cuda import packed_problem
 from sinkattn_ctypes import Lib
 
 SHAPES = {  # seq, Hq, Hkv, D, sinks, window left (-1: full causal)
@@ -27,8 +28,7 @@ def main():
         q, k, v, dout = r(n, s, hq, d), r(n, s, hkv, d), r(n, s, hkv, d), r(n, s, hq, d)
         if name.startswith("packed"):
             q, k, v, dout = (x.view(n * s, *x.shape[2:]) for x in (q, k, v, dout))
-            cu = torch.arange(0, (n + 1) * s, s, dtype=torch.int32, device="cuda")
-            prob = Lib.problem(q, k, v, sinks=sinks, causal=True, cu_q=cu, cu_k=cu, max_q=s, max_k=s)
+            prob, cu = packed_problem(q, k, v, sinks, [s] * n)  # cu kept alive: prob holds its address
             lse = torch.empty((hq, n * s), device="cuda")
         else:
             prob = Lib.problem(q, k, v, sinks=sinks, causal=True)
