@@ -6,7 +6,8 @@ usage: python3 check_cuda.py LIBSINKATTN.so [--no-grid] [--no-bench] [--small]
 (--small: a few small cases, for runs under compute-sanitizer)
 Tolerance: max|kernel - fp64| <= 2 * max|torch-lowprec - fp64| + atol, where torch-lowprec runs
 the same formulas with bf16/fp16 matmul operands and bf16/fp16 outputs (out, dq, dk, dv), as torch
-would return them; atol = 1e-3 * max|fp64| + 1e-5. lse and dsink stay fp32.
+would return them; atol = 1e-3 * max|fp64| + 1e-5 (lse: 1e-5 * max|fp64| + 1e-5, fp32 accuracy).
+lse and dsink stay fp32.
 """
 import functools
 import itertools
@@ -87,6 +88,15 @@ class Case:
 
 def rand(shape, dtype, scale=1.0):
     return (torch.randn(shape, device="cuda", dtype=torch.float32) * scale).to(dtype)
+
+
+def tolerance(name, ref, err_lp):
+    """The bound on max|kernel - fp64| (module docstring): twice the low-precision reference's
+    error plus atol. lse is promised to fp32 accuracy (as tests/cpp/compare.cpp checks it): the
+    backward and every merge of partial results read it; 1e-3 had let an lse summed from bf16 P
+    (1.6e-3 off, the rejected portable row in docs/PERFORMANCE.md) pass."""
+    rel = 1e-5 if name == "lse" else 1e-3
+    return 2 * err_lp + rel * ref.abs().max().item() + 1e-5
 
 
 def run_case(lib, c, results):
@@ -186,8 +196,7 @@ def run_case(lib, c, results):
             return
         err = (kern[fin] - r64[fin]).abs().max().item()
         err_lp = (rlp[fin] - r64[fin]).abs().max().item()
-        atol = 1e-3 * r64[fin].abs().max().item() + 1e-5
-        tol = 2 * err_lp + atol
+        tol = tolerance(name, r64[fin], err_lp)
         good = err <= tol
         line = f"{name} err {err:.2e} (lowp {err_lp:.2e}, tol {tol:.2e})"
         if fast is not None:
@@ -300,7 +309,7 @@ def big_check(lib, results):
                              ("dv", dv[0, S - tail:], ref[4][left:], lp[4][left:])):
         kern = kern.to(f64)
         err = (kern - r).abs().max().item()
-        tol = 2 * (l - r).abs().max().item() + 1e-3 * r.abs().max().item() + 1e-5
+        tol = tolerance(name, r, (l - r).abs().max().item())
         good = bool(torch.isfinite(kern).all()) and err <= tol
         ok &= good
         msgs.append(f"{name} err {err:.2e} tol {tol:.2e}" + ("" if good else " FAIL"))
