@@ -8,9 +8,9 @@
 # line per entry and its failures. Used by gpu_hopper.sh and gpu_compare.sh.
 #   usage: [NAME=label] [GRID_TIMEOUT=s] scripts/gpu_grid.sh LIB ENTRY ...
 set -uo pipefail
+lib=$(realpath "$1"); shift  # before the cd: LIB may be relative to the caller's folder
 cd "$(dirname "$0")/../tests/cuda" || exit 2
 OUT="${OUT:-/tmp/sinkattn-out}"; mkdir -p "$OUT"
-lib=$(realpath "$1"); shift
 t0=$SECONDS
 for entry in "$@"; do
   IFS=, read -r path envs <<< "$entry"; tag=${NAME:+${NAME}_}${entry//[^A-Za-z0-9]/_}
