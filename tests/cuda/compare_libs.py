@@ -51,23 +51,26 @@ class Case:
         return lambda: lib.bwd(self.prob, self.out, self.dout, self.lse, self.dq, self.dk, self.dv, self.dsink, False)
 
     def results(self, lib):
-        """{name: (tensor, the relative bound two builds may differ by)}: bf16 rounding and atomics
-        for the 16-bit outputs; lse (fp32, promised to fp32 accuracy) only summation order."""
+        """{name: output} of one build on this case."""
         self.fwd(lib)()
         self.bwd(lib)()
         torch.cuda.synchronize()
         named = {"out": self.out, "lse": self.lse, "dq": self.dq, "dk": self.dk, "dv": self.dv,
                  "dsink": self.dsink}
-        return {n: (t.float().clone(), 1e-4 if n == "lse" else 2e-2) for n, t in named.items()
-                if t is not None}
+        return {n: t.float().clone() for n, t in named.items() if t is not None}
+
+
+# How far two builds' outputs may differ, relative to the largest: bf16 rounding and atomics for
+# the 16-bit outputs and dsink; lse (fp32, promised to fp32 accuracy) only summation order.
+BOUND, LSE_BOUND = 2e-2, 1e-4
 
 
 def mismatches(ref, got):
     """The outputs of `got` (Case.results of another build) outside their bounds around `ref`:
     non-finite values must sit at the same places, the finite ones within the relative bound."""
     bad = []
-    for key, (r, bound) in ref.items():
-        g = got[key][0]
+    for key, r in ref.items():
+        g, bound = got[key], LSE_BOUND if key == "lse" else BOUND
         fin = torch.isfinite(r)
         if not torch.equal(fin, torch.isfinite(g)) or not torch.equal(g[~fin], r[~fin]):
             bad.append(f"{key} non-finite elsewhere")
