@@ -99,7 +99,7 @@ def main():
         case = Case(*shape)
         ref = case.results(builds[0][1])
         ok = {}
-        for bname, lib in builds[1:]:  # same inputs: agreement up to the bounds of results()
+        for bname, lib in builds[1:]:  # same inputs: agreement within BOUND / LSE_BOUND
             bad = mismatches(ref, case.results(lib))
             ok[bname] = not bad
             if bad:
