@@ -260,6 +260,10 @@ def grid():
         Case("2000x2100 B2 64/8 d64 noncausal sinks", B=2, sq=2000, sk=2100, hq=16, hkv=2, d=64, sinks=True),
         Case("1500x1500 d128 causal sinks fp16", sq=1500, sk=1500, hq=4, hkv=1, d=128, causal=True, sinks=True, dtype=fp),
         Case("window (100, 50) d64 B2 sinks", B=2, sq=1200, sk=1300, hq=8, hkv=4, d=64, left=100, right=50, sinks=True),
+        # Narrow d 64 windows with Sq < Sk (the band shifted to the bottom right): on the 64-key
+        # grid (Sk - Sq = 128) the consumers take spans, off it (Sk - Sq = 300) they walk.
+        Case("window 128 d64 sq 500 sk 628 sinks", sq=500, sk=628, hq=8, hkv=1, d=64, causal=True, left=127, sinks=True),
+        Case("window (60, 60) d64 700x1000 fp16", sq=700, sk=1000, hq=6, hkv=2, d=64, left=60, right=60, sinks=True, dtype=fp),
         Case("varlen many docs d128 sinks", hq=8, hkv=2, d=128, causal=True, sinks=True,
              varlen=([1, 300, 129, 1000, 0, 64, 700], [1, 300, 200, 1000, 3, 64, 900])),
         Case("varlen many docs d64 window 127", hq=16, hkv=2, d=64, causal=True, left=127, sinks=True,

@@ -4,10 +4,10 @@ thermal state hit all builds alike. Before timing, each build's forward output a
 gradients on that shape are compared with the first build's (a broken variant is reported, not
 timed); the fp64 grid stays check_cuda.py's job.
 
-usage: python3 compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=SUBSTR,...]
+usage: python3 compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=SUBSTR,...] [--det=1]
 The kernel path follows SINKATTN_CUDA_PATH as usual. Prints, per shape, forward and backward
-TFLOP/s of each build (median over rounds; backward = the atomic-dq mode) and the ratio to the
-first build.
+TFLOP/s of each build (median over rounds; backward = the atomic-dq mode, or with --det=1 the
+deterministic one) and the ratio to the first build.
 """
 import statistics
 import sys
@@ -28,7 +28,8 @@ SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
 class Case:
     """Inputs and outputs of one shape, shared by every build."""
 
-    def __init__(self, s, hq, hkv, d, sink, left, varlen):
+    def __init__(self, s, hq, hkv, d, sink, left, varlen, det=False):
+        self.det = det  # deterministic backward
         lens = doc_lengths(s, 256, 8192) if varlen else [s]
         lead = () if varlen else (1,)
         self.q, self.dout = rand(lead + (s, hq, d), torch.bfloat16), rand(lead + (s, hq, d), torch.bfloat16)
@@ -48,7 +49,7 @@ class Case:
         return lambda: lib.fwd(self.prob, self.out, self.lse)
 
     def bwd(self, lib):
-        return lambda: lib.bwd(self.prob, self.out, self.dout, self.lse, self.dq, self.dk, self.dv, self.dsink, False)
+        return lambda: lib.bwd(self.prob, self.out, self.dout, self.lse, self.dq, self.dk, self.dv, self.dsink, self.det)
 
     def results(self, lib):
         """{name: output} of one build on this case."""
@@ -86,9 +87,10 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     rounds = int(opts.get("rounds", 3))
+    det = opts.get("det", "0") == "1"
     only = [x for x in opts.get("only", "").split(",") if x]
     if len(args) < 2 or any("=" not in a for a in args):
-        sys.exit("usage: compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=a,b]")
+        sys.exit("usage: compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=a,b] [--det=1]")
     builds = [(a.split("=", 1)[0], Lib(a.split("=", 1)[1])) for a in args]  # separate copies
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
@@ -96,7 +98,7 @@ def main():
     for name, *shape in SHAPES:
         if only and not any(o in name for o in only):
             continue
-        case = Case(*shape)
+        case = Case(*shape, det=det)
         ref = case.results(builds[0][1])
         ok = {}
         for bname, lib in builds[1:]:  # same inputs: agreement within BOUND / LSE_BOUND
