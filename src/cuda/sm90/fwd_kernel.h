@@ -23,6 +23,7 @@
 #include "cuda/sm80/smem_tile.h"
 #include "cuda/sm80/softmax.h"
 #include "cuda/sm90/tile_sched.h"
+#include "cuda/sm90/kv_ring.h"
 #include "cuda/sm90/tile_size.h"
 #include "cuda/sm90/tma.h"
 #include "cuda/sm90/turns.h"
@@ -155,10 +156,11 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   constexpr int QS = L::kQStages;
   uint64_t* q_full = bars;
   uint64_t* q_empty = bars + QS;
-  uint64_t* k_full = q_empty + QS;
-  uint64_t* v_full = k_full + S;
-  uint64_t* k_empty = v_full + S;
-  uint64_t* v_empty = k_empty + S;
+  const KvRing<D, BN, S> ring{base + L::k, base + L::v, bars + 2 * QS};
+  uint64_t* k_full = ring.k_full(0);
+  uint64_t* v_full = ring.v_full(0);
+  uint64_t* k_empty = ring.k_empty(0);
+  uint64_t* v_empty = ring.v_empty(0);
   auto info_slot = [&](int tile) {  // the slot of the tile-th tile (persistent kernels only)
     constexpr int kSlots = L::kInfoSlots > 0 ? L::kInfoSlots : 1;
     return reinterpret_cast<TileInfo*>(base + L::info + tile % kSlots * 256);
@@ -179,8 +181,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
 
   if (threadIdx.x == 0) {
     mbar_init_ring(q_full, q_empty, QS, kConsumerThreads);
-    mbar_init_ring(k_full, k_empty, S, kConsumerThreads);
-    mbar_init_ring(v_full, v_empty, S, kConsumerThreads);
+    ring.init(kConsumerThreads);
     mbar_fence_init();
   }
   __syncthreads();
@@ -215,22 +216,8 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
         tma_load_4d(base + L::q + qs * L::kQBytes + sub * BM * 128, &map_q, &q_full[qs], 64 * sub,
                     rq + (int)tile.m0, (int)tile.head, bq);
       ++tiles_done;
-      for (int n = tile.n_first; n < tile.n_end; ++n, ++kv_done) {
-        const int s = kv_done % S;
-        const uint32_t phase = (kv_done / S) & 1;
-        if (kv_done >= S) mbar_wait(&k_empty[s], phase ^ 1);
-        mbar_expect_tx(&k_full[s], L::kKVBytes);
-#pragma unroll
-        for (int sub = 0; sub < L::kSub; ++sub)
-          tma_load_4d(base + L::k + s * L::kKVBytes + sub * BN * 128, &map_k, &k_full[s], 64 * sub,
-                      rk + n * BN, hk, bq);
-        if (kv_done >= S) mbar_wait(&v_empty[s], phase ^ 1);
-        mbar_expect_tx(&v_full[s], L::kKVBytes);
-#pragma unroll
-        for (int sub = 0; sub < L::kSub; ++sub)
-          tma_load_4d(base + L::v + s * L::kKVBytes + sub * BN * 128, &map_v, &v_full[s], 64 * sub,
-                      rk + n * BN, hk, bq);
-      }
+      for (int n = tile.n_first; n < tile.n_end; ++n, ++kv_done)
+        ring.fill(kv_done, &map_k, &map_v, rk + n * BN, hk, bq);
     }
     if constexpr (kT.persistent) {  // one more q slot, holding only "done"
       const int qs = tiles_done % QS;
@@ -475,17 +462,10 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       release(v_empty, own_end - 1);
     }
     if constexpr (!kT.persistent && BM > BN) {
-      // The blocks these rows do not see: their stages go back once filled (an arrival before
-      // would count toward the stage's previous use), and every consumer takes n_end - n_first + 1
-      // turns a tile, so the walk's own extra turn too when it saw no block.
+      // The blocks these rows do not see go back unread, and every consumer takes
+      // n_end - n_first + 1 turns a tile, so the walk's own extra turn too when it saw no block.
       for (int n = own_end; n < n_end; ++n) {
-        int s;
-        uint32_t phase;
-        stage_of(n, s, phase);
-        mbar_wait(&k_full[s], phase);
-        mbar_arrive(&k_empty[s]);
-        mbar_wait(&v_full[s], phase);
-        mbar_arrive(&v_empty[s]);
+        ring.skip(kv_done + n - n_first);
         turns.wait();
         turns.pass();
       }
