@@ -22,8 +22,8 @@
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
 #include "cuda/sm80/softmax.h"
-#include "cuda/sm90/tile_sched.h"
 #include "cuda/sm90/kv_ring.h"
+#include "cuda/sm90/tile_sched.h"
 #include "cuda/sm90/tile_size.h"
 #include "cuda/sm90/tma.h"
 #include "cuda/sm90/turns.h"
@@ -280,11 +280,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
 
     // Software pipeline over key blocks: the product S_j = Q K_j^T is issued together with
     // O += P_{j-1} V_{j-1}, and the softmax of S_j runs while the tensor cores finish P V.
-    auto stage_of = [&](int n, int& s, uint32_t& phase) {
-      const int i = kv_done + n - n_first;
-      s = i % S;
-      phase = (i / S) & 1;
-    };
+    auto stage_of = [&](int n, int& s, uint32_t& phase) { ring.slot(kv_done + n - n_first, s, phase); };
     auto issue_s = [&](float (&sc)[1][BN / 8][4], int n) {
       int s;
       uint32_t phase;

@@ -25,6 +25,12 @@ struct KvRing {
   __device__ __forceinline__ uint64_t* k_empty(int s) const { return bars + 2 * S + s; }
   __device__ __forceinline__ uint64_t* v_empty(int s) const { return bars + 3 * S + s; }
 
+  // The stage of fill i and the parity of its barriers' phase.
+  __device__ __forceinline__ static void slot(int i, int& s, uint32_t& phase) {
+    s = i % S;
+    phase = (i / S) & 1;
+  }
+
   // One thread, at the kernel's start.
   __device__ __forceinline__ void init(uint32_t consumer_threads) const {
     mbar_init_ring(k_full(0), k_empty(0), S, consumer_threads);
@@ -35,8 +41,9 @@ struct KvRing {
   // once the consumers have released the stage's previous fill.
   __device__ __forceinline__ void fill(int i, const CUtensorMap* map_k, const CUtensorMap* map_v,
                                        int row, int hk, int bq) const {
-    const int s = i % S;
-    const uint32_t phase = (i / S) & 1;
+    int s;
+    uint32_t phase;
+    slot(i, s, phase);
     if (i >= S) mbar_wait(k_empty(s), phase ^ 1);
     mbar_expect_tx(k_full(s), kBytes);
 #pragma unroll
@@ -52,8 +59,9 @@ struct KvRing {
   // Consumer: hands back fill i unread, once it has landed (an arrival before would count toward
   // the stage's previous fill).
   __device__ __forceinline__ void skip(int i) const {
-    const int s = i % S;
-    const uint32_t phase = (i / S) & 1;
+    int s;
+    uint32_t phase;
+    slot(i, s, phase);
     mbar_wait(k_full(s), phase);
     mbar_arrive(k_empty(s));
     mbar_wait(v_full(s), phase);
