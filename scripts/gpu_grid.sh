@@ -6,7 +6,8 @@
 # sm80,SINKATTN_SM80_TILES=small runs the portable tile set of sm_80 / sm_86 / sm_89 instead of
 # the large one sm_90 takes). Logs under $OUT as grid_<NAME_><entry>.log; prints one summary
 # line per entry and its failures. Used by gpu_hopper.sh and gpu_compare.sh.
-#   usage: [NAME=label] [GRID_TIMEOUT=s] scripts/gpu_grid.sh LIB ENTRY ...
+# GRID_ARGS adds options to check_cuda.py (e.g. --only=window).
+#   usage: [NAME=label] [GRID_TIMEOUT=s] [GRID_ARGS=...] scripts/gpu_grid.sh LIB ENTRY ...
 set -uo pipefail
 lib=$(realpath "$1"); shift  # before the cd: LIB may be relative to the caller's folder
 cd "$(dirname "$0")/../tests/cuda" || exit 2
@@ -14,9 +15,9 @@ OUT="${OUT:-/tmp/sinkattn-out}"; mkdir -p "$OUT"
 t0=$SECONDS
 for entry in "$@"; do
   IFS=, read -r path envs <<< "$entry"; tag=${NAME:+${NAME}_}${entry//[^A-Za-z0-9]/_}
-  # shellcheck disable=SC2086  # envs: VAR=value settings, one word each
+  # shellcheck disable=SC2086  # envs: VAR=value settings, GRID_ARGS options, one word each
   env SINKATTN_CUDA_PATH="$path" ${envs//,/ } timeout "${GRID_TIMEOUT:-300}" \
-    python3 check_cuda.py "$lib" --no-bench > "$OUT/grid_$tag.log" 2>&1
+    python3 check_cuda.py "$lib" --no-bench ${GRID_ARGS:-} > "$OUT/grid_$tag.log" 2>&1
   echo "[$(( SECONDS - t0 )) s] grid ${NAME:+$NAME }($entry): $(grep -E 'GRID' "$OUT/grid_$tag.log" || echo 'no summary: crashed or timed out')"
   grep -E "FAIL" "$OUT/grid_$tag.log" | head -10
 done

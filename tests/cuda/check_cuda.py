@@ -2,7 +2,7 @@
 a shape grid against a plain float64 reference, forward and backward (incl. dsink), the
 deterministic backward bit-identical twice; then timings (CUDA events, median).
 
-usage: python3 check_cuda.py LIBSINKATTN.so [--no-grid] [--no-bench] [--small]
+usage: python3 check_cuda.py LIBSINKATTN.so [--no-grid] [--no-bench] [--small] [--only=SUBSTR,...]
 (--small: a few small cases, for runs under compute-sanitizer)
 Tolerance: max|kernel - fp64| <= 2 * max|torch-lowprec - fp64| + atol, where torch-lowprec runs
 the same formulas with bf16/fp16 matmul operands and bf16/fp16 outputs (out, dq, dk, dv), as torch
@@ -268,6 +268,12 @@ def grid():
              varlen=([1, 300, 129, 1000, 0, 64, 700], [1, 300, 200, 1000, 3, 64, 900])),
         Case("varlen many docs d64 window 127", hq=16, hkv=2, d=64, causal=True, left=127, sinks=True,
              varlen=([513, 2, 777, 1300, 0, 90], [513, 2, 777, 1300, 0, 90])),
+        # Narrow windows whose first query rows see no key: Sq > Sk, and a packed sequence
+        # without keys (the narrow-window backward kernel never walks those rows).
+        Case("window 64 d64 sq 700 sk 300 (empty rows) sinks", sq=700, sk=300, hq=8, hkv=2, d=64, causal=True,
+             left=63, sinks=True),
+        Case("varlen window 127 d64 empty keys", hq=8, hkv=2, d=64, causal=True, left=127, sinks=True,
+             varlen=([300, 50, 0, 700], [300, 0, 20, 1000])),
         # Decode-sized queries: the packed-group forward (group * sq <= 16 rows in one tile).
         Case("decode q1 16/2 d64 sinks", B=3, sq=1, sk=1000, hq=16, hkv=2, d=64, causal=True, sinks=True),
         Case("decode q2 group 8 d128 window 100 sinks", B=2, sq=2, sk=777, hq=8, hkv=1, d=128, causal=True, left=99, sinks=True),
@@ -479,13 +485,16 @@ def main():
             small = ("113x203", "varlen zero-length", "window1", "d256 noncausal", "sq>sk causal (empty rows) sinks",
                      "decode q2", "decode varlen")
             cases = [c for c in cases if c.name.startswith(small)]
+        only = [x for a in sys.argv if a.startswith("--only=") for x in a[7:].split(",") if x]
+        if only:  # grid cases (and the 64-bit one) whose names contain one of the substrings
+            cases = [c for c in cases if any(o in c.name for o in only)]
         for c in cases:
             try:
                 run_case(lib, c, results)
             except Exception as e:  # report and go on
                 results.append((c.name, False))
                 print(f"[FAIL] {c.name}: exception {e}", flush=True)
-        if "--small" not in sys.argv:
+        if "--small" not in sys.argv and (not only or any(o in "64-bit offsets" for o in only)):
             try:
                 big_check(lib, results)
             except Exception as e:
