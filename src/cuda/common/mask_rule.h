@@ -118,6 +118,21 @@ struct Mask {
   }
 };
 
+// The key blocks (bn keys each, from key 0) that a block of query rows [m0, m0 + bm) walks:
+// [first, end), every block holding a key one of its rows sees (first == end: none). I: int or
+// int64_t, as the caller indexes its blocks.
+template <typename I>
+struct KeyBlocks {
+  I first, end;
+};
+template <typename I>
+SINKATTN_HOST_DEVICE KeyBlocks<I> walked_key_blocks(const Mask& m, int64_t m0, int bm, int bn) {
+  int64_t lo, hi;
+  m.key_range(m0, m0 + bm, lo, hi);
+  const I first = (I)(lo / bn);
+  return {first, hi > lo ? (I)((hi + bn - 1) / bn) : first};
+}
+
 // The query blocks (bm rows each, from the sequence's row 0) that a backward block of keys
 // [n0, n0 + bn), n0 < len_k, walks: [first, first + count), every block holding a row that sees
 // one of its keys (count 0: none).

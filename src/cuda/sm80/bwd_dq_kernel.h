@@ -11,6 +11,7 @@
 #include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
+#include "cuda/sm80/query_block.h"
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
 #include "cuda/sm80/tile_size.h"
@@ -35,18 +36,11 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDq, D).warps * 32,
   T* sV = sK + 2 * BN * kS;  // [2][BN][kS]
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
-  const GridPos at = grid_pos(blocks);
-  const int64_t head = at.head, b = at.b;
-  const Sequence seq(p, b);
-  const int64_t m0 = (blocks - 1 - at.block) * BM;
-  if (m0 >= seq.len_q) return;
-  const int64_t head_kv = head / p.group;
-  const Mask mask = Mask::of(p, seq);
-  int64_t key_lo, key_hi;
-  mask.key_range(m0, m0 + BM, key_lo, key_hi);
-  const int64_t n_first = key_lo / BN;
-  const int64_t n_end = key_hi > key_lo ? (key_hi + BN - 1) / BN : n_first;
+  const QueryBlock qb = QueryBlock::of<BM, BN>(p);
+  if (qb.empty()) return;
+  const Sequence& seq = qb.seq;
+  const Mask& mask = qb.mask;
+  const int64_t head = qb.head, head_kv = qb.head_kv, m0 = qb.m0, n_first = qb.n_first, n_end = qb.n_end;
 
   load_tile_async<BM, D, kThreads>(sQ, static_cast<const T*>(p.q.data) +
                                            seq.offset(p.q, true, m0, head),

@@ -12,6 +12,7 @@
 
 namespace sinkattn::cuda::sm80 {
 
+using cuda::KeyBlocks;
 using cuda::KeyRowsMask;
 using cuda::Mask;
 

@@ -71,10 +71,8 @@ __global__ void __launch_bounds__((dq_tile(D).consumers + 1) * 128, 1)
   const int64_t m0 = (blocks - 1 - at.block) * BM;  // heaviest blocks first (causal)
   if (m0 >= seq.len_q) return;
   const sm80::Mask mask = sm80::Mask::of(p, seq);
-  int64_t key_lo, key_hi;
-  mask.key_range(m0, m0 + BM, key_lo, key_hi);
-  const int n_first = (int)(key_lo / BN);
-  const int n_end = key_hi > key_lo ? (int)((key_hi + BN - 1) / BN) : n_first;
+  const cuda::KeyBlocks<int> walk = cuda::walked_key_blocks<int>(mask, m0, BM, BN);
+  const int n_first = walk.first, n_end = walk.end;
 
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);

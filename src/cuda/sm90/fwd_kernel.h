@@ -74,10 +74,9 @@ struct FwdWork {
         empty(m0 >= seq.len_q),
         mask(Mask::of(p, seq)) {
     if (empty) return;
-    int64_t key_lo, key_hi;
-    mask.key_range(m0, m0 + bm, key_lo, key_hi);
-    n_first = (int)(key_lo / bn);
-    n_end = key_hi > key_lo ? (int)((key_hi + bn - 1) / bn) : n_first;
+    const cuda::KeyBlocks<int> walk = cuda::walked_key_blocks<int>(mask, m0, bm, bn);
+    n_first = walk.first;
+    n_end = walk.end;
   }
   // Element offset of (row m0, head) in out, and the index of (head, row m0) in lse (rows follow
   // at +1 there).
