@@ -159,6 +159,34 @@ TEST(MaskRule, WalkedQueryBlocksHoldEveryVisiblePair) {
   }
 }
 
+// The key blocks a forward or dq query block walks: every block holding a key one of its rows
+// sees, exactly those under one band (the rows past len_q of a last, partial block included in
+// the range, as the kernels pass it).
+TEST(MaskRule, WalkedKeyBlocksHoldEveryVisiblePair) {
+  using sinkattn::cuda::walked_key_blocks;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const Mask m = mask_of(c);
+    for (int bm : {1, 3, 8})
+      for (int bn : {1, 4, 16})
+        for (int64_t m0 = 0; m0 < c.len_q; m0 += bm) {
+          const auto walk = walked_key_blocks<int64_t>(m, m0, bm, bn);
+          ASSERT_LE(walk.first, walk.end);
+          for (int64_t nb = 0; nb * bn < c.len_k; ++nb) {
+            bool any = false;
+            for (int64_t i = m0; i < std::min(c.len_q, m0 + bm); ++i)
+              for (int64_t j = nb * bn; j < std::min(c.len_k, (nb + 1) * bn); ++j) any = any || sees(c, i, j);
+            const bool walked = nb >= walk.first && nb < walk.end;
+            if (c.world == 0 && m0 + bm <= c.len_q) {  // one band, whole block: exact
+              ASSERT_EQ(walked, any) << "bm " << bm << " bn " << bn << " rows " << m0 << " keys " << nb * bn;
+            } else if (any) {
+              ASSERT_TRUE(walked) << "bm " << bm << " bn " << bn << " rows " << m0 << " keys " << nb * bn;
+            }
+          }
+        }
+  }
+}
+
 TEST(MaskRule, KeyRowsMaskMatchesTheMask) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(describe(c));
