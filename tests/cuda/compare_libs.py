@@ -5,6 +5,7 @@ gradients on that shape are compared with the first build's (a broken variant is
 timed); the fp64 grid stays check_cuda.py's job.
 
 usage: python3 compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=SUBSTR,...] [--det=1]
+       [--time-all=1]   (time builds that disagree too: ablations that skip part of the work)
 The kernel path follows SINKATTN_CUDA_PATH as usual. Prints, per shape, forward and backward
 TFLOP/s of each build (median over rounds; backward = the atomic-dq mode, or with --det=1 the
 deterministic one) and the ratio to the first build.
@@ -88,9 +89,10 @@ def main():
     opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     rounds = int(opts.get("rounds", 3))
     det = opts.get("det", "0") == "1"
+    time_all = opts.get("time-all", "0") == "1"
     only = [x for x in opts.get("only", "").split(",") if x]
     if len(args) < 2 or any("=" not in a for a in args):
-        sys.exit("usage: compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=a,b] [--det=1]")
+        sys.exit("usage: compare_libs.py NAME=LIB.so ... [--rounds=N] [--only=a,b] [--det=1] [--time-all=1]")
     builds = [(a.split("=", 1)[0], Lib(a.split("=", 1)[1])) for a in args]  # separate copies
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
@@ -109,7 +111,7 @@ def main():
         times = {b: ([], []) for b, _ in builds}
         for r in range(rounds):
             for bname, lib in (builds if r % 2 == 0 else builds[::-1]):
-                if not ok.get(bname, True):
+                if not ok.get(bname, True) and not time_all:
                     continue
                 times[bname][0].append(median_ms(case.fwd(lib)))
                 times[bname][1].append(median_ms(case.bwd(lib)))
