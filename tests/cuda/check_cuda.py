@@ -355,17 +355,19 @@ def pairs(s, left):
     return sum(min(i + 1, left + 1) if left >= 0 else i + 1 for i in range(s))
 
 
-def kernel_breakdown(name, fns):
-    """Per-kernel GPU time of one call of each fn (torch profiler / CUPTI)."""
+def kernel_breakdown(what, fns):
+    """Per-kernel GPU time over one call of each fn (torch profiler / CUPTI): each kernel's launch
+    count, total and mean per launch."""
     from torch.profiler import profile, ProfilerActivity
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for fn in fns:
             fn()
         torch.cuda.synchronize()
-    print(f"kernels of {name} (fwd, bwd atomic, bwd deterministic):")
+    print(f"kernels of {what}:")
     for e in prof.key_averages():
         if e.device_time_total > 0:
-            print(f"   {e.key[:70]:70s} n={e.count:2d} total {e.device_time_total / 1000:8.3f} ms")
+            print(f"   {e.key[:70]:70s} n={e.count:2d} total {e.device_time_total / 1000:8.3f} ms"
+                  f" mean {e.device_time_total / e.count / 1000:8.3f} ms")
 
 
 def doc_lengths(total, lo, hi, seed=0):
@@ -468,7 +470,7 @@ def bench(lib):
     # (0.232 against 0.214-0.216 ms); with the profiling last it reads as they do (0.213 against
     # 0.211 ms, H200, 2026-12-02).
     for name, fns in profiled:
-        kernel_breakdown(name, fns)
+        kernel_breakdown(f"{name} (fwd, bwd atomic, bwd deterministic)", fns)
     print(f"\n{'shape':34s} {'fwd ms':>8s} {'bwd ms':>8s} {'bwdDet ms':>9s} {'fwd TF/s':>9s} {'bwd TF/s':>9s} {'bwdDet TF/s':>11s} {'f+b ms':>8s}")
     for r in rows:
         print(f"{r[0]:34s} {r[1]:8.3f} {r[2]:8.3f} {r[3]:9.3f} {r[4]:9.1f} {r[5]:9.1f} {r[6]:11.1f} {r[1] + r[2]:8.3f}")

@@ -1,13 +1,13 @@
 """One shape's forward and backward, a few calls each, for a profiler (ncu / nsys) to attach to:
     python3 profile_one.py LIB NAME   (NAME: window128, gptoss16k, gptoss4k, llama8k; or
     packedNxS / batchNxS: N gptoss documents of S tokens, packed or as a fixed-length batch)
-    --times: instead, each kernel's mean GPU time over 5 forward + backward calls (torch profiler)
+    --times: then each kernel's mean GPU time over 5 forward + backward calls (torch profiler)
 Run from tests/cuda, like check_cuda.py."""
 import sys
 
 import torch
 
-from check_cuda import packed_problem
+from check_cuda import kernel_breakdown, packed_problem
 from sinkattn_ctypes import Lib
 
 SHAPES = {  # seq, Hq, Hkv, D, sinks, window left (-1: full causal)
@@ -43,6 +43,7 @@ def main():
         out, lse = torch.empty_like(q), torch.empty((1, hq, s), device="cuda")
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dsink = torch.empty(hq, device="cuda") if sink else None
+
     def call():
         lib.fwd(prob, out, lse)
         lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, False)
@@ -51,14 +52,7 @@ def main():
         call()
     torch.cuda.synchronize()
     if "--times" in sys.argv:
-        from torch.profiler import profile, ProfilerActivity
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                call()
-            torch.cuda.synchronize()
-        for e in prof.key_averages():
-            if e.device_time_total > 0:
-                print(f"  {e.key[:60]:60s} n={e.count:2d} mean {e.device_time_total / e.count / 1000:8.3f} ms")
+        kernel_breakdown(f"{name} (5 x forward + backward)", [call] * 5)
 
 
 if __name__ == "__main__":
