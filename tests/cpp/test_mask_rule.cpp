@@ -43,6 +43,13 @@ bool sees(const Case& c, int64_t i, int64_t j) {
   const int64_t p = position(c, i);
   return j >= 0 && j < c.len_k && (c.left < 0 || j >= p - c.left) && (c.right < 0 || j <= p + c.right);
 }
+// Whether some query of rows [i0, i1) sees some key of [j0, j1) (both clipped to the sequence).
+bool block_sees(const Case& c, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  for (int64_t i = i0; i < std::min(c.len_q, i1); ++i)
+    for (int64_t j = j0; j < std::min(c.len_k, j1); ++j)
+      if (sees(c, i, j)) return true;
+  return false;
+}
 
 std::vector<Case> cases() {
   std::vector<Case> out;
@@ -144,9 +151,7 @@ TEST(MaskRule, WalkedQueryBlocksHoldEveryVisiblePair) {
           walked_query_blocks(m, n0, bn, bm, first, count);
           ASSERT_GE(count, 0);
           for (int64_t mb = 0; mb * bm < c.len_q; ++mb) {
-            bool any = false;
-            for (int64_t i = mb * bm; i < std::min(c.len_q, (mb + 1) * bm); ++i)
-              for (int64_t j = n0; j < std::min(c.len_k, n0 + bn); ++j) any = any || sees(c, i, j);
+            const bool any = block_sees(c, mb * bm, (mb + 1) * bm, n0, n0 + bn);
             const bool walked = mb >= first && mb < first + count;
             if (c.world == 0) {  // one band: the walk is exact
               ASSERT_EQ(walked, any) << "bn " << bn << " bm " << bm << " keys " << n0 << " rows " << mb * bm;
@@ -173,9 +178,7 @@ TEST(MaskRule, WalkedKeyBlocksHoldEveryVisiblePair) {
           const auto walk = walked_key_blocks<int64_t>(m, m0, bm, bn);
           ASSERT_LE(walk.first, walk.end);
           for (int64_t nb = 0; nb * bn < c.len_k; ++nb) {
-            bool any = false;
-            for (int64_t i = m0; i < std::min(c.len_q, m0 + bm); ++i)
-              for (int64_t j = nb * bn; j < std::min(c.len_k, (nb + 1) * bn); ++j) any = any || sees(c, i, j);
+            const bool any = block_sees(c, m0, m0 + bm, nb * bn, (nb + 1) * bn);
             const bool walked = nb >= walk.first && nb < walk.end;
             if (c.world == 0 && m0 + bm <= c.len_q) {  // one band, whole block: exact
               ASSERT_EQ(walked, any) << "bm " << bm << " bn " << bn << " rows " << m0 << " keys " << nb * bn;
