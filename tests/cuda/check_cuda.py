@@ -263,6 +263,8 @@ def grid():
         # Narrow d 64 windows with Sq < Sk (the band shifted to the bottom right): on the 64-key
         # grid (Sk - Sq = 128) the consumers take spans, off it (Sk - Sq = 300) they walk.
         Case("window 128 d64 sq 500 sk 628 sinks", sq=500, sk=628, hq=8, hkv=1, d=64, causal=True, left=127, sinks=True),
+        Case("window 128 d64 fp16 sq 640 sk 768 sinks", sq=640, sk=768, hq=4, hkv=2, d=64, causal=True, left=127,
+             sinks=True, dtype=fp),
         Case("window (60, 60) d64 700x1000 fp16", sq=700, sk=1000, hq=6, hkv=2, d=64, left=60, right=60, sinks=True, dtype=fp),
         Case("varlen many docs d128 sinks", hq=8, hkv=2, d=128, causal=True, sinks=True,
              varlen=([1, 300, 129, 1000, 0, 64, 700], [1, 300, 200, 1000, 3, 64, 900])),

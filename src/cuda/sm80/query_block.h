@@ -1,4 +1,4 @@
-// The query rows of a portable forward or dq block: one query head and sequence, rows
+// The query rows of a portable forward or dq block (and of the Hopper dq kernel's): one query head and sequence, rows
 // [m0, m0 + BM) in grid.h's launch order with the last row blocks first (under a causal mask they
 // see the most keys), and the key blocks [n_first, n_end) those rows see.
 #pragma once
@@ -19,14 +19,16 @@ struct QueryBlock {
   int64_t m0;               // first query row; m0 >= seq.len_q: the block has none
   int64_t n_first, n_end;   // key blocks of BN keys
 
-  template <int BM, int BN>
+  // I: the index type of the key-block arithmetic (walked_key_blocks); int where the caller
+  // walks the blocks in int anyway (the Hopper dq kernel).
+  template <int BM, int BN, class I = int64_t>
   __device__ __forceinline__ static QueryBlock of(const Params& p) {
     const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
     const GridPos at = grid_pos(blocks);
     const Sequence seq(p, at.b);
     const Mask mask = Mask::of(p, seq);
     const int64_t m0 = (blocks - 1 - at.block) * BM;
-    const KeyBlocks<int64_t> walk = walked_key_blocks<int64_t>(mask, m0, BM, BN);
+    const KeyBlocks<I> walk = walked_key_blocks<I>(mask, m0, BM, BN);
     return {at.head, at.head / p.group, seq, mask, m0, walk.first, walk.end};
   }
   __device__ __forceinline__ bool empty() const { return m0 >= seq.len_q; }

@@ -16,9 +16,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
+#include "cuda/sm80/query_block.h"
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
 #include "cuda/sm90/tile_size.h"
@@ -64,15 +64,12 @@ __global__ void __launch_bounds__((dq_tile(D).consumers + 1) * 128, 1)
   uint64_t* k_empty = v_full + S;
   uint64_t* v_empty = k_empty + S;
 
-  const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
-  const sm80::GridPos at = sm80::grid_pos(blocks);
-  const int64_t head = at.head;
-  const sm80::Sequence seq(p, at.b);
-  const int64_t m0 = (blocks - 1 - at.block) * BM;  // heaviest blocks first (causal)
-  if (m0 >= seq.len_q) return;
-  const sm80::Mask mask = sm80::Mask::of(p, seq);
-  const cuda::KeyBlocks<int> walk = cuda::walked_key_blocks<int>(mask, m0, BM, BN);
-  const int n_first = walk.first, n_end = walk.end;
+  const sm80::QueryBlock qb = sm80::QueryBlock::of<BM, BN, int>(p);  // heaviest blocks first
+  if (qb.empty()) return;
+  const int64_t head = qb.head, m0 = qb.m0;
+  const sm80::Sequence& seq = qb.seq;
+  const sm80::Mask& mask = qb.mask;
+  const int n_first = (int)qb.n_first, n_end = (int)qb.n_end;
 
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);

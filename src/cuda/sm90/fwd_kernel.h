@@ -42,7 +42,7 @@ struct FwdSmem {
   static constexpr int kSub = D / 64;                      // 64-column sub-tiles per row
   static constexpr int kQBytes = kT.block_m * D * 2;       // q tile
   static constexpr int kQStages = kT.persistent ? 2 : 1;   // q tiles in flight
-  static constexpr int kKVBytes = kT.block_n * D * 2;      // one k or v stage
+  static constexpr int kKVBytes = KvRing<D, kT.block_n, kT.stages>::kBytes;  // one k or v stage
   static constexpr int kStage = sm80::smem_stride(D);      // epilogue staging row (elements)
   static constexpr int q = 0;
   static constexpr int k = q + kQStages * kQBytes;
@@ -156,6 +156,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   uint64_t* q_full = bars;
   uint64_t* q_empty = bars + QS;
   const KvRing<D, BN, S> ring{base + L::k, base + L::v, bars + 2 * QS};
+  // The ring's barriers as arrays by stage, for the walk's waits and hand-backs.
   uint64_t* k_full = ring.k_full(0);
   uint64_t* v_full = ring.v_full(0);
   uint64_t* k_empty = ring.k_empty(0);
