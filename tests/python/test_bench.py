@@ -54,6 +54,14 @@ def test_visible_pairs_varlen_sum_documents(window):
     assert flops.visible_pairs(5, 64, 40, True, window, lens_q, lens_k) == want
 
 
+def test_commit_named_by_the_caller_wins_over_git(monkeypatch):
+    from sinkattn.bench.__main__ import _commit
+    monkeypatch.setenv("SINKATTN_COMMIT", "abc1234")
+    assert _commit() == "abc1234"
+    monkeypatch.delenv("SINKATTN_COMMIT")
+    assert _commit() != "abc1234" and _commit()
+
+
 def test_flops_formula():
     assert flops.attention_flops(10, 64, 64, FWD) == 4 * 64 * 10 * 64
     assert flops.attention_flops(10, 64, 64, FWD_BWD) == 3.5 * 4 * 64 * 10 * 64

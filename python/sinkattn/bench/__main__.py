@@ -73,8 +73,11 @@ def parse_args(argv):
 
 
 def _commit() -> str:
-    """The checkout's commit (git), else $SINKATTN_COMMIT (set by the GPU scripts for a copy of
-    the tree without .git), else "unknown"."""
+    """$SINKATTN_COMMIT when set (the GPU scripts name the tree they carried: the device copy's
+    .git can be a stale one, which git would report), else the checkout's commit (git), else
+    "unknown"."""
+    if os.environ.get("SINKATTN_COMMIT"):
+        return os.environ["SINKATTN_COMMIT"]
     here = os.path.dirname(os.path.abspath(__file__))
     sha = dirty = ""
     try:
@@ -88,7 +91,7 @@ def _commit() -> str:
         pass
     if sha:
         return sha + (" (with uncommitted changes)" if dirty else "")
-    return os.environ.get("SINKATTN_COMMIT") or "unknown"
+    return "unknown"
 
 
 def _version(module: str) -> str:
