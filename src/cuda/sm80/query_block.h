@@ -1,6 +1,7 @@
-// The query rows of a portable forward or dq block (and of the Hopper dq kernel's): one query head and sequence, rows
-// [m0, m0 + BM) in grid.h's launch order with the last row blocks first (under a causal mask they
-// see the most keys), and the key blocks [n_first, n_end) those rows see.
+// The query rows of a portable forward or dq block (and of the Hopper dq kernel's): one query
+// head and sequence, rows [m0, m0 + BM) in grid.h's launch order with the last row blocks first
+// (under a causal mask they see the most keys), and the key blocks [n_first, n_end) those rows
+// see.
 #pragma once
 
 #include <cstdint>
