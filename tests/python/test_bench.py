@@ -15,7 +15,7 @@ import torch
 
 import sinkattn
 from sinkattn.bench import budget, compare, flex_blocks, flops, peers, plan, report, runner, suites
-from sinkattn.bench.__main__ import main as bench_main
+from sinkattn.bench.__main__ import _commit, main as bench_main
 from sinkattn.bench.suites import FWD, FWD_BWD
 from sinkattn.bench.timing import TimingConfig
 
@@ -55,7 +55,6 @@ def test_visible_pairs_varlen_sum_documents(window):
 
 
 def test_commit_named_by_the_caller_wins_over_git(monkeypatch):
-    from sinkattn.bench.__main__ import _commit
     monkeypatch.setenv("SINKATTN_COMMIT", "abc1234")
     assert _commit() == "abc1234"
     monkeypatch.delenv("SINKATTN_COMMIT")
