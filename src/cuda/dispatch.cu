@@ -17,6 +17,7 @@
 #ifdef SINKATTN_WITH_SM90
 #include "cuda/sm90/launch.h"
 #include "cuda/sm90/tensor_map.h"
+#include "cuda/sm90/tile_size.h"
 #endif
 
 namespace sinkattn {
@@ -79,11 +80,15 @@ int32_t dsink_blocks(const sinkattn_problem& p) {
   return static_cast<int32_t>(n > 0 ? n : 1);
 }
 
-// Backward workspace: delta (lse layout), dsink partials, and the fp32 dq accumulator of the
-// atomic (non-deterministic) mode; each region starts on a 256-byte boundary.
+bool dq_handoff(const sinkattn_bwd_params& b);
+
+// Backward workspace: delta (lse layout), dsink partials, the fp32 dq accumulator of the atomic
+// (non-deterministic) mode or the dq handoff, and the handoff's counters; each region starts on
+// a 256-byte boundary.
 struct BwdWorkspace {
-  size_t delta = 0, dsink = 0, dq_accum = 0, total = 0;
-  explicit BwdWorkspace(const sinkattn_bwd_params& b) {
+  size_t delta = 0, dsink = 0, dq_accum = 0, dq_flags = 0, total = 0;
+  bool handoff = false;
+  explicit BwdWorkspace(const sinkattn_bwd_params& b) : handoff(dq_handoff(b)) {
     const sinkattn_problem& p = b.problem;
     auto region = [this](size_t bytes) {
       const size_t at = total;
@@ -92,8 +97,9 @@ struct BwdWorkspace {
     };
     delta = region(sizeof(float) * q_rows(p) * p.heads_q);
     dsink = region(sizeof(float) * p.heads_q * p.batch * dsink_blocks(p));
-    if (!b.deterministic)
+    if (!b.deterministic || handoff)
       dq_accum = region(sizeof(float) * q_rows(p) * p.heads_q * p.head_dim);
+    if (handoff) dq_flags = region(sizeof(int32_t) * p.batch * p.heads_q * dsink_blocks(p));
   }
 };
 
@@ -179,6 +185,24 @@ bool packed_group(const sinkattn_problem& p) {
 // Key splits of the packed-group forward (1: no workspace).
 int64_t packed_splits(const sinkattn_problem& p) {
   return sm80::PackedTile::splits(p.batch * p.heads_kv, p.seqlen_k, sm80::sm_count(p.device_index));
+}
+
+// Whether the Hopper backward hands dq from key block to key block (sm90/dq_handoff.h): narrow
+// windows (its narrow kernel) in one band, in either mode. SINKATTN_SM90_DQ_HANDOFF=0 turns it
+// off, for measurements.
+bool dq_handoff(const sinkattn_bwd_params& b) {
+#ifdef SINKATTN_WITH_SM90
+  static const bool on = [] {
+    const char* v = std::getenv("SINKATTN_SM90_DQ_HANDOFF");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  const MaskBounds m = mask_bounds(b.problem);
+  return on && b.problem.zigzag_world == 0 && sm90::fwd_short_rows(m.left, m.right) &&
+         sm90_bwd_refusal(b).empty();
+#else
+  (void)b;
+  return false;
+#endif
 }
 
 std::string describe(const std::string& why) {
@@ -314,7 +338,8 @@ void bwd(const sinkattn_bwd_params& b) {
   k.dsink_partial = reinterpret_cast<float*>(base + ws.dsink);
   k.dsink_blocks = dsink_blocks(p);
   k.dq_atomic = b.deterministic ? 0 : 1;
-  k.dq_accum = b.deterministic ? nullptr : reinterpret_cast<float*>(base + ws.dq_accum);
+  k.dq_accum = b.deterministic && !ws.handoff ? nullptr : reinterpret_cast<float*>(base + ws.dq_accum);
+  k.dq_flags = ws.handoff ? reinterpret_cast<int32_t*>(base + ws.dq_flags) : nullptr;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
 #ifdef SINKATTN_WITH_SM90
   if (sm90_bwd_refusal(b).empty()) {

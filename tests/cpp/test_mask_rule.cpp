@@ -190,6 +190,29 @@ TEST(MaskRule, WalkedKeyBlocksHoldEveryVisiblePair) {
   }
 }
 
+// The dq handoff's turns: among the key blocks holding a key some row of query block mb sees
+// (one band), nb has exactly `prior` before it and none after it when `last`.
+TEST(MaskRule, DqTurnCountsTheBlocksBeforeAndAfter) {
+  using sinkattn::cuda::dq_turn;
+  for (const Case& c : cases()) {
+    if (c.world != 0) continue;
+    SCOPED_TRACE(describe(c));
+    const Mask m = mask_of(c);
+    for (int bn : {1, 4, 16})
+      for (int bm : {1, 3, 8, 16})
+        for (int64_t mb = 0; mb * bm < c.len_q; ++mb) {
+          std::vector<int64_t> walkers;  // brute force, in key order
+          for (int64_t nb = 0; nb * bn < c.len_k; ++nb)
+            if (block_sees(c, mb * bm, (mb + 1) * bm, nb * bn, (nb + 1) * bn)) walkers.push_back(nb);
+          for (size_t k = 0; k < walkers.size(); ++k) {
+            const auto t = dq_turn(m, walkers[k], bn, bm, mb);
+            ASSERT_EQ(t.prior, (int)k) << "bn " << bn << " bm " << bm << " rows " << mb * bm << " keys " << walkers[k] * bn;
+            ASSERT_EQ(t.last, k + 1 == walkers.size()) << "bn " << bn << " bm " << bm << " rows " << mb * bm;
+          }
+        }
+  }
+}
+
 TEST(MaskRule, KeyRowsMaskMatchesTheMask) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(describe(c));

@@ -144,6 +144,22 @@ SINKATTN_HOST_DEVICE void walked_query_blocks(const Mask& m, int64_t n0, int bn,
   count = hi > lo ? (int)((hi + bm - 1) / bm) - first : 0;
 }
 
+// Key block nb's turn in the dq handoff of the narrow-window Hopper backward (sm90/bwd_kernel.h):
+// the key blocks that walk query block mb pass its dq partial on in key order, so nb waits for
+// `prior` blocks before it and is `last` when none follows. One band only: there the blocks
+// walking mb are exactly those holding a key one of its rows (inside len_q) sees, a contiguous
+// run; under zigzag they need not be. nb must walk mb.
+struct DqTurn {
+  int prior;
+  bool last;
+};
+SINKATTN_HOST_DEVICE DqTurn dq_turn(const Mask& m, int64_t nb, int bn, int bm, int64_t mb) {
+  const int64_t m0 = mb * bm;
+  const int rows = (int)imin(int64_t{bm}, m.len_q - m0);  // the last block's inside len_q
+  const KeyBlocks<int64_t> walk = walked_key_blocks<int64_t>(m, m0, rows, bn);
+  return {(int)(nb - walk.first), nb + 1 == walk.end};
+}
+
 // The mask seen from K fixed key rows (a backward block's, per thread): the query rows that see
 // every key of the block, and for each key row the rows that see it, found once as int32 (rows
 // < len_q); per query tile only compares remain.

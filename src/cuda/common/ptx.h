@@ -109,6 +109,40 @@ __device__ __forceinline__ void red_add2(float* addr, float x, float y) {
 #endif
 }
 
+// A counter in global memory read with acquire / increased with release semantics at GPU scope:
+// writes before the release are visible to a thread whose acquire reads the new count.
+__device__ __forceinline__ int ld_acquire_gpu(const int32_t* addr) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ int ld_relaxed_gpu(const int32_t* addr) {
+  int v;
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ void fence_acq_rel_gpu() {
+  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+}
+__device__ __forceinline__ void red_release_gpu_add(int32_t* addr, int v) {
+  asm volatile("red.release.gpu.global.add.s32 [%0], %1;\n" ::"l"(addr), "r"(v) : "memory");
+}
+// The same for a counter in shared memory at CTA scope.
+__device__ __forceinline__ int ld_acquire_cta_shared(const int32_t* addr) {
+  int v;
+  asm volatile("ld.acquire.cta.shared::cta.b32 %0, [%1];\n"
+               : "=r"(v)
+               : "r"((uint32_t)__cvta_generic_to_shared(addr))
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ void red_release_cta_shared_add(int32_t* addr, int v) {
+  asm volatile("red.release.cta.shared::cta.add.s32 [%0], %1;\n" ::"r"(
+                   (uint32_t)__cvta_generic_to_shared(addr)),
+               "r"(v)
+               : "memory");
+}
+
 __device__ __forceinline__ float exp2f_approx(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

@@ -1,11 +1,13 @@
 // Small memory-bound kernels around the backward: delta_i = sum_d dout * out (plus the per-block
-// dsink partial sums and, in atomic dq mode, zeroing the fp32 dq accumulator), the fixed-order
+// dsink partial sums and, in atomic dq mode, zeroing the fp32 dq accumulator, or with the dq
+// handoff its counters and the dq of rows that see no key), the fixed-order
 // dsink reduction, and the conversion of the dq accumulator to the output dtype.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/common/mask_rule.h"
 #include "cuda/common/ptx.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
@@ -18,6 +20,11 @@ constexpr int kPrepWarps = 4;
 // Lanes per query row: one 16-byte chunk each, rounded up to a power of two for the shuffles.
 constexpr int prep_lanes(int d) { return d / 8 <= 4 ? 4 : d / 8 <= 8 ? 8 : d / 8 <= 16 ? 16 : 32; }
 
+// The dq handoff's counter of query rows [m0, m0 + kPrepRows) of head `head` of sequence b.
+__device__ __forceinline__ int32_t* dq_flag(const Params& p, int64_t b, int64_t head, int64_t m0) {
+  return p.dq_flags + (b * p.heads_q + head) * p.dsink_blocks + m0 / kPrepRows;
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_constant__ Params p) {
   constexpr int kLanes = prep_lanes(D), kRowsPerWarp = 32 / kLanes;
@@ -29,6 +36,8 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
   const int64_t m0 = (int64_t)blockIdx.x * kPrepRows;
   const float sink = p.sinks ? p.sinks[head] : 0.f;
   float dsink = 0.f;  // this lane's rows (lanes with c == 0 only)
+  const Mask mask = Mask::of(p, seq);
+  if (p.dq_flags != nullptr && threadIdx.x == 0) *dq_flag(p, b, head, m0) = 0;
   for (int r = warp * kRowsPerWarp + lane / kLanes; r < kPrepRows; r += kPrepWarps * kRowsPerWarp) {
     const int64_t i = m0 + r;
     const bool row_ok = i < seq.len_q;
@@ -56,7 +65,14 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
       // exp(sink - lse) is this row's sink probability; 0 when lse is +-inf or the row is empty.
       if (p.sinks && lse > -INFINITY && lse < INFINITY) dsink += __expf(sink - lse) * sum;
     }
-    if (p.dq_atomic) {
+    if (p.dq_flags != nullptr) {
+      // dq handoff: no key block walks a row that sees no key, so its zero dq is written here.
+      int64_t lo, hi;
+      mask.key_range(i, i + 1, lo, hi);
+      if (lo >= hi && c < D / 8)
+        *reinterpret_cast<uint4*>(static_cast<T*>(p.dq.data) + seq.offset(p.dq, true, i, head) +
+                                  c * 8) = make_uint4(0, 0, 0, 0);
+    } else if (p.dq_atomic) {
       float* acc = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D;
       for (int k = c; k < D / 4; k += kLanes)
         reinterpret_cast<float4*>(acc)[k] = make_float4(0.f, 0.f, 0.f, 0.f);

@@ -41,7 +41,11 @@ struct Params {
   int32_t dsink_blocks;  // preprocess blocks per sequence (grid.x of the preprocess kernel)
   int32_t dq_atomic;     // 1: the dk/dv kernel adds dS K into dq_accum with atomics (faster, not
                          // bit-reproducible); 0: bwd_dq_kernel recomputes dq (deterministic)
-  float* dq_accum;       // (rows, Hq, D) fp32, rows = B * Sq or Tq; only when dq_atomic
+  float* dq_accum;       // (rows, Hq, D) fp32, rows = B * Sq or Tq; when dq_atomic or dq_flags
+  int32_t* dq_flags;     // the narrow-window Hopper backward's dq handoff (sm90/bwd_kernel.h), in
+                         // either mode; nullptr = off. Per (sequence, query head, kPrepRows
+                         // query rows): how many key blocks have passed their dq partial on, in
+                         // dq_accum (the prep zeroes it). dq then needs no conversion.
 
   // Packed-group forward workspace (fwd_workspace_size in dispatch.cu) when it splits the keys.
   int32_t packed_splits;   // key splits (gridDim.z of fwd_packed_kernel); 1 = no workspace

@@ -17,7 +17,8 @@
 //   every dQ element of a step is reduced once, not once per consumer.
 // The prep / dq conversion / dsink kernels around it are the portable path's. In the
 // deterministic mode this kernel skips dQ (its dK and dV have a fixed summation order already)
-// and bwd_dq_kernel.h computes dq.
+// and bwd_dq_kernel.h computes dq. Narrow windows outside zigzag instead hand dQ from key block
+// to key block in either mode (dq_handoff.h): no reductions, no conversion.
 #pragma once
 
 #include <cuda.h>
@@ -32,6 +33,7 @@
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
+#include "cuda/sm90/dq_handoff.h"
 #include "cuda/sm90/tile_size.h"
 #include "cuda/sm90/tma.h"
 #include "cuda/sm90/wgmma.h"
@@ -50,8 +52,9 @@ struct BwdSmem {
   static constexpr int kQBytes = kT.block_m * D * 2;       // one q or dout stage
   // dS^T of the block: [block_m / 64 query sub-tiles][block_n keys][64 queries], 16-bit
   static constexpr int kDSBytes = kT.block_n * kT.block_m * 2;
-  // one consumer's 64 x 64 fp32 dq part (2 chunks of [64 rows][32]), also its dK / dV staging
-  // rows in the epilogue (64 rows of sm80::smem_stride(D) elements)
+  // one consumer's 64 x 64 fp32 dq part (2 chunks of [64 rows][32]), or with the dq handoff the
+  // partial it adds, also its dK / dV staging rows in the epilogue (64 rows of
+  // sm80::smem_stride(D) elements)
   static constexpr int kDQBytes = 64 * 64 * 4 > 64 * (D + 8) * 2 ? 64 * 64 * 4 : 64 * (D + 8) * 2;
   static constexpr int k = 0;
   static constexpr int v = k + kKVBytes;
@@ -60,8 +63,10 @@ struct BwdSmem {
   static constexpr int ds = dout + kT.stages * kQBytes;    // [2]: steps alternate
   static constexpr int dq = ds + 2 * kDSBytes;             // [consumers]
   static constexpr int ld = dq + kT.consumers * kDQBytes;  // [stages][block_m] {lse2, delta}
-  static constexpr int bars = ld + kT.stages * kT.block_m * 8;
-  static constexpr int kBars = 1 + 2 * kT.stages;          // kv_full, q_full, empty
+  static constexpr int dq_steps = ld + kT.stages * kT.block_m * 8;  // [stages] DqStep (handoff)
+  static constexpr int bars = dq_steps + kT.stages * sizeof(DqStep);
+  // kv_full, q_full, empty, part_full / _empty, and the handoff's stored-pieces counter
+  static constexpr int kBars = 4 + 2 * kT.stages;
   static constexpr int bytes = bars + kBars * 8 + 1024;
 };
 
@@ -93,7 +98,14 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   uint64_t* kv_full = bars;
   uint64_t* q_full = bars + 1;
   uint64_t* empty = q_full + S;
+  uint64_t* part_full = empty + S;  // dq handoff: the partial is in the dq staging
+  uint64_t* part_empty = part_full + 1;
+  // Pieces passed on, counted in consumer warps: a warp counts piece n + 1 only after the step
+  // barrier (named_sync 3) that every warp reaches after counting piece n, so 8 n counts mean
+  // pieces 0 .. n - 1 are all stored.
+  int32_t* stored = reinterpret_cast<int32_t*>(part_empty + 1);
   float2* sLD = reinterpret_cast<float2*>(base + L::ld);
+  DqStep* sDqStep = reinterpret_cast<DqStep*>(base + L::dq_steps);
 
   const sm80::GridPos at = sm80::grid_pos((p.seqlen_k + BN - 1) / BN);
   const int64_t head_kv = at.head, b = at.b;
@@ -104,13 +116,40 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   int mb_first, mb_count;
   cuda::walked_query_blocks(mask, n0, BN, BM, mb_first, mb_count);
   const int iters = mb_count * p.group;  // (query head of the group, query block) steps
-  // Step it is query block it % mb_count of query head it / mb_count of the group, walked with
-  // counters (no division per step).
+  // dq handed from key block to key block (dq_handoff.h; the host sets dq_flags for narrow
+  // windows only).
+  const bool handoff = kNarrow && p.dq_flags != nullptr;
+  static_assert(BM % sm80::kPrepRows == 0, "a query block has its own handoff counter");
+  // The steps, walked with counters (no division per step): query head by query head, each over
+  // its query blocks; with the handoff by diagonals head + (mb_count - 1 - block), the higher
+  // query blocks of a diagonal first, so that the steps whose partial the next key block waits
+  // for (its lower blocks' higher queries: P) run a step ahead of those that wait (C): for two
+  // query blocks P0 P1 C0 P2 C1 .. P7 C6 C7 over 8 query heads. Head by head, block j's first
+  // step would wait for block j - 1's second, that for j - 2's, and so on across the wave.
   struct Walk {
-    int head = 0, block = 0;  // within the group, within the blocks that see the keys
+    int head, block;  // within the group, within the blocks that see the keys
   };
+  const Walk walk0 = {0, handoff ? mb_count - 1 : 0};
+#ifndef SINKATTN_DQ_LEAD
+#define SINKATTN_DQ_LEAD 1
+#endif
+  constexpr int kLead = SINKATTN_DQ_LEAD;
   auto advance = [&](Walk& w) {
-    if (++w.block == mb_count) w.block = 0, ++w.head;
+    if (!handoff) {
+      if (++w.block == mb_count) w.block = 0, ++w.head;
+      return;
+    }
+    if (w.block > 0 && w.head >= kLead) {  // down the diagonal
+      --w.block, w.head -= kLead;
+      return;
+    }
+    // the next diagonal that holds a step, from its highest block
+    const int last = p.group - 1 + kLead * (mb_count - 1);
+    for (int d = w.head + kLead * (mb_count - 1 - w.block) + 1; d <= last; ++d) {
+      w.block = mb_count - 1, w.head = d;
+      while (w.head >= p.group && w.block > 0) --w.block, w.head -= kLead;
+      if (w.head >= 0 && w.head < p.group) return;
+    }
   };
   auto step = [&](const Walk& w, int64_t& head, int64_t& m0) {
     head = head_kv * p.group + w.head;
@@ -127,6 +166,9 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       mbar_init(&q_full[s], 1);
       mbar_init(&empty[s], kConsumerThreads);
     }
+    mbar_init(part_full, 1);
+    mbar_init(part_empty, kConsumerThreads);
+    *stored = 0;
     mbar_fence_init();
   }
   __syncthreads();
@@ -137,7 +179,33 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0), lane = threadIdx.x % 32;
   if (wg == 0) {
     regs_dealloc<kT.producer_regs>();
-    if (threadIdx.x >= 32) return;
+    const int pwarp = threadIdx.x / 32;
+    if (handoff && (pwarp == 1 || pwarp == 2)) {
+      // The dq handoff's other two warps, each walking the steps with one lane: 1 fetches the
+      // partials (dq_handoff.h), 2 releases each step's stored piece to the next key block once
+      // all 8 consumer warps have counted it into `stored`.
+      if (lane != 0) return;
+      int n = 0;  // partials fetched / pieces released
+      Walk w = walk0;
+      for (int it = 0; it < iters; ++it, advance(w)) {
+        int64_t head, m0;
+        step(w, head, m0);
+        const DqStep st =
+            DqStep::of(p, seq, mask, b, head, at.block, BN, BM, mb_first + w.block, D);
+        if (pwarp == 1 && st.prior > 0) {
+          if (n > 0) mbar_wait(part_empty, (n - 1) & 1);  // the last one has been added
+          fetch_partial<D>(st, &map_dq, part_full, base + L::dq, L::kDQBytes, (int)head,
+                           dq_row0 + (int)m0);
+          ++n;
+        } else if (pwarp == 2 && !st.last) {
+          ++n;
+          while (ptx::ld_acquire_cta_shared(stored) < kDqWarps * n) __nanosleep(32);
+          ptx::red_release_gpu_add(st.counter, 1);
+        }
+      }
+      return;
+    }
+    if (pwarp > 0) return;
     if (lane == 0) {
       tma_prefetch_desc(&map_q);
       tma_prefetch_desc(&map_dout);
@@ -150,27 +218,16 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
                     (int)head_kv, bq);
       }
     }
-    Walk w;
+    Walk w = walk0;
     for (int it = 0; it < iters; ++it, advance(w)) {
       const int s = it % S;
       if (it >= S) mbar_wait(&empty[s], ((it / S) & 1) ^ 1);
       int64_t head, m0;
       step(w, head, m0);
-      // lse in the exp2 domain and delta per query row; rows past the end (and rows that saw
-      // nothing, lse = -inf) get lse2 = +inf, so P = 0 there.
-      for (int i = lane; i < BM; i += 32) {
-        float lse2 = INFINITY, delta = 0.f;
-        if (m0 + i < seq.len_q) {
-          const int64_t li = seq.lse_index(p, head, m0 + i);
-          const float lse = p.lse[li];
-          lse2 = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-          delta = p.delta[li];
-        }
-        sLD[s * BM + i] = make_float2(lse2, delta);
-      }
-      __syncwarp();
-      if (lane == 0) {  // its arrival releases the lanes' stores above to the consumers
-        mbar_expect_tx(&q_full[s], 2 * L::kQBytes);
+      // q and dO first, so that their latency overlaps the lse / delta loads below (the phase
+      // completes at the arrival after those, which releases the lanes' stores to the consumers).
+      if (lane == 0) {
+        mbar_expect_tx_only(&q_full[s], 2 * L::kQBytes);
 #pragma unroll
         for (int sub = 0; sub < kSub; ++sub) {
           tma_load_4d(base + L::q + s * L::kQBytes + sub * BM * 128, &map_q, &q_full[s], 64 * sub,
@@ -179,6 +236,27 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
                       64 * sub, rq + (int)m0, (int)head, bq);
         }
       }
+      if (handoff && lane == 0)
+        sDqStep[s] = DqStep::of(p, seq, mask, b, head, at.block, BN, BM, mb_first + w.block, D);
+      // lse in the exp2 domain and delta per query row, all of a lane's rows loaded before any
+      // is used; rows past the end (and rows that saw nothing, lse = -inf) get lse2 = +inf, so
+      // P = 0 there.
+      constexpr int kRows = BM / 32;
+      float lse[kRows], delta[kRows];
+#pragma unroll
+      for (int k = 0; k < kRows; ++k) {
+        const int64_t i = m0 + lane + 32 * k;
+        const bool in = i < seq.len_q;
+        const int64_t li = in ? seq.lse_index(p, head, i) : 0;
+        lse[k] = in ? p.lse[li] : -INFINITY;
+        delta[k] = in ? p.delta[li] : 0.f;
+      }
+#pragma unroll
+      for (int k = 0; k < kRows; ++k)
+        sLD[s * BM + lane + 32 * k] =
+            make_float2(lse[k] == -INFINITY ? INFINITY : lse[k] * 1.4426950408889634f, delta[k]);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(&q_full[s]);
     }
     return;
   }
@@ -204,7 +282,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   sm80::zero(acc_dv);
   // Atomic mode: dQ here, by TMA reductions. Deterministic mode: dQ comes from the portable dq
   // kernel afterwards (reductions land in no fixed order), this kernel does dK and dV only.
-  const bool with_dq = p.dq_atomic != 0;
+  const bool with_dq = p.dq_atomic != 0 || handoff;
   // Narrow windows: the mask seen from this consumer's keys and this thread's two key rows, once
   // per block (per step it cost every step of a narrow window ~100 instructions of 64-bit
   // arithmetic), and one bit per element. The causal loop keeps the per-step bounds and the
@@ -213,7 +291,8 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
                                       {key0 + 16 * warp + g, key0 + 16 * warp + g + 8});
   mbar_wait(kv_full, 0);
 
-  Walk w;
+  int parts = 0;  // partials added (dq handoff)
+  Walk w = walk0;
   for (int it = 0; it < iters; ++it, advance(w)) {
     const int s = it % S;
     int64_t head, m0;
@@ -337,6 +416,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       mma_ss<1, 1>(dq, nmajor_desc(sdS + qs * BN * 128, kk, 0), nmajor_desc(sKdq, kk, 0), kk > 0,
                    T{});
     wgmma_commit();
+    const DqHandoff<T, D> hand(p, sDqStep[s], 64 * qs + 16 * warp, 64 * ds, lane);
     wgmma_wait<1>();  // dV and dK are done: the stage and the A registers are free
     pin(acc_dv);
     pin(acc_dk);
@@ -345,14 +425,36 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     mbar_arrive(&empty[s]);
     wgmma_wait<0>();
     pin(dq);
+    // This thread's element pair (n-tile nt, row half r) in the consumer's dq staging.
+    auto dq_slot = [&](int nt, int r) {
+      const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
+      return reinterpret_cast<float2*>(sdQ + (col / 32) * 64 * 128 +
+                                       swizzle128(row, (col % 32) * 4));
+    };
+    if (handoff) {
+      if (hand.prior > 0) {  // add the partial the fetching warp loaded
+        mbar_wait(part_full, parts & 1);
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float2 v = *dq_slot(nt, r);
+            dq[nt][2 * r] += v.x;
+            dq[nt][2 * r + 1] += v.y;
+          }
+        ++parts;
+        mbar_arrive(part_empty);
+      }
+      if (hand.pass(p, dq)) {  // passed on: count it for the releasing warp
+        __syncwarp();
+        if (lane == 0) ptx::red_release_cta_shared_add(stored, 1);
+      }
+      continue;
+    }
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
-        *reinterpret_cast<float2*>(sdQ + (col / 32) * 64 * 128 + swizzle128(row, (col % 32) * 4)) =
-            make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
-      }
+      for (int r = 0; r < 2; ++r) *dq_slot(nt, r) = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
     fence_async_smem();
     // This warp's (or warpgroup's) dq rows are in shared memory.
     const int box0 = kWarpBoxes ? 16 * warp : 0;  // first row of this leader's boxes

@@ -1,6 +1,7 @@
 // Body of sm90::launch_bwd, included by the per-(dtype, head dim) instantiation files: the
-// portable prep, the Hopper dK/dV kernel (dq by TMA reductions in atomic mode), the portable dq
-// conversion (atomic mode) or the Hopper dq kernel (deterministic mode), and dsink.
+// portable prep, the Hopper dK/dV kernel (dq by TMA reductions in atomic mode, or handed from
+// key block to key block under narrow windows), the portable dq conversion (atomic mode) or the
+// Hopper dq kernel (deterministic mode) unless dq was handed on, and dsink.
 #pragma once
 
 #include "cuda/sm80/launch_bwd.h"
@@ -44,10 +45,13 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
     const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
     const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
-    // dq reductions in boxes of 32 columns x dq_box_rows rows (unused in deterministic mode).
+    // dq_accum in boxes of 32 columns x dq_box_rows rows for the reductions, or of 64 rows for
+    // the handoff's partial loads (unused in the deterministic mode without the handoff).
+    const bool handoff = p.dq_flags != nullptr;
     const CUtensorMap map_dq =
-        p.dq_atomic ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, bwd_tile(D).dq_box_rows)
-                    : CUtensorMap{};
+        handoff || p.dq_atomic
+            ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, handoff ? 64 : t.dq_box_rows)
+            : CUtensorMap{};
     // Narrow windows (every step cut by the band) take their own instantiation of the mask code.
     auto kernel = fwd_short_rows(p.window_left, p.window_right) ? bwd_kernel<T, D, true>
                                                                  : bwd_kernel<T, D, false>;
@@ -57,10 +61,13 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
                                                              map_dq);
     sm80::check_launch("sinkattn sm90 backward kernel");
   }
-  if (p.dq_atomic)
+  if (p.dq_flags != nullptr) {
+    // handed on: dq is written (rows that see no key: by the prep)
+  } else if (p.dq_atomic) {
     sm80::launch_bwd_dq_convert<T, D>(p, stream);
-  else
+  } else {
     launch_bwd_dq<T, D>(p, stream);
+  }
   sm80::launch_bwd_dsink<T>(p, stream);
 }
 
