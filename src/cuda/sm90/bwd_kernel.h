@@ -163,7 +163,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   if (threadIdx.x == 0) {
     mbar_init(kv_full, 1);
     for (int s = 0; s < S; ++s) {
-      mbar_init(&q_full[s], 1);
+      mbar_init(&q_full[s], 32);  // the producer's lanes, each after its lse / delta stores
       mbar_init(&empty[s], kConsumerThreads);
     }
     mbar_init(part_full, 1);
@@ -225,7 +225,8 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       int64_t head, m0;
       step(w, head, m0);
       // q and dO first, so that their latency overlaps the lse / delta loads below (the phase
-      // completes at the arrival after those, which releases the lanes' stores to the consumers).
+      // completes at the lanes' arrivals after those, which release their stores to the
+      // consumers).
       if (lane == 0) {
         mbar_expect_tx_only(&q_full[s], 2 * L::kQBytes);
 #pragma unroll
@@ -255,8 +256,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       for (int k = 0; k < kRows; ++k)
         sLD[s * BM + lane + 32 * k] =
             make_float2(lse[k] == -INFINITY ? INFINITY : lse[k] * 1.4426950408889634f, delta[k]);
-      __syncwarp();
-      if (lane == 0) mbar_arrive(&q_full[s]);
+      mbar_arrive(&q_full[s]);
     }
     return;
   }
