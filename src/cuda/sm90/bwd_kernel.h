@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "cuda/common/ptx.h"
+#include "cuda/common/step_walk.h"
 #include "cuda/sm80/grid.h"
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
@@ -120,37 +121,10 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   // windows only).
   const bool handoff = kNarrow && p.dq_flags != nullptr;
   static_assert(BM % sm80::kPrepRows == 0, "a query block has its own handoff counter");
-  // The steps, walked with counters (no division per step): query head by query head, each over
-  // its query blocks; with the handoff by diagonals head + (mb_count - 1 - block), the higher
-  // query blocks of a diagonal first, so that the steps whose partial the next key block waits
-  // for (its lower blocks' higher queries: P) run a step ahead of those that wait (C): for two
-  // query blocks P0 P1 C0 P2 C1 .. P7 C6 C7 over 8 query heads. Head by head, block j's first
-  // step would wait for block j - 1's second, that for j - 2's, and so on across the wave.
-  struct Walk {
-    int head, block;  // within the group, within the blocks that see the keys
-  };
-  const Walk walk0 = {0, handoff ? mb_count - 1 : 0};
-  // How many heads ahead a diagonal's higher blocks run (2: P0 P1 P2 C0 P3 C1 ..., measured
-  // 6% slower on the window backward: docs/PERFORMANCE.md).
-  constexpr int kLead = 1;
-  auto advance = [&](Walk& w) {
-    if (!handoff) {
-      if (++w.block == mb_count) w.block = 0, ++w.head;
-      return;
-    }
-    if (w.block > 0 && w.head >= kLead) {  // down the diagonal
-      --w.block, w.head -= kLead;
-      return;
-    }
-    // the next diagonal that holds a step, from its highest block
-    const int last = p.group - 1 + kLead * (mb_count - 1);
-    for (int d = w.head + kLead * (mb_count - 1 - w.block) + 1; d <= last; ++d) {
-      w.block = mb_count - 1, w.head = d;
-      while (w.head >= p.group && w.block > 0) --w.block, w.head -= kLead;
-      if (w.head >= 0 && w.head < p.group) return;
-    }
-  };
-  auto step = [&](const Walk& w, int64_t& head, int64_t& m0) {
+  // The steps' order (step_walk.h): by diagonals with the handoff, else head by head.
+  const cuda::StepWalk walk0 = cuda::StepWalk::first(handoff, mb_count);
+  auto advance = [&](cuda::StepWalk& w) { w.advance(handoff, mb_count, p.group); };
+  auto step = [&](const cuda::StepWalk& w, int64_t& head, int64_t& m0) {
     head = head_kv * p.group + w.head;
     m0 = (int64_t)(mb_first + w.block) * BM;
   };
@@ -185,7 +159,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       // all 8 consumer warps have counted it into `stored`.
       if (lane != 0) return;
       int n = 0;  // partials fetched / pieces released
-      Walk w = walk0;
+      cuda::StepWalk w = walk0;
       for (int it = 0; it < iters; ++it, advance(w)) {
         int64_t head, m0;
         step(w, head, m0);
@@ -217,7 +191,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
                     (int)head_kv, bq);
       }
     }
-    Walk w = walk0;
+    cuda::StepWalk w = walk0;
     for (int it = 0; it < iters; ++it, advance(w)) {
       const int s = it % S;
       if (it >= S) mbar_wait(&empty[s], ((it / S) & 1) ^ 1);
@@ -291,7 +265,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   mbar_wait(kv_full, 0);
 
   int parts = 0;  // partials added (dq handoff)
-  Walk w = walk0;
+  cuda::StepWalk w = walk0;
   for (int it = 0; it < iters; ++it, advance(w)) {
     const int s = it % S;
     int64_t head, m0;
