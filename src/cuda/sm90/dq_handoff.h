@@ -29,11 +29,12 @@
 
 namespace sinkattn::cuda::sm90 {
 
-// A step's handoff, found by the producer warp and read by the consumers from shared memory
-// (so that they keep no sequence or position registers across the step for it).
+// A step's handoff. The producer warp writes it into the step's stage for the consumers (so
+// that they keep no sequence or position registers across the step for it); the fetching and
+// releasing warps find it themselves.
 struct DqStep {
   float* partial;    // dq_accum at the step's first query row, its head
-  void* out;         // dq there
+  void* out;         // dq there (16-bit elements)
   int32_t* counter;  // the query block's
   int prior;         // key blocks before this one that pass the block on
   int last;          // 1: none after it
@@ -47,7 +48,7 @@ struct DqStep {
     const cuda::DqTurn turn = cuda::dq_turn(mask, nb, bn, bm, mb);
     DqStep st;
     st.partial = p.dq_accum + ((seq.row_q + m0) * p.heads_q + head) * D;
-    st.out = static_cast<char*>(p.dq.data) + 2 * seq.offset(p.dq, true, m0, head);
+    st.out = static_cast<uint16_t*>(p.dq.data) + seq.offset(p.dq, true, m0, head);
     st.counter = sm80::dq_flag(p, b, head, m0);
     st.prior = turn.prior;
     st.last = turn.last;
