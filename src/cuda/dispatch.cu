@@ -338,7 +338,8 @@ void bwd(const sinkattn_bwd_params& b) {
   k.dsink_partial = reinterpret_cast<float*>(base + ws.dsink);
   k.dsink_blocks = dsink_blocks(p);
   k.dq_atomic = b.deterministic ? 0 : 1;
-  k.dq_accum = b.deterministic && !ws.handoff ? nullptr : reinterpret_cast<float*>(base + ws.dq_accum);
+  k.dq_accum = b.deterministic && !ws.handoff ? nullptr
+                                               : reinterpret_cast<float*>(base + ws.dq_accum);
   k.dq_flags = ws.handoff ? reinterpret_cast<int32_t*>(base + ws.dq_flags) : nullptr;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
 #ifdef SINKATTN_WITH_SM90
