@@ -109,13 +109,9 @@ __device__ __forceinline__ void red_add2(float* addr, float x, float y) {
 #endif
 }
 
-// A counter in global memory read with acquire / increased with release semantics at GPU scope:
-// writes before the release are visible to a thread whose acquire reads the new count.
-__device__ __forceinline__ int ld_acquire_gpu(const int32_t* addr) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(addr) : "memory");
-  return v;
-}
+// A counter in global memory polled relaxed (then one fence.acq_rel makes the poll an acquire)
+// and increased with release semantics, at GPU scope: writes before the release are visible to
+// a thread whose acquire reads the new count.
 __device__ __forceinline__ int ld_relaxed_gpu(const int32_t* addr) {
   int v;
   asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(addr) : "memory");

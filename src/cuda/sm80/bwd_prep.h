@@ -1,7 +1,7 @@
 // Small memory-bound kernels around the backward: delta_i = sum_d dout * out (plus the per-block
 // dsink partial sums and, in atomic dq mode, zeroing the fp32 dq accumulator, or with the dq
-// handoff its counters and the dq of rows that see no key), the fixed-order
-// dsink reduction, and the conversion of the dq accumulator to the output dtype.
+// handoff its counters and the dq of rows that see no key), the fixed-order dsink reduction,
+// and the conversion of the dq accumulator to the output dtype.
 #pragma once
 
 #include <cmath>
