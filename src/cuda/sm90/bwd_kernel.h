@@ -253,8 +253,9 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   float acc_dk[D / 8][4], acc_dv[D / 8][4];
   sm80::zero(acc_dk);
   sm80::zero(acc_dv);
-  // Atomic mode: dQ here, by TMA reductions. Deterministic mode: dQ comes from the portable dq
-  // kernel afterwards (reductions land in no fixed order), this kernel does dK and dV only.
+  // Atomic mode: dQ here, by TMA reductions. Deterministic mode: dQ comes from the Hopper dq
+  // kernel afterwards (reductions land in no fixed order), this kernel does dK and dV only. With
+  // the handoff, dQ here in either mode (its sum has a fixed order).
   const bool with_dq = p.dq_atomic != 0 || handoff;
   // Narrow windows: the mask seen from this consumer's keys and this thread's two key rows, once
   // per block (per step it cost every step of a narrow window ~100 instructions of 64-bit

@@ -6,7 +6,7 @@
 // conversion kernel runs, and the sum has a fixed order: bit-identical run to run.
 // Waits go only to lower key blocks of the same kv head and sequence, which launch first
 // (grid.h's order), and the walk takes its producing steps ahead of its consuming ones
-// (bwd_kernel.h's Walk), so neighbours started together rarely wait.
+// (cuda::StepWalk), so neighbours started together rarely wait.
 // The consumer warps never touch a global counter: two otherwise idle warps of the producer
 // warpgroup do. One acquires the query block's counter and loads the partial by TMA into the
 // consumers' dq staging ahead of the step; the other waits until all 8 consumer warps have
@@ -59,10 +59,11 @@ struct DqStep {
 
 constexpr int kDqWarps = 8;  // consumer warps storing a piece of each step: 2 x 4
 
-// Producer, one thread: waits until the key blocks before this one have passed the step's query
-// block on, then loads their partial by TMA (map: dq_accum in [64 rows][32 columns] boxes) into
-// the consumers' dq staging, consumer c's 64 x 64 part (queries 64c.. at d 64, columns 64c.. at
-// d 128; two [64][32] chunks) at dst + c * consumer_bytes, completing `full`.
+// The fetching warp, one thread: waits until the key blocks before this one have passed the
+// step's query block on, then loads their partial by TMA (map: dq_accum in [64 rows][32
+// columns] boxes) into the consumers' dq staging, consumer c's 64 x 64 part (queries 64c.. at
+// d 64, columns 64c.. at d 128; two [64][32] chunks) at dst + c * consumer_bytes, completing
+// `full`.
 template <int D>
 __device__ __forceinline__ void fetch_partial(const DqStep& st, const CUtensorMap* map,
                                               uint64_t* full, char* dst, int consumer_bytes,
