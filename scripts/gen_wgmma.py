@@ -6,7 +6,7 @@ operand list; generating them keeps the header free of hand-typed 64-register li
 Run: python3 scripts/gen_wgmma.py > src/cuda/sm90/wgmma_ops.h
 """
 
-FORMS = [("ss", 64), ("ss", 128), ("rs", 64), ("rs", 128)]
+FORMS = [("ss", 64), ("ss", 128), ("ss", 144), ("rs", 64), ("rs", 128)]
 TYPES = [("bf16", "__nv_bfloat16"), ("f16", "__half")]
 
 

@@ -214,8 +214,15 @@ std::string describe(const std::string& why) {
 bool compiled() { return true; }
 
 std::string fwd_path(const sinkattn_problem& p) {
-  return packed_group(p) ? "cuda packed group (the query heads of a kv head in one tile)"
-                         : describe(sm90_refusal(p));
+  if (packed_group(p)) return "cuda packed group (the query heads of a kv head in one tile)";
+  const std::string why = sm90_refusal(p);
+#ifdef SINKATTN_WITH_SM90
+  const MaskBounds m = mask_bounds(p);
+  if (why.empty() && sm90::use_band((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right,
+                                    p.zigzag_world, p.seqlen_q))
+    return "cuda sm90 band (wgmma, TMA; a warpgroup holds 16 positions of 4 query heads)";
+#endif
+  return describe(why);
 }
 std::string bwd_path(const sinkattn_bwd_params& b) { return describe(sm90_bwd_refusal(b)); }
 

@@ -276,6 +276,18 @@ def grid():
              left=63, sinks=True),
         Case("varlen window 127 d64 empty keys", hq=8, hkv=2, d=64, causal=True, left=127, sinks=True,
              varlen=([300, 50, 0, 700], [300, 0, 20, 1000])),
+        # The GQA-packed band forward (sm90 fwd_band_kernel.h: d 64, groups of 8k heads, windows
+        # with left + right <= 128): empty rows, both sides bounded, the widest span (128, 0), a
+        # diagonal-only window, packed sequences without keys, runs cut by the sequence's end.
+        Case("band window 64 group 8 sq 700 sk 300 (empty rows) sinks", sq=700, sk=300, hq=8, hkv=1, d=64,
+             causal=True, left=63, sinks=True),
+        Case("band window (64, 64) group 16 B2 333x400 fp16 sinks", B=2, sq=333, sk=400, hq=16, hkv=1, d=64,
+             left=64, right=64, sinks=True, dtype=fp),
+        Case("band window (128, 0) group 8 1000x1100 fp16", sq=1000, sk=1100, hq=8, hkv=1, d=64, left=128,
+             right=0, dtype=fp),
+        Case("band window1 group 8 no sink", sq=130, sk=130, hq=8, hkv=1, d=64, causal=True, left=0),
+        Case("band varlen window 127 group 8 empty keys sinks", hq=16, hkv=2, d=64, causal=True, left=127,
+             sinks=True, varlen=([300, 50, 0, 700, 17], [300, 0, 20, 1000, 17])),
         # Decode-sized queries: the packed-group forward (group * sq <= 16 rows in one tile).
         Case("decode q1 16/2 d64 sinks", B=3, sq=1, sk=1000, hq=16, hkv=2, d=64, causal=True, sinks=True),
         Case("decode q2 group 8 d128 window 100 sinks", B=2, sq=2, sk=777, hq=8, hkv=1, d=128, causal=True, left=99, sinks=True),

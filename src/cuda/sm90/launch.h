@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "cuda/sm80/params.h"
+#include "cuda/sm90/tile_size.h"
 
 namespace sinkattn::cuda::sm90 {
 
@@ -31,6 +32,17 @@ inline long long persistent_blocks() {
     return x > 1 ? x : -1LL;  // -1: off
   }();
   return n;
+}
+
+// Whether a forward takes the GQA-packed band kernel (fwd_band_kernel.h; tile_size.h's
+// fwd_band, and its runs within grid.y). SINKATTN_SM90_BAND=0 turns it off, for measurements.
+inline bool use_band(int d, long long group, long long left, long long right, int zigzag_world,
+                     long long seqlen_q) {
+  static const bool on = [] {
+    const char* v = std::getenv("SINKATTN_SM90_BAND");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on && fwd_band(d, group, left, right, zigzag_world) && band_runs(seqlen_q) <= 65535;
 }
 
 // Head dims with Hopper kernels (forward and backward).

@@ -63,13 +63,14 @@ CUtensorMap encode(CUtensorMapDataType type, uint32_t rank, void* data, const cu
 
 }  // namespace
 
-CUtensorMap make_tile_map(const sinkattn_tensor& t, const TensorShape& s, int box_rows) {
+CUtensorMap make_tile_map(const sinkattn_tensor& t, const TensorShape& s, int box_rows,
+                          int box_heads) {
   uint64_t st[3];
   strides(t, s, st);
   const cuuint64_t dims[4] = {cuuint64_t(s.dim), cuuint64_t(s.rows), cuuint64_t(s.heads),
                               cuuint64_t(s.batch)};
   const cuuint64_t byte_strides[3] = {st[0], st[1], st[2]};
-  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), cuuint32_t(box_heads), 1};
   // 16-bit elements are copied, never converted, so one type serves bf16 and fp16.
   return encode(CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, t.data, dims, byte_strides, box);
 }

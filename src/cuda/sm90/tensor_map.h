@@ -33,8 +33,10 @@ TensorShape kv_shape(const P& p, int64_t dim) {
 std::string tma_unsupported(const char* name, const sinkattn_tensor& t, const TensorShape& s);
 
 // A 4-d map (head dim, rows, heads, batch) of 16-bit elements with boxes of 64 head-dim
-// elements x box_rows rows, 128-byte swizzled; reads past the last row return zeros.
-CUtensorMap make_tile_map(const sinkattn_tensor& t, const TensorShape& s, int box_rows);
+// elements x box_rows rows x box_heads heads (laid out [heads][rows][64]), 128-byte swizzled;
+// reads outside the tensor (rows before the first, past the last) return zeros.
+CUtensorMap make_tile_map(const sinkattn_tensor& t, const TensorShape& s, int box_rows,
+                          int box_heads = 1);
 
 // A 3-d map (head dim, heads, rows) over a contiguous fp32 (rows, heads, dim) accumulator with
 // boxes of 32 floats x 1 head x box_rows rows, 128-byte swizzled (for TMA reductions).

@@ -54,6 +54,39 @@ static_assert(fwd_short_tiles(256, 256, -1, 0) && fwd_short_tiles(1024, 1024, -1
                   fwd_short_tiles(16384, 16384, 127, 0),
               "d 64 forward tile choice");
 
+// The GQA-packed band forward (fwd_band_kernel.h): a consumer warpgroup's 64 rows are 16 query
+// positions of 4 query heads of one kv group (warp w: head 4c + w), so all of its warps see the
+// same key span, at most `span` keys from the first position's window start; a block serves
+// 2 x 4 = `heads` query heads over a run of `run` blocks of 16 positions, which share one k / v
+// tile of 16 run + span - 16 keys (at most TMA's 256-row box).
+struct BandTile {
+  int span;           // keys of one 16-position block's span (an m64nNk16 product's N)
+  int heads;          // query heads per block: 4 per consumer
+  int run;            // 16-position blocks per block
+  int stages;         // q stages in flight (16 positions x heads rows each)
+  int consumers;      // consumer warpgroups
+  int producer_regs;  // setmaxnreg targets, as in FwdTile
+  int consumer_regs;
+};
+constexpr BandTile band_tile() { return BandTile{144, 8, 8, 2, 2, 40, 232}; }
+
+// Where the band forward applies: head dim 64, query groups of a multiple of 8 heads, and a
+// window (both sides bounded, no zigzag positions) whose span fits: a 16-row block sees keys
+// [pos - left, pos + 15 + right], 16 + left + right of them.
+constexpr bool fwd_band(int d, long long group, long long left, long long right, int zigzag_world) {
+  return d == 64 && group % band_tile().heads == 0 && left >= 0 && right >= 0 &&
+         16 + left + right <= band_tile().span && zigzag_world == 0;
+}
+// Runs of 16 run positions in a sequence of seqlen_q (the band forward's grid.y).
+constexpr long long band_runs(long long seqlen_q) {
+  return (seqlen_q + 16 * band_tile().run - 1) / (16 * band_tile().run);
+}
+static_assert(fwd_band(64, 8, 127, 0, 0) && fwd_band(64, 16, 64, 64, 0) && fwd_band(64, 8, 128, 0, 0) &&
+                  !fwd_band(64, 8, 129, 0, 0) && !fwd_band(64, 4, 127, 0, 0) &&
+                  !fwd_band(128, 8, 127, 0, 0) && !fwd_band(64, 8, -1, 0, 0) &&
+                  !fwd_band(64, 8, 127, 0, 2),
+              "band forward choice");
+
 struct BwdTile {
   int block_n;        // key rows per block: 64 per consumer warpgroup (its dK, dV rows)
   int block_m;        // query rows per step
