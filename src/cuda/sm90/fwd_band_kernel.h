@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
@@ -109,13 +110,45 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
   turns.start();
   mbar_wait(kv_full, 0);
 
-  for (int j = 0; j < blocks; ++j) {
+  // Software pipeline over the position blocks, as the causal walk (fwd_kernel.h) does over key
+  // blocks: S_j is issued together with P_{j-1} V, the mask and softmax of S_j run while P_{j-1} V
+  // is on the tensor cores, then block j - 1's epilogue. Each block's O starts from zero (the
+  // first product overwrites it).
+  uint32_t pf[NT / 2][4];  // P of the block before, as A fragments
+  float acc_o[1][8][4];
+  float inv[2], lse[2];    // its rows' 1 / denominator and lse
+  auto issue_pv = [&](int j) {
+    const T* sV = reinterpret_cast<const T*>(base + L::v + j * 16 * 128);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; ++kk)
+      mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(sV, kk, 0), kk > 0, T{});
+    wgmma_commit();
+  };
+  auto epilogue = [&](int j) {
+    const int64_t m0 = r0 + 16 * j, rows_left = seq.len_q - m0;
+    sm80::scale_rows(acc_o, inv);
+    if (p.lse != nullptr && lane % 4 == 0) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = lane / 4 + 8 * h;
+        if (row < rows_left) p.lse[seq.lse_index(p, head, m0 + row)] = lse[h];
+      }
+    }
+    sm80::stage_acc<8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
+    __syncwarp();
+    sm80::store_rows16<64>(static_cast<T*>(p.out.data) + seq.offset(p.out, true, m0, head),
+                           p.out.row_stride, stage, rows_left, lane);
+    __syncwarp();  // the staging rows are rewritten by the next block
+  };
+
+  // Block j; the first (kFirst) has no P V before it, and waits for its S alone.
+  auto block = [&](int j, auto first_c) {
+    constexpr bool kFirst = decltype(first_c)::value;
     const int s = j % S;
     const int64_t m0 = r0 + 16 * j;  // first row of this position block
     const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes + c * 64 * 128);
     const T* sK = reinterpret_cast<const T*>(base + L::k + j * 16 * 128);
-    const T* sV = reinterpret_cast<const T*>(base + L::v + j * 16 * 128);
-
     float sc[1][NT][4];
     turns.wait();
     mbar_wait(&q_full[s], (j / S) & 1);
@@ -124,8 +157,9 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     for (int kk = 0; kk < 4; ++kk)
       mma_ss<0, 0>(sc[0], kmajor_desc(sQ, kk, 0), kmajor_desc(sK, kk, 0), kk > 0, T{});
     wgmma_commit();
+    if constexpr (!kFirst) issue_pv(j - 1);
     turns.pass();
-    wgmma_wait<0>();
+    wgmma_wait<kFirst ? 0 : 1>();  // S_j is done, P V may still run
     pin(sc[0]);
     mbar_arrive(&q_empty[s]);
 
@@ -145,38 +179,25 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     float m_use[2];
     softmax.begin(sc, p.scale_log2, m_use);
     softmax.template exps<0, NT>(sc, p.scale_log2, m_use);
-    uint32_t pf[NT / 2][4];
-    sm80::acc_to_a<NT / 2, T>(pf, sc[0]);
 
-    float acc_o[1][8][4];
-    turns.wait();
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < NT / 2; ++kk)
-      mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(sV, kk, 0), kk > 0, T{});
-    wgmma_commit();
-    turns.pass();
-    wgmma_wait<0>();
-    pin(acc_o[0]);
-    pin(pf);
-
-    float inv[2], lse[2];
-    softmax.finish(inv, lse);
-    sm80::scale_rows(acc_o, inv);
-    const int64_t rows_left = seq.len_q - m0;
-    if (p.lse != nullptr && lane % 4 == 0) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = lane / 4 + 8 * h;
-        if (row < rows_left) p.lse[seq.lse_index(p, head, m0 + row)] = lse[h];
-      }
+    if constexpr (!kFirst) {
+      wgmma_wait<0>();  // P_{j-1} V is in O; pf is free
+      pin(acc_o[0]);
+      pin(pf);
+      epilogue(j - 1);
     }
-    sm80::stage_acc<8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
-    __syncwarp();
-    sm80::store_rows16<64>(static_cast<T*>(p.out.data) + seq.offset(p.out, true, m0, head),
-                           p.out.row_stride, stage, rows_left, lane);
-    __syncwarp();  // the staging rows are rewritten by the next position block
-  }
+    softmax.finish(inv, lse);
+    sm80::acc_to_a<NT / 2, T>(pf, sc[0]);
+  };
+  block(0, std::true_type{});
+  for (int j = 1; j < blocks; ++j) block(j, std::false_type{});
+  turns.wait();
+  issue_pv(blocks - 1);
+  turns.pass();
+  wgmma_wait<0>();
+  pin(acc_o[0]);
+  pin(pf);
+  epilogue(blocks - 1);
   turns.finish();
 }
 
