@@ -35,14 +35,14 @@ inline long long persistent_blocks() {
 }
 
 // Whether a forward takes the GQA-packed band kernel (fwd_band_kernel.h; tile_size.h's
-// fwd_band, and its runs within grid.y). SINKATTN_SM90_BAND=0 turns it off, for measurements.
+// fwd_band). SINKATTN_SM90_BAND=0 turns it off, for measurements.
 inline bool use_band(int d, long long group, long long left, long long right, int zigzag_world,
                      long long seqlen_q) {
   static const bool on = [] {
     const char* v = std::getenv("SINKATTN_SM90_BAND");
     return v == nullptr || std::strcmp(v, "0") != 0;
   }();
-  return on && fwd_band(d, group, left, right, zigzag_world) && band_runs(seqlen_q) <= 65535;
+  return on && fwd_band(d, group, left, right, zigzag_world) && seqlen_q > 0;
 }
 
 // Head dims with Hopper kernels (forward and backward).
