@@ -54,7 +54,8 @@ void run_fwd_band(const sm80::Params& p, cudaStream_t stream) {
   const long long want = persistent_blocks();
   const int64_t blocks = want == 0 ? (int64_t)sm80::sm_count() : want > 0 ? want : items;
   const dim3 grid((unsigned)std::max<int64_t>(1, std::min(items, blocks)));
-  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, pingpong());
+  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v,
+                                                         t.pingpong && pingpong());
   sm80::check_launch("sinkattn sm90 band forward kernel");
 }
 
