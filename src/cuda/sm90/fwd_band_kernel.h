@@ -147,17 +147,17 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     ++runs_done;
     q_done += blocks;
 
-    // Software pipeline over the position blocks, as the causal walk (fwd_kernel.h) does over key
-    // blocks: S_j is issued together with P_{j-1} V, the mask and softmax of S_j run while P_{j-1} V
-    // is on the tensor cores, then block j - 1's epilogue. Each block's O starts from zero (the
-    // first product overwrites it).
+    // Software pipeline over the run's position blocks, as the causal walk (fwd_kernel.h) does
+    // over key blocks: S_j is issued together with P_{j-1} V, the mask and softmax of S_j run
+    // while P_{j-1} V is on the tensor cores, then block j - 1's epilogue. Each block's O starts
+    // from zero (the first product overwrites it).
     uint32_t pf[NT / 2][4];  // P of the block before, as A fragments
     float acc_o[1][8][4];
     float inv[2], lse[2];    // its rows' 1 / denominator and lse
     auto issue_pv = [&](int j) {
       const T* sV = reinterpret_cast<const T*>(base + L::v + kb * L::kKVBytes + j * 16 * 128);
       wgmma_fence();
-  #pragma unroll
+#pragma unroll
       for (int kk = 0; kk < NT / 2; ++kk)
         mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(sV, kk, 0), kk > 0, T{});
       wgmma_commit();
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       const int rows_left = run_rows - 16 * j;
       sm80::scale_rows(acc_o, inv);
       if (lse0 != nullptr && lane % 4 == 0) {
-  #pragma unroll
+#pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int row = lane / 4 + 8 * h;
           if (row < rows_left) lse0[16 * j + row] = lse[h];
@@ -193,17 +193,17 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       const int last = (int)max(int64_t{-1}, min(seq.len_k - 1 - span0, (int64_t)kT.span));
       const int g = lane / 4, t = lane % 4;
       if (lr == 127 && first <= 0 && last >= kT.span - 1) {
-  #pragma unroll
+#pragma unroll
         for (int h = 0; h < 2; ++h)
-  #pragma unroll
+#pragma unroll
           for (int e = 0; e < 2; ++e) {
             const uint32_t cols = cuda::fragment_cols(g + 8 * h, g + 8 * h + 127, t, e);
-  #pragma unroll
+#pragma unroll
             for (int n = 0; n < NT; ++n)
               if ((n < 2 || 8 * n + 7 > 127) && !(cols & (1u << n))) sc[n][2 * h + e] = -INFINITY;
           }
       } else {
-  #pragma unroll
+#pragma unroll
         for (int h = 0; h < 2; ++h)
           sm80::mask_row(sc, h, max(g + 8 * h, first), min(g + 8 * h + lr, last), lane);
       }
@@ -219,7 +219,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       turns.wait();
       mbar_wait(&q_full[s], ((q_base + j) / S) & 1);
       wgmma_fence();
-  #pragma unroll
+#pragma unroll
       for (int kk = 0; kk < 4; ++kk)
         mma_ss<0, 0>(sc[0], kmajor_desc(sQ, kk, 0), kmajor_desc(sK, kk, 0), kk > 0, T{});
       wgmma_commit();

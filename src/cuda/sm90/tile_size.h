@@ -85,8 +85,8 @@ constexpr bool fwd_band(int d, long long group, long long left, long long right,
 constexpr long long band_runs(long long seqlen_q) {
   return (seqlen_q + 16 * band_tile().run - 1) / (16 * band_tile().run);
 }
-static_assert(fwd_band(64, 8, 127, 0, 0) && fwd_band(64, 16, 64, 64, 0) && fwd_band(64, 8, 128, 0, 0) &&
-                  !fwd_band(64, 8, 129, 0, 0) && !fwd_band(64, 4, 127, 0, 0) &&
+static_assert(fwd_band(64, 8, 127, 0, 0) && fwd_band(64, 16, 64, 64, 0) &&
+                  fwd_band(64, 8, 128, 0, 0) && !fwd_band(64, 8, 129, 0, 0) && !fwd_band(64, 4, 127, 0, 0) &&
                   !fwd_band(128, 8, 127, 0, 0) && !fwd_band(64, 8, -1, 0, 0) &&
                   !fwd_band(64, 8, 127, 0, 2),
               "band forward choice");
