@@ -41,5 +41,21 @@ TEST(FragmentCols, EmptyAndFullRanges) {
   EXPECT_EQ(fragment_cols(-1, 128, 2, 0), 0xffffu);
 }
 
+// The band forward (sm90/fwd_band_kernel.h) masks a window-128 span of 144 keys only on n-tiles
+// 0, 1, 16 and 17 when the span lies inside the sequence: row r (0..15) sees span columns
+// [r, r + 127], so every other n-tile must be whole for every row, lane column and element.
+TEST(FragmentCols, Window128SpanIsCutOnlyOnItsEdgeTiles) {
+  constexpr uint32_t kSpan = (1u << 18) - 1u, kEdges = 0x3u | (0x3u << 16);
+  for (int r = 0; r < 16; ++r)
+    for (int t = 0; t < 4; ++t)
+      for (int e = 0; e < 2; ++e) {
+        const uint32_t hidden = ~fragment_cols(r, r + 127, t, e) & kSpan;
+        EXPECT_EQ(hidden & ~kEdges, 0u) << "row " << r << " t " << t << " e " << e;
+      }
+  // ... and the edge tiles are cut: by the last row's start (0, 1) and the first row's end (16, 17).
+  EXPECT_NE(~fragment_cols(15, 15 + 127, 0, 0) & 0x3u, 0u);
+  EXPECT_NE(~fragment_cols(0, 127, 0, 0) & (0x3u << 16), 0u);
+}
+
 }  // namespace
 }  // namespace sinkattn_test
