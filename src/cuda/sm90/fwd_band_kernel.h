@@ -5,10 +5,11 @@
 // one softmax pass. The per-head narrow kernel (fwd_kernel.h's span pass) gives each warpgroup
 // 64 positions of one head: a 192-key span of which a warp's rows see 144, and k / v loaded
 // once per query head. Here a run of BandTile::run blocks of 16 positions shares one k / v tile
-// for its 8 query heads (2 consumers), loaded once; the q blocks stream through 2 stages. The
-// grid is persistent: the producer thread loads the next run's k / v into a second buffer while
-// the consumers finish the current run. H200, gptoss 16k window 128 forward: 0.205 ms with the
-// per-head kernel, 0.159 with this one as a block per run, 0.139 persistent (docs/PERFORMANCE.md).
+// for its 8 query heads (2 consumers), loaded once; the q blocks stream through
+// BandTile::stages stages. The grid is persistent: the producer thread loads the next run's
+// k / v into a second buffer while the consumers finish the current run. H200, gptoss 16k window
+// 128 forward: 0.205 ms with the per-head kernel, 0.159 with this one as a block per run, 0.139
+// persistent, 0.137 with 3 q stages (docs/PERFORMANCE.md).
 #pragma once
 
 #include <cuda.h>

@@ -81,14 +81,15 @@ constexpr bool fwd_band(int d, long long group, long long left, long long right,
   return d == 64 && group % band_tile().heads == 0 && left >= 0 && right >= 0 &&
          16 + left + right <= band_tile().span && zigzag_world == 0;
 }
-// Runs of 16 run positions in a sequence of seqlen_q (the band forward's grid.y).
+// Runs of 16 run positions in a sequence of seqlen_q (per kv head, group of 8 query heads and
+// sequence: the band forward's work items).
 constexpr long long band_runs(long long seqlen_q) {
   return (seqlen_q + 16 * band_tile().run - 1) / (16 * band_tile().run);
 }
 static_assert(fwd_band(64, 8, 127, 0, 0) && fwd_band(64, 16, 64, 64, 0) &&
-                  fwd_band(64, 8, 128, 0, 0) && !fwd_band(64, 8, 129, 0, 0) && !fwd_band(64, 4, 127, 0, 0) &&
-                  !fwd_band(128, 8, 127, 0, 0) && !fwd_band(64, 8, -1, 0, 0) &&
-                  !fwd_band(64, 8, 127, 0, 2),
+                  fwd_band(64, 8, 128, 0, 0) && !fwd_band(64, 8, 129, 0, 0) &&
+                  !fwd_band(64, 4, 127, 0, 0) && !fwd_band(128, 8, 127, 0, 0) &&
+                  !fwd_band(64, 8, -1, 0, 0) && !fwd_band(64, 8, 127, 0, 2),
               "band forward choice");
 
 struct BwdTile {
