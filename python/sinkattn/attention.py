@@ -65,8 +65,10 @@ def kernels(q, k, v, sinks=None, *, causal=True, window=None, scale=None, determ
     """Which kernels :func:`attention` (or, with cu_seqlens, :func:`varlen_attention`) would run
     for these arguments, and why not a faster one: ``{"fwd": ..., "bwd": ...}``, e.g.
     ``"cuda sm90 (wgmma, TMA)"``, ``"cuda sm90 band (...)"`` (narrow windows over query groups of
-    8k heads, forward), ``"cuda sm80 (portable; sm90 not used: <reason>)"``, ``"cuda packed
-    group (...)"`` (decode-sized queries, forward) or ``"cpu"``. Runs nothing; raises as the call itself would on arguments it refuses."""
+    8k heads, forward; the backward then says ``"... dq by the band kernel ..."``),
+    ``"cuda sm80 (portable; sm90 not used: <reason>)"``, ``"cuda packed group (...)"``
+    (decode-sized queries, forward) or ``"cpu"``. Runs nothing; raises as the call itself would
+    on arguments it refuses."""
     sinks, max_q, max_k, scale, left, right = ops.resolve(q, sinks, causal, window, scale,
                                                           deterministic)
     return ops.kernels(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale, left, right,

@@ -81,14 +81,16 @@ int32_t dsink_blocks(const sinkattn_problem& p) {
 }
 
 bool dq_handoff(const sinkattn_bwd_params& b);
+bool band_dq(const sinkattn_bwd_params& b);
 
 // Backward workspace: delta (lse layout), dsink partials, the fp32 dq accumulator of the atomic
 // (non-deterministic) mode or the dq handoff, and the handoff's counters; each region starts on
 // a 256-byte boundary.
 struct BwdWorkspace {
   size_t delta = 0, dsink = 0, dq_accum = 0, dq_flags = 0, total = 0;
-  bool handoff = false;
-  explicit BwdWorkspace(const sinkattn_bwd_params& b) : handoff(dq_handoff(b)) {
+  bool band = false, handoff = false;  // dq by the band dq kernel; else handed on (exclusive)
+  explicit BwdWorkspace(const sinkattn_bwd_params& b)
+      : band(band_dq(b)), handoff(!band && dq_handoff(b)) {
     const sinkattn_problem& p = b.problem;
     auto region = [this](size_t bytes) {
       const size_t at = total;
@@ -97,7 +99,7 @@ struct BwdWorkspace {
     };
     delta = region(sizeof(float) * q_rows(p) * p.heads_q);
     dsink = region(sizeof(float) * p.heads_q * p.batch * dsink_blocks(p));
-    if (!b.deterministic || handoff)
+    if ((!b.deterministic || handoff) && !band)
       dq_accum = region(sizeof(float) * q_rows(p) * p.heads_q * p.head_dim);
     if (handoff) dq_flags = region(sizeof(int32_t) * p.batch * p.heads_q * dsink_blocks(p));
   }
@@ -205,6 +207,21 @@ bool dq_handoff(const sinkattn_bwd_params& b) {
 #endif
 }
 
+// Whether the Hopper backward's dq comes from the band dq kernel (sm90/bwd_band_dq_kernel.h):
+// where the band forward applies, in either mode (its dq has a fixed order).
+bool band_dq(const sinkattn_bwd_params& b) {
+#ifdef SINKATTN_WITH_SM90
+  const sinkattn_problem& p = b.problem;
+  const MaskBounds m = mask_bounds(p);
+  return sm90::use_band_dq((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right,
+                           p.zigzag_world, p.seqlen_q) &&
+         sm90_bwd_refusal(b).empty();
+#else
+  (void)b;
+  return false;
+#endif
+}
+
 std::string describe(const std::string& why) {
   return why.empty() ? "cuda sm90 (wgmma, TMA)" : "cuda sm80 (portable; sm90 not used: " + why + ")";
 }
@@ -224,7 +241,12 @@ std::string fwd_path(const sinkattn_problem& p) {
 #endif
   return describe(why);
 }
-std::string bwd_path(const sinkattn_bwd_params& b) { return describe(sm90_bwd_refusal(b)); }
+std::string bwd_path(const sinkattn_bwd_params& b) {
+  if (band_dq(b))
+    return "cuda sm90 (wgmma, TMA; dq by the band kernel: a warpgroup holds 16 positions of 4 "
+           "query heads)";
+  return describe(sm90_bwd_refusal(b));
+}
 
 void check_supported(const sinkattn_problem& p) {
   auto refuse = [](const std::string& msg) { throw Error(SINKATTN_ERROR_NOT_SUPPORTED, msg); };
@@ -344,9 +366,11 @@ void bwd(const sinkattn_bwd_params& b) {
   k.delta = reinterpret_cast<float*>(base + ws.delta);
   k.dsink_partial = reinterpret_cast<float*>(base + ws.dsink);
   k.dsink_blocks = dsink_blocks(p);
-  k.dq_atomic = b.deterministic ? 0 : 1;
-  k.dq_accum = b.deterministic && !ws.handoff ? nullptr
-                                               : reinterpret_cast<float*>(base + ws.dq_accum);
+  k.dq_atomic = b.deterministic || ws.band ? 0 : 1;
+  k.dq_accum = (b.deterministic && !ws.handoff) || ws.band
+                   ? nullptr
+                   : reinterpret_cast<float*>(base + ws.dq_accum);
+  k.band_dq = ws.band ? 1 : 0;
   k.dq_flags = ws.handoff ? reinterpret_cast<int32_t*>(base + ws.dq_flags) : nullptr;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
 #ifdef SINKATTN_WITH_SM90

@@ -2,6 +2,7 @@
     python3 profile_one.py LIB NAME   (NAME: window128, gptoss16k, gptoss4k, llama8k; or
     packedNxS / batchNxS: N gptoss documents of S tokens, packed or as a fixed-length batch)
     --times: then each kernel's mean GPU time over 5 forward + backward calls (torch profiler)
+    --det: the deterministic backward
 Run from tests/cuda, like check_cuda.py."""
 import sys
 
@@ -46,7 +47,7 @@ def main():
 
     def call():
         lib.fwd(prob, out, lse)
-        lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, False)
+        lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, "--det" in sys.argv)
 
     for _ in range(3):
         call()

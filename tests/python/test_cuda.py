@@ -119,9 +119,12 @@ def test_kernels_names_the_hopper_path_or_the_reason(monkeypatch):
         return
     got = sinkattn.kernels(q, k, v, s)
     assert got == {"fwd": "cuda sm90 (wgmma, TMA)", "bwd": "cuda sm90 (wgmma, TMA)"}
-    # GPT-OSS's sliding layers (a group of 8 query heads, window 128): the GQA-packed band forward.
+    # GPT-OSS's sliding layers (a group of 8 query heads, window 128): the GQA-packed band forward
+    # and the band dq kernel in the backward.
     qb, kb, vb, sb = (t.detach() for t in make(1, 64, 64, 8, 1, 64, BF16, device="cuda"))
-    assert sinkattn.kernels(qb, kb, vb, sb, window=128)["fwd"].startswith("cuda sm90 band")
+    band = sinkattn.kernels(qb, kb, vb, sb, window=128)
+    assert band["fwd"].startswith("cuda sm90 band")
+    assert band["bwd"].startswith("cuda sm90 (wgmma, TMA; dq by the band kernel")
     assert sinkattn.kernels(qb, kb, vb, sb)["fwd"] == "cuda sm90 (wgmma, TMA)"
     q32, k32, v32, s32 = (t.detach() for t in make(1, 64, 64, 4, 2, 32, BF16, device="cuda"))
     assert "head_dim 32" in sinkattn.kernels(q32, k32, v32, s32)["fwd"]

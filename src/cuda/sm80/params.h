@@ -46,6 +46,8 @@ struct Params {
                          // either mode; nullptr = off. Per (sequence, query head, kPrepRows
                          // query rows): how many key blocks have passed their dq partial on, in
                          // dq_accum (the prep zeroes it). dq then needs no conversion.
+  int32_t band_dq;       // 1: the Hopper band dq kernel (sm90/bwd_band_dq_kernel.h) writes dq, in
+                         // either mode, and the dk/dv kernel skips dQ (dq_atomic 0, no dq_accum)
 
   // Packed-group forward workspace (fwd_workspace_size in dispatch.cu) when it splits the keys.
   int32_t packed_splits;   // key splits (gridDim.z of fwd_packed_kernel); 1 = no workspace

@@ -18,11 +18,11 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/sm80/mask.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
 #include "cuda/sm80/softmax.h"
+#include "cuda/sm90/band_run.h"
 #include "cuda/sm90/tile_size.h"
 #include "cuda/sm90/tma.h"
 #include "cuda/sm90/turns.h"
@@ -67,32 +67,9 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
   uint64_t* q_full = kv_empty + 2;
   uint64_t* q_empty = q_full + S;
 
-  // Persistent: block b takes runs b, b + gridDim.x, ... of the (kv head x group of heads, run,
-  // sequence) items, heads fastest; the producer loads a run's k / v while the consumers finish
-  // the run before.
-  const int octets = p.group / kT.heads;
-  const int64_t heads8 = p.heads_kv * octets, runs = band_runs(p.seqlen_q);
-  const int64_t items = heads8 * runs * p.batch;
-  // One run: its sequence and rows, heads, and the key of its k / v tile's row 0 (the window
-  // start of its first position; position block j's span starts 16 j rows further, positions
-  // advancing by one per row: no zigzag here). Keys outside [0, len_k) are masked: TMA reads
-  // zeros before row 0 and past the last, a packed neighbour's rows in between.
-  struct Run {
-    sm80::Sequence seq;
-    int64_t r0, hk, h0, key0;
-    int blocks;  // 16-row position blocks (0: the sequence has no rows here)
-    __device__ __forceinline__ Run(const sm80::Params& p, int64_t item, int64_t heads8,
-                                   int64_t runs, int octets)
-        : seq(p, item / (heads8 * runs)) {
-      const int64_t x = item % heads8;
-      r0 = (item / heads8) % runs * 16 * kT.run;
-      hk = x / octets;
-      h0 = hk * p.group + x % octets * kT.heads;
-      key0 = cuda::Mask::of(p, seq).pos(r0) - p.window_left;
-      blocks = r0 < seq.len_q ? (int)min((int64_t)kT.run, (seq.len_q - r0 + 15) / 16) : 0;
-    }
-  };
-
+  // Persistent: block b takes runs b, b + gridDim.x, ... (BandItems); the producer loads a
+  // run's k / v while the consumers finish the run before.
+  const BandItems items(p);
   if (threadIdx.x == 0) {
     mbar_init_ring(kv_full, kv_empty, 2, kT.consumers * 128);
     mbar_init_ring(q_full, q_empty, S, kT.consumers * 128);
@@ -105,8 +82,8 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     regs_dealloc<kT.producer_regs>();
     if (threadIdx.x != 0) return;
     int runs_done = 0, q_done = 0;  // runs and q blocks loaded so far (barrier phases)
-    for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-      const Run run(p, item, heads8, runs, octets);
+    for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
+      const BandRun run(p, item, items);
       if (run.blocks == 0) continue;
       const sm80::Sequence& seq = run.seq;
       const int bq = seq.varlen ? 0 : (int)seq.b;
@@ -137,8 +114,8 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
   turns.start();
   const int lr = (int)(p.window_left + p.window_right);
   int runs_done = 0, q_done = 0;  // as the producer counts them
-  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const Run run(p, item, heads8, runs, octets);
+  for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
+    const BandRun run(p, item, items);
     if (run.blocks == 0) continue;
     const sm80::Sequence& seq = run.seq;
     const int64_t r0 = run.r0, key0 = run.key0, head = run.h0 + 4 * c + warp;
@@ -184,32 +161,6 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       __syncwarp();  // the staging rows are rewritten by the next block
     };
 
-    // Masks the span of a block starting at key span0. Row r = g + 8h of the warp sits at position
-    // pos(m0) + r, so it sees span columns [r, r + left + right], cut to the keys [0, len_k). Away
-    // from the sequence's ends a window of 128 (left + right = 127) cuts only n-tiles 0, 1 (the
-    // columns before row 15's first) and 16, 17 (after row 0's last); the other spans take the
-    // general per-element test.
-    auto mask_block = [&](float (&sc)[NT][4], int64_t span0) {
-      const int first = (int)max(int64_t{-1}, min(-span0, (int64_t)kT.span));
-      const int last = (int)max(int64_t{-1}, min(seq.len_k - 1 - span0, (int64_t)kT.span));
-      const int g = lane / 4, t = lane % 4;
-      if (lr == 127 && first <= 0 && last >= kT.span - 1) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const uint32_t cols = cuda::fragment_cols(g + 8 * h, g + 8 * h + 127, t, e);
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-              if ((n < 2 || 8 * n + 7 > 127) && !(cols & (1u << n))) sc[n][2 * h + e] = -INFINITY;
-          }
-      } else {
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          sm80::mask_row(sc, h, max(g + 8 * h, first), min(g + 8 * h + lr, last), lane);
-      }
-    };
-
     // Block j; the first (kFirst) has no P V before it, and waits for its S alone.
     auto block = [&](int j, auto first_c) {
       constexpr bool kFirst = decltype(first_c)::value;
@@ -230,7 +181,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       pin(sc[0]);
       mbar_arrive(&q_empty[s]);
 
-      mask_block(sc[0], key0 + 16 * j);
+      mask_band_span(sc[0], key0 + 16 * j, seq.len_k, lr, lane);
       sm80::OnlineSoftmax<1, NT> softmax;
       softmax.init_log2(sink_log2, lane);
       float m_use[2];

@@ -45,14 +45,26 @@ inline bool use_band(int d, long long group, long long left, long long right, in
   return on && fwd_band(d, group, left, right, zigzag_world) && seqlen_q > 0;
 }
 
+// Whether the backward's dq comes from the band dq kernel (bwd_band_dq_kernel.h): where the band
+// forward applies. SINKATTN_SM90_BAND_DQ=0 turns it off (the dq handoff then), for measurements.
+inline bool use_band_dq(int d, long long group, long long left, long long right, int zigzag_world,
+                        long long seqlen_q) {
+  static const bool on = [] {
+    const char* v = std::getenv("SINKATTN_SM90_BAND_DQ");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on && fwd_band(d, group, left, right, zigzag_world) && seqlen_q > 0;
+}
+
 // Head dims with Hopper kernels (forward and backward).
 constexpr bool has_kernels(int d) { return d == 64 || d == 128; }
 
 template <typename T, int D>
 void launch_fwd(const sm80::Params& p, cudaStream_t stream);
 
-// The whole backward: dq by TMA reductions (params.dq_atomic = 1, dq_accum set) or, in the
-// deterministic mode, by the Hopper dq kernel (bwd_dq_kernel.h).
+// The whole backward: dq by TMA reductions (params.dq_atomic = 1, dq_accum set), handed from key
+// block to key block (dq_flags set), by the band dq kernel (band_dq = 1) or, in the
+// deterministic mode otherwise, by the Hopper dq kernel (bwd_dq_kernel.h).
 template <typename T, int D>
 void launch_bwd(const sm80::Params& p, cudaStream_t stream);
 

@@ -1,10 +1,14 @@
 // Body of sm90::launch_bwd, included by the per-(dtype, head dim) instantiation files: the
 // portable prep, the Hopper dK/dV kernel (dq by TMA reductions in atomic mode, or handed from
-// key block to key block under narrow windows), the portable dq conversion (atomic mode) or the
-// Hopper dq kernel (deterministic mode) unless dq was handed on, and dsink.
+// key block to key block under narrow windows), then the portable dq conversion (atomic mode),
+// the band dq kernel (narrow bands under GQA, params.band_dq) or the Hopper dq kernel
+// (deterministic mode) unless dq was handed on, and dsink.
 #pragma once
 
+#include <algorithm>
+
 #include "cuda/sm80/launch_bwd.h"
+#include "cuda/sm90/bwd_band_dq_kernel.h"
 #include "cuda/sm90/bwd_dq_kernel.h"
 #include "cuda/sm90/bwd_kernel.h"
 #include "cuda/sm90/launch.h"
@@ -30,6 +34,26 @@ void launch_bwd_dq(const sm80::Params& p, cudaStream_t stream) {
   const dim3 grid = sm80::make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
   kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout);
   sm80::check_launch("sinkattn sm90 dq kernel");
+}
+
+// dq of a narrow band under GQA (bwd_band_dq_kernel.h): persistent, as the band forward.
+template <typename T>
+void launch_bwd_band_dq(const sm80::Params& p, cudaStream_t stream) {
+  constexpr BandTile t = band_tile();
+  constexpr int smem = BandDqSmem::bytes;
+  const TensorShape q = q_shape(p, 64), kv = kv_shape(p, 64);
+  const CUtensorMap map_q = make_tile_map(p.q, q, 16, t.heads);
+  const CUtensorMap map_dout = make_tile_map(p.dout, q, 16, t.heads);
+  const CUtensorMap map_k = make_tile_map(p.k, kv, BandDqSmem::kKeys);
+  const CUtensorMap map_v = make_tile_map(p.v, kv, BandDqSmem::kKeys);
+  auto kernel = bwd_band_dq_kernel<T>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const int64_t items = p.heads_kv * (p.group / t.heads) * band_runs(p.seqlen_q) * p.batch;
+  const long long want = persistent_blocks();
+  const int64_t blocks = want == 0 ? (int64_t)sm80::sm_count() : want > 0 ? want : items;
+  const dim3 grid((unsigned)std::max<int64_t>(1, std::min(items, blocks)));
+  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout);
+  sm80::check_launch("sinkattn sm90 band dq kernel");
 }
 
 template <typename T, int D>
@@ -63,6 +87,8 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
   }
   if (p.dq_flags != nullptr) {
     // handed on: dq is written (rows that see no key: by the prep)
+  } else if (p.band_dq) {
+    if constexpr (D == 64) launch_bwd_band_dq<T>(p, stream);
   } else if (p.dq_atomic) {
     sm80::launch_bwd_dq_convert<T, D>(p, stream);
   } else {

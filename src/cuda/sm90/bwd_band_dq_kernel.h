@@ -1,0 +1,206 @@
+// Hopper dq for narrow bands under GQA (sm_90a, head dim 64; where the band forward applies):
+// the band forward's layout (fwd_band_kernel.h) on the query side of the backward. A consumer
+// warpgroup's 64 rows are 16 query positions of 4 query heads (warp w: head 4c + w), all seeing
+// one span of at most 144 keys; per 16-position block it computes
+//   S = Q K^T and dP = dO V^T over the span (m64n144, two commit groups: P = exp2(S scale_log2
+//   - lse2) while dP is still on the tensor cores), dS = P (dP - delta) into A fragments, and
+//   dQ = dS K over the span (9 k-steps), complete: written once, scaled, in the output dtype.
+// So no fp32 accumulator, zeroing, reduction, handoff or conversion, and the same sum every run.
+// The dK / dV kernel (bwd_kernel.h, narrow instantiation) then runs without its dQ part, which
+// cost it a fifth of its products, a barrier between its consumers per step and the handoff's
+// waits. A run of BandTile::run blocks shares one k / v tile (loaded once for 8 query heads, the
+// next run's into a second buffer); q and dO stream through kStages stages; the grid is
+// persistent, as the forward's.
+#pragma once
+
+#include <cuda.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common/ptx.h"
+#include "cuda/sm80/params.h"
+#include "cuda/sm80/sequence.h"
+#include "cuda/sm80/smem_tile.h"
+#include "cuda/sm90/band_run.h"
+#include "cuda/sm90/tile_size.h"
+#include "cuda/sm90/tma.h"
+#include "cuda/sm90/wgmma.h"
+
+namespace sinkattn::cuda::sm90 {
+
+// Shared memory of the band dq kernel, in bytes from a 1024-byte aligned base.
+struct BandDqSmem {
+  static constexpr BandTile kT = band_tile();
+  static constexpr int kStages = 2;  // q / dO stages: a third does not fit beside two k / v runs
+  static constexpr int kKeys = 16 * kT.run + kT.span - 16;  // keys of a run's k / v tile
+  static constexpr int kKVBytes = kKeys * 128;              // [kKeys][64] 16-bit
+  static constexpr int kQBytes = kT.heads * 16 * 128;       // one q or dO stage: [heads][16][64]
+  static constexpr int kStage = sm80::smem_stride(64);      // epilogue staging row (elements)
+  static constexpr int k = 0;                               // [2]: a run's, and the next's
+  static constexpr int v = k + 2 * kKVBytes;                // [2]
+  static constexpr int q = v + 2 * kKVBytes;                // [kStages]
+  static constexpr int dout = q + kStages * kQBytes;        // [kStages]
+  static constexpr int dq = dout + kStages * kQBytes;       // 16 staging rows per consumer warp
+  static constexpr int bars = dq + kT.consumers * 4 * 16 * kStage * 2;
+  static constexpr int kBars = 4 + 2 * kStages;             // k / v full, empty [2]; q full / empty
+  static constexpr int bytes = bars + kBars * 8 + 1024;     // + alignment slack
+  static_assert(kKeys <= 256, "one TMA box per k / v tile");
+  static_assert(kKVBytes % 1024 == 0 && kQBytes % 1024 == 0, "swizzled tiles stay aligned");
+  static_assert(bytes <= 227 * 1024, "fits one block per SM");
+};
+
+// Grid: a block per SM (or SINKATTN_SM90_PERSISTENT blocks), each walking runs (BandItems).
+template <typename T>
+__global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
+    bwd_band_dq_kernel(const __grid_constant__ sm80::Params p,
+                       const __grid_constant__ CUtensorMap map_q,
+                       const __grid_constant__ CUtensorMap map_k,
+                       const __grid_constant__ CUtensorMap map_v,
+                       const __grid_constant__ CUtensorMap map_dout) {
+  using L = BandDqSmem;
+  constexpr BandTile kT = L::kT;
+  constexpr int NT = kT.span / 8;  // n-tiles of a span
+  constexpr int S = L::kStages;
+
+  extern __shared__ char smem_raw[];
+  char* base = align1024(smem_raw);
+  uint64_t* kv_full = reinterpret_cast<uint64_t*>(base + L::bars);  // [2]
+  uint64_t* kv_empty = kv_full + 2;                                  // [2]
+  uint64_t* q_full = kv_empty + 2;
+  uint64_t* q_empty = q_full + S;
+  const BandItems items(p);
+
+  if (threadIdx.x == 0) {
+    mbar_init_ring(kv_full, kv_empty, 2, kT.consumers * 128);
+    mbar_init_ring(q_full, q_empty, S, kT.consumers * 128);
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0);
+  if (wg == 0) {
+    regs_dealloc<kT.producer_regs>();
+    if (threadIdx.x != 0) return;
+    int runs_done = 0, q_done = 0;  // runs and q / dO blocks loaded so far (barrier phases)
+    for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
+      const BandRun run(p, item, items);
+      if (run.blocks == 0) continue;
+      const sm80::Sequence& seq = run.seq;
+      const int bq = seq.varlen ? 0 : (int)seq.b;
+      const int rq = (int)(seq.varlen ? seq.row_q : 0), rk = (int)(seq.varlen ? seq.row_k : 0);
+      const int kb = runs_done % 2;
+      if (runs_done >= 2) mbar_wait(&kv_empty[kb], ((runs_done / 2) & 1) ^ 1);
+      mbar_expect_tx(&kv_full[kb], 2 * L::kKVBytes);
+      tma_load_4d(base + L::k + kb * L::kKVBytes, &map_k, &kv_full[kb], 0, rk + (int)run.key0,
+                  (int)run.hk, bq);
+      tma_load_4d(base + L::v + kb * L::kKVBytes, &map_v, &kv_full[kb], 0, rk + (int)run.key0,
+                  (int)run.hk, bq);
+      ++runs_done;
+      for (int j = 0; j < run.blocks; ++j, ++q_done) {
+        const int s = q_done % S;
+        if (q_done >= S) mbar_wait(&q_empty[s], ((q_done / S) & 1) ^ 1);
+        mbar_expect_tx(&q_full[s], 2 * L::kQBytes);
+        const int row = rq + (int)(run.r0 + 16 * j);
+        tma_load_4d(base + L::q + s * L::kQBytes, &map_q, &q_full[s], 0, row, (int)run.h0, bq);
+        tma_load_4d(base + L::dout + s * L::kQBytes, &map_dout, &q_full[s], 0, row, (int)run.h0,
+                    bq);
+      }
+    }
+    return;
+  }
+
+  regs_alloc<kT.consumer_regs>();
+  const int c = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4;
+  T* stage = reinterpret_cast<T*>(base + L::dq) + (c * 4 + warp) * 16 * L::kStage;
+  const int lr = (int)(p.window_left + p.window_right);
+  int runs_done = 0, q_done = 0;  // as the producer counts them
+  for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
+    const BandRun run(p, item, items);
+    if (run.blocks == 0) continue;
+    const sm80::Sequence& seq = run.seq;
+    const int64_t r0 = run.r0, head = run.h0 + 4 * c + warp;
+    const int kb = runs_done % 2, q_base = q_done;
+    const int run_rows = (int)min(seq.len_q - r0, (int64_t)16 * kT.run);
+    // This warp's dq rows and lse / delta entries from the run's first row (contiguous rows).
+    T* const dq0 = static_cast<T*>(p.dq.data) + seq.offset(p.dq, true, r0, head);
+    const int64_t li0 = seq.lse_index(p, head, r0);
+    const float* const lse0 = p.lse + li0;
+    const float* const delta0 = p.delta + li0;
+    mbar_wait(&kv_full[kb], (runs_done / 2) & 1);
+    ++runs_done;
+    q_done += run.blocks;
+
+    for (int j = 0; j < run.blocks; ++j) {
+      const int s = (q_base + j) % S;
+      const int off = j * 16 * 128;  // the block's span starts 16 j keys into the run's tile
+      const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes + c * 64 * 128);
+      const T* sdO = reinterpret_cast<const T*>(base + L::dout + s * L::kQBytes + c * 64 * 128);
+      const T* sK = reinterpret_cast<const T*>(base + L::k + kb * L::kKVBytes + off);
+      const T* sV = reinterpret_cast<const T*>(base + L::v + kb * L::kKVBytes + off);
+      // lse in the exp2 domain and delta of this thread's rows g, g + 8; rows past the end, and
+      // rows that saw nothing (lse -inf), get lse2 = +inf, so P = 0 there. Loaded before the
+      // stage wait so that their latency overlaps it.
+      float lse2[2], delta[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = 16 * j + g + 8 * h;
+        const bool in = row < run_rows;
+        const float l = in ? lse0[row] : -INFINITY;
+        lse2[h] = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
+        delta[h] = in ? delta0[row] : 0.f;
+      }
+
+      float sc[NT][4], dp[NT][4];
+      mbar_wait(&q_full[s], ((q_base + j) / S) & 1);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        mma_ss<0, 0>(sc, kmajor_desc(sQ, kk, 0), kmajor_desc(sK, kk, 0), kk > 0, T{});
+      wgmma_commit();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        mma_ss<0, 0>(dp, kmajor_desc(sdO, kk, 0), kmajor_desc(sV, kk, 0), kk > 0, T{});
+      wgmma_commit();
+
+      // P in place while dP runs; hidden scores are -inf, so P = 0 there.
+      wgmma_wait<1>();
+      pin(sc);
+      mask_band_span(sc, run.key0 + 16 * j, seq.len_k, lr, lane);
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          sc[n][e] = ptx::exp2f_approx(fmaf(sc[n][e], p.scale_log2, -lse2[e / 2]));
+      wgmma_wait<0>();
+      pin(dp);
+      mbar_arrive(&q_empty[s]);  // q and dO are read; dQ needs only k
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dp[n][e] = sc[n][e] * (dp[n][e] - delta[e / 2]);
+      uint32_t dsf[NT / 2][4];
+      sm80::acc_to_a<NT / 2, T>(dsf, dp);
+
+      float acc_dq[8][4];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < NT / 2; ++kk)
+        mma_rs<1>(acc_dq, dsf[kk], nmajor_desc(sK, kk, 0), kk > 0, T{});
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(acc_dq);
+      pin(dsf);
+
+      const int rows_left = run_rows - 16 * j;
+      sm80::stage_acc<8, T>(stage, L::kStage, acc_dq, p.scale, lane);
+      __syncwarp();
+      sm80::store_rows16<64>(dq0 + (int64_t)(16 * j) * p.dq.row_stride, p.dq.row_stride, stage,
+                             rows_left, lane);
+      __syncwarp();  // the staging rows are rewritten by the next block
+    }
+    mbar_arrive(&kv_empty[kb]);  // the run's k / v tiles are read
+  }
+}
+
+}  // namespace sinkattn::cuda::sm90
