@@ -25,68 +25,89 @@ __device__ __forceinline__ int32_t* dq_flag(const Params& p, int64_t b, int64_t 
   return p.dq_flags + (b * p.heads_q + head) * p.dsink_blocks + m0 / kPrepRows;
 }
 
+// Query heads per prep block: a row's heads lie next to each other in memory, so the block's
+// loads cover whole runs of them rather than one head's 128-byte rows 8 KB apart (gptoss).
+constexpr int prep_heads(int d) {
+  return kPrepWarps * 32 / prep_lanes(d) < 8 ? kPrepWarps * 32 / prep_lanes(d) : 8;
+}
+
+// Block (x, y, z): rows [64 x, 64 x + 64) of heads [prep_heads y, ...) of sequence z. A group of
+// prep_lanes lanes takes one (row, head) pair; the block's pairs run heads fastest, and each
+// thread keeps one head (its dsink partial). Loads of kBatch passes are issued together.
 template <typename T, int D>
 __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_constant__ Params p) {
-  constexpr int kLanes = prep_lanes(D), kRowsPerWarp = 32 / kLanes;
-  __shared__ float warp_sum[kPrepWarps];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  constexpr int kLanes = prep_lanes(D), kHeads = prep_heads(D);
+  constexpr int kPairs = kPrepWarps * 32 / kLanes;  // (row, head) pairs per pass
+  constexpr int kRowsPerPass = kPairs / kHeads, kBatch = 4;
+  static_assert(kPairs % kHeads == 0 && kPrepRows % (kRowsPerPass * kBatch) == 0,
+                "whole passes; a warp's lanes share their row");
+  __shared__ float pair_sum[kPairs];
+  const int lane = threadIdx.x % 32, pair = threadIdx.x / kLanes;
   const int c = lane % kLanes;  // this lane's 16-byte chunk of the row
-  const int64_t head = blockIdx.y, b = blockIdx.z;
+  const int64_t head = (int64_t)blockIdx.y * kHeads + pair % kHeads, b = blockIdx.z;
+  const bool head_ok = head < p.heads_q;
   const Sequence seq(p, b);
   const int64_t m0 = (int64_t)blockIdx.x * kPrepRows;
-  const float sink = p.sinks ? p.sinks[head] : 0.f;
+  const float sink = p.sinks && head_ok ? p.sinks[head] : 0.f;
   float dsink = 0.f;  // this lane's rows (lanes with c == 0 only)
   const Mask mask = Mask::of(p, seq);
-  if (p.dq_flags != nullptr && threadIdx.x == 0) *dq_flag(p, b, head, m0) = 0;
-  for (int r = warp * kRowsPerWarp + lane / kLanes; r < kPrepRows; r += kPrepWarps * kRowsPerWarp) {
-    const int64_t i = m0 + r;
-    const bool row_ok = i < seq.len_q;
-    float sum = 0.f;
-    if (row_ok && c < D / 8) {
-      const T* o = static_cast<const T*>(p.out.data) + seq.offset(p.out, true, i, head);
-      const T* g = static_cast<const T*>(p.dout.data) + seq.offset(p.dout, true, i, head);
-      const uint4 ov = *reinterpret_cast<const uint4*>(o + c * 8);
-      const uint4 gv = *reinterpret_cast<const uint4*>(g + c * 8);
-      const uint32_t* ow = reinterpret_cast<const uint32_t*>(&ov);
-      const uint32_t* gw = reinterpret_cast<const uint32_t*>(&gv);
+  if (p.dq_flags != nullptr && head_ok && pair < kHeads && c == 0) *dq_flag(p, b, head, m0) = 0;
+  for (int r0 = pair / kHeads; r0 < kPrepRows; r0 += kRowsPerPass * kBatch) {
+    uint4 ov[kBatch], gv[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = m0 + r0 + j * kRowsPerPass;
+      ov[j] = gv[j] = make_uint4(0, 0, 0, 0);
+      if (i < seq.len_q && head_ok && c < D / 8) {
+        ov[j] = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.out.data) +
+                                                seq.offset(p.out, true, i, head) + c * 8);
+        gv[j] = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.dout.data) +
+                                                seq.offset(p.dout, true, i, head) + c * 8);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = m0 + r0 + j * kRowsPerPass;
+      const uint32_t* ow = reinterpret_cast<const uint32_t*>(&ov[j]);
+      const uint32_t* gw = reinterpret_cast<const uint32_t*>(&gv[j]);
+      float sum = 0.f;
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         const float2 a = ptx::unpack2<T>(ow[w]), d = ptx::unpack2<T>(gw[w]);
         sum += a.x * d.x + a.y * d.y;
       }
-    }
 #pragma unroll
-    for (int s = kLanes / 2; s > 0; s /= 2) sum += __shfl_xor_sync(0xffffffff, sum, s);
-    if (!row_ok) continue;
-    const int64_t li = seq.lse_index(p, head, i);
-    if (c == 0) {
-      p.delta[li] = sum;
-      const float lse = p.lse[li];
-      // exp(sink - lse) is this row's sink probability; 0 when lse is +-inf or the row is empty.
-      if (p.sinks && lse > -INFINITY && lse < INFINITY) dsink += __expf(sink - lse) * sum;
-    }
-    if (p.dq_flags != nullptr) {
-      // dq handoff: no key block walks a row that sees no key, so its zero dq is written here.
-      int64_t lo, hi;
-      mask.key_range(i, i + 1, lo, hi);
-      if (lo >= hi && c < D / 8)
-        *reinterpret_cast<uint4*>(static_cast<T*>(p.dq.data) + seq.offset(p.dq, true, i, head) +
-                                  c * 8) = make_uint4(0, 0, 0, 0);
-    } else if (p.dq_atomic) {
-      float* acc = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D;
-      for (int k = c; k < D / 4; k += kLanes)
-        reinterpret_cast<float4*>(acc)[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int s = kLanes / 2; s > 0; s /= 2) sum += __shfl_xor_sync(0xffffffff, sum, s);
+      if (i >= seq.len_q || !head_ok) continue;
+      const int64_t li = seq.lse_index(p, head, i);
+      if (c == 0) {
+        p.delta[li] = sum;
+        const float lse = p.lse[li];
+        // exp(sink - lse) is this row's sink probability; 0 when lse is +-inf or the row is empty.
+        if (p.sinks && lse > -INFINITY && lse < INFINITY) dsink += __expf(sink - lse) * sum;
+      }
+      if (p.dq_flags != nullptr) {
+        // dq handoff: no key block walks a row that sees no key, so its zero dq is written here.
+        int64_t lo, hi;
+        mask.key_range(i, i + 1, lo, hi);
+        if (lo >= hi && c < D / 8)
+          *reinterpret_cast<uint4*>(static_cast<T*>(p.dq.data) + seq.offset(p.dq, true, i, head) +
+                                    c * 8) = make_uint4(0, 0, 0, 0);
+      } else if (p.dq_atomic) {
+        float* acc = p.dq_accum + ((seq.row_q + i) * p.heads_q + head) * D;
+        for (int k = c; k < D / 4; k += kLanes)
+          reinterpret_cast<float4*>(acc)[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
     }
   }
-#pragma unroll
-  for (int s = 16; s > 0; s /= 2) dsink += __shfl_xor_sync(0xffffffff, dsink, s);
   if (p.dsink_partial == nullptr) return;
-  if (lane == 0) warp_sum[warp] = dsink;
+  if (c == 0) pair_sum[pair] = dsink;
   __syncthreads();
-  if (threadIdx.x == 0) {
+  const int64_t h = (int64_t)blockIdx.y * kHeads + threadIdx.x;
+  if (threadIdx.x < kHeads && h < p.heads_q) {  // the pairs of head h, in a fixed order
     float s = 0.f;
-    for (int w = 0; w < kPrepWarps; ++w) s += warp_sum[w];
-    p.dsink_partial[(head * p.batch + b) * p.dsink_blocks + blockIdx.x] = s;
+    for (int j = threadIdx.x; j < kPairs; j += kHeads) s += pair_sum[j];
+    p.dsink_partial[(h * p.batch + b) * p.dsink_blocks + blockIdx.x] = s;
   }
 }
 

@@ -13,7 +13,9 @@ namespace sinkattn::cuda::sm80 {
 // partials, zeroed dq accumulator) before it, the dq conversion and dsink after it.
 template <typename T, int D>
 void launch_bwd_prep(const Params& p, cudaStream_t stream) {
-  const dim3 grid((unsigned)p.dsink_blocks, (unsigned)p.heads_q, (unsigned)p.batch);
+  constexpr int heads = prep_heads(D);
+  const dim3 grid((unsigned)p.dsink_blocks, (unsigned)((p.heads_q + heads - 1) / heads),
+                  (unsigned)p.batch);
   bwd_prep_kernel<T, D><<<grid, kPrepWarps * 32, 0, stream>>>(p);
   check_launch("sinkattn backward prep kernel");
 }

@@ -1,5 +1,6 @@
 // What the GQA-packed band kernels (fwd_band_kernel.h, bwd_band_dq_kernel.h) share: the work
-// item (a run of 16-position blocks of 8 query heads) and the mask of a block's key span.
+// item (a run of 16-position blocks of 8 query heads), the producer and its barriers, and the
+// mask of a block's key span.
 #pragma once
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/softmax.h"
 #include "cuda/sm90/tile_size.h"
+#include "cuda/sm90/tma.h"
 
 namespace sinkattn::cuda::sm90 {
 
@@ -48,6 +50,67 @@ struct BandRun {
     blocks = r0 < seq.len_q ? (int)min((int64_t)kRun, (seq.len_q - r0 + 15) / 16) : 0;
   }
 };
+
+// The band kernels' barriers, after the shared-memory layout L's tiles (at L::bars): k / v full
+// and empty for the two run buffers, q full and empty for the L::kStages stages.
+template <typename L>
+struct BandBars {
+  uint64_t* kv_full;  // [2]
+  uint64_t* kv_empty;
+  uint64_t* q_full;   // [L::kStages]
+  uint64_t* q_empty;
+  static constexpr int kCount = 4 + 2 * L::kStages;
+
+  __device__ __forceinline__ explicit BandBars(char* base)
+      : kv_full(reinterpret_cast<uint64_t*>(base + L::bars)),
+        kv_empty(kv_full + 2),
+        q_full(kv_empty + 2),
+        q_empty(q_full + L::kStages) {}
+  // Thread 0, before the block's __syncthreads: every consumer thread releases the buffers.
+  __device__ __forceinline__ void init() const {
+    mbar_init_ring(kv_full, kv_empty, 2, band_tile().consumers * 128);
+    mbar_init_ring(q_full, q_empty, L::kStages, band_tile().consumers * 128);
+    mbar_fence_init();
+  }
+};
+
+// The band kernels' producer thread: for each of the block's runs its k / v tile into the run
+// buffer (the next run's loads while the consumers finish the one before), then per position
+// block its q rows (and dO's, where L::kDout) into the next of L::kStages stages.
+template <typename L>
+__device__ __forceinline__ void band_produce(const sm80::Params& p, const BandItems& items,
+                                             char* base, const BandBars<L>& bars,
+                                             const CUtensorMap* map_q, const CUtensorMap* map_k,
+                                             const CUtensorMap* map_v,
+                                             const CUtensorMap* map_dout) {
+  constexpr int S = L::kStages;
+  int runs_done = 0, q_done = 0;  // runs and q blocks loaded so far (barrier phases)
+  for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
+    const BandRun run(p, item, items);
+    if (run.blocks == 0) continue;
+    const sm80::Sequence& seq = run.seq;
+    const int bq = seq.varlen ? 0 : (int)seq.b;
+    const int rq = (int)(seq.varlen ? seq.row_q : 0), rk = (int)(seq.varlen ? seq.row_k : 0);
+    const int kb = runs_done % 2;
+    if (runs_done >= 2) mbar_wait(&bars.kv_empty[kb], ((runs_done / 2) & 1) ^ 1);
+    mbar_expect_tx(&bars.kv_full[kb], 2 * L::kKVBytes);
+    tma_load_4d(base + L::k + kb * L::kKVBytes, map_k, &bars.kv_full[kb], 0, rk + (int)run.key0,
+                (int)run.hk, bq);
+    tma_load_4d(base + L::v + kb * L::kKVBytes, map_v, &bars.kv_full[kb], 0, rk + (int)run.key0,
+                (int)run.hk, bq);
+    ++runs_done;
+    for (int j = 0; j < run.blocks; ++j, ++q_done) {
+      const int s = q_done % S;
+      const int row = rq + (int)(run.r0 + 16 * j);
+      if (q_done >= S) mbar_wait(&bars.q_empty[s], ((q_done / S) & 1) ^ 1);
+      mbar_expect_tx(&bars.q_full[s], (L::kDout ? 2 : 1) * L::kQBytes);
+      tma_load_4d(base + L::q + s * L::kQBytes, map_q, &bars.q_full[s], 0, row, (int)run.h0, bq);
+      if constexpr (L::kDout)
+        tma_load_4d(base + L::dout + s * L::kQBytes, map_dout, &bars.q_full[s], 0, row,
+                    (int)run.h0, bq);
+    }
+  }
+}
 
 // Sets the hidden scores of a block's span (starting at key span0) to -inf. Row r = g + 8h of
 // the warp sits at position pos(m0) + r, so it sees span columns [r, r + lr] (lr = left +

@@ -9,14 +9,15 @@
 // The dK / dV kernel (bwd_kernel.h, narrow instantiation) then runs without its dQ part, which
 // cost it a fifth of its products, a barrier between its consumers per step and the handoff's
 // waits. A run of BandTile::run blocks shares one k / v tile (loaded once for 8 query heads, the
-// next run's into a second buffer); q and dO stream through kStages stages; the grid is
-// persistent, as the forward's.
+// next run's into a second buffer); q and dO stream through kStages stages (band_run.h's
+// producer); the grid is persistent, as the forward's.
 #pragma once
 
 #include <cuda.h>
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/common/ptx.h"
 #include "cuda/sm80/params.h"
@@ -32,7 +33,10 @@ namespace sinkattn::cuda::sm90 {
 // Shared memory of the band dq kernel, in bytes from a 1024-byte aligned base.
 struct BandDqSmem {
   static constexpr BandTile kT = band_tile();
-  static constexpr int kStages = 2;  // q / dO stages: a third does not fit beside two k / v runs
+  // q / dO stages. A third (with dq stored from registers, its staging rows not fitting beside
+  // it) measured 0.160 -> 0.195 ms (H200, window 128 16k).
+  static constexpr int kStages = 2;
+  static constexpr bool kDout = true;  // the band producer loads dO beside q
   static constexpr int kKeys = 16 * kT.run + kT.span - 16;  // keys of a run's k / v tile
   static constexpr int kKVBytes = kKeys * 128;              // [kKeys][64] 16-bit
   static constexpr int kQBytes = kT.heads * 16 * 128;       // one q or dO stage: [heads][16][64]
@@ -43,8 +47,7 @@ struct BandDqSmem {
   static constexpr int dout = q + kStages * kQBytes;        // [kStages]
   static constexpr int dq = dout + kStages * kQBytes;       // 16 staging rows per consumer warp
   static constexpr int bars = dq + kT.consumers * 4 * 16 * kStage * 2;
-  static constexpr int kBars = 4 + 2 * kStages;             // k / v full, empty [2]; q full / empty
-  static constexpr int bytes = bars + kBars * 8 + 1024;     // + alignment slack
+  static constexpr int bytes = bars + (4 + 2 * kStages) * 8 + 1024;  // BandBars; alignment
   static_assert(kKeys <= 256, "one TMA box per k / v tile");
   static_assert(kKVBytes % 1024 == 0 && kQBytes % 1024 == 0, "swizzled tiles stay aligned");
   static_assert(bytes <= 227 * 1024, "fits one block per SM");
@@ -65,54 +68,20 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
 
   extern __shared__ char smem_raw[];
   char* base = align1024(smem_raw);
-  uint64_t* kv_full = reinterpret_cast<uint64_t*>(base + L::bars);  // [2]
-  uint64_t* kv_empty = kv_full + 2;                                  // [2]
-  uint64_t* q_full = kv_empty + 2;
-  uint64_t* q_empty = q_full + S;
+  const BandBars<L> bars(base);
   const BandItems items(p);
-
-  if (threadIdx.x == 0) {
-    mbar_init_ring(kv_full, kv_empty, 2, kT.consumers * 128);
-    mbar_init_ring(q_full, q_empty, S, kT.consumers * 128);
-    mbar_fence_init();
-  }
+  if (threadIdx.x == 0) bars.init();
   __syncthreads();
 
   const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0);
   if (wg == 0) {
     regs_dealloc<kT.producer_regs>();
-    if (threadIdx.x != 0) return;
-    int runs_done = 0, q_done = 0;  // runs and q / dO blocks loaded so far (barrier phases)
-    for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
-      const BandRun run(p, item, items);
-      if (run.blocks == 0) continue;
-      const sm80::Sequence& seq = run.seq;
-      const int bq = seq.varlen ? 0 : (int)seq.b;
-      const int rq = (int)(seq.varlen ? seq.row_q : 0), rk = (int)(seq.varlen ? seq.row_k : 0);
-      const int kb = runs_done % 2;
-      if (runs_done >= 2) mbar_wait(&kv_empty[kb], ((runs_done / 2) & 1) ^ 1);
-      mbar_expect_tx(&kv_full[kb], 2 * L::kKVBytes);
-      tma_load_4d(base + L::k + kb * L::kKVBytes, &map_k, &kv_full[kb], 0, rk + (int)run.key0,
-                  (int)run.hk, bq);
-      tma_load_4d(base + L::v + kb * L::kKVBytes, &map_v, &kv_full[kb], 0, rk + (int)run.key0,
-                  (int)run.hk, bq);
-      ++runs_done;
-      for (int j = 0; j < run.blocks; ++j, ++q_done) {
-        const int s = q_done % S;
-        if (q_done >= S) mbar_wait(&q_empty[s], ((q_done / S) & 1) ^ 1);
-        mbar_expect_tx(&q_full[s], 2 * L::kQBytes);
-        const int row = rq + (int)(run.r0 + 16 * j);
-        tma_load_4d(base + L::q + s * L::kQBytes, &map_q, &q_full[s], 0, row, (int)run.h0, bq);
-        tma_load_4d(base + L::dout + s * L::kQBytes, &map_dout, &q_full[s], 0, row, (int)run.h0,
-                    bq);
-      }
-    }
+    if (threadIdx.x == 0) band_produce<L>(p, items, base, bars, &map_q, &map_k, &map_v, &map_dout);
     return;
   }
 
   regs_alloc<kT.consumer_regs>();
   const int c = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4;
-  T* stage = reinterpret_cast<T*>(base + L::dq) + (c * 4 + warp) * 16 * L::kStage;
   const int lr = (int)(p.window_left + p.window_right);
   int runs_done = 0, q_done = 0;  // as the producer counts them
   for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
@@ -127,20 +96,21 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     const int64_t li0 = seq.lse_index(p, head, r0);
     const float* const lse0 = p.lse + li0;
     const float* const delta0 = p.delta + li0;
-    mbar_wait(&kv_full[kb], (runs_done / 2) & 1);
+    mbar_wait(&bars.kv_full[kb], (runs_done / 2) & 1);
     ++runs_done;
     q_done += run.blocks;
 
+    // Block j's operands: q, dO of its stage; its span starts 16 j keys into the run's tile.
+    auto stage_of = [&](int j) { return (q_base + j) % S; };
+    auto span = [&](int j, int tile) {
+      return reinterpret_cast<const T*>(base + tile + kb * L::kKVBytes + j * 16 * 128);
+    };
+    auto rows_of = [&](int j, int buf) {
+      return reinterpret_cast<const T*>(base + buf + stage_of(j) * L::kQBytes + c * 64 * 128);
+    };
     for (int j = 0; j < run.blocks; ++j) {
-      const int s = (q_base + j) % S;
-      const int off = j * 16 * 128;  // the block's span starts 16 j keys into the run's tile
-      const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes + c * 64 * 128);
-      const T* sdO = reinterpret_cast<const T*>(base + L::dout + s * L::kQBytes + c * 64 * 128);
-      const T* sK = reinterpret_cast<const T*>(base + L::k + kb * L::kKVBytes + off);
-      const T* sV = reinterpret_cast<const T*>(base + L::v + kb * L::kKVBytes + off);
       // lse in the exp2 domain and delta of this thread's rows g, g + 8; rows past the end, and
-      // rows that saw nothing (lse -inf), get lse2 = +inf, so P = 0 there. Loaded before the
-      // stage wait so that their latency overlaps it.
+      // rows that saw nothing (lse -inf), get lse2 = +inf, so P = 0 there.
       float lse2[2], delta[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -150,17 +120,20 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
         lse2[h] = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
         delta[h] = in ? delta0[row] : 0.f;
       }
-
+      // S and dP, two commit groups. (S of the next block issued with this block's dQ: ptxas
+      // serialised every wgmma of the kernel, C7514.)
       float sc[NT][4], dp[NT][4];
-      mbar_wait(&q_full[s], ((q_base + j) / S) & 1);
+      mbar_wait(&bars.q_full[stage_of(j)], ((q_base + j) / S) & 1);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
-        mma_ss<0, 0>(sc, kmajor_desc(sQ, kk, 0), kmajor_desc(sK, kk, 0), kk > 0, T{});
+        mma_ss<0, 0>(sc, kmajor_desc(rows_of(j, L::q), kk, 0), kmajor_desc(span(j, L::k), kk, 0),
+                     kk > 0, T{});
       wgmma_commit();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
-        mma_ss<0, 0>(dp, kmajor_desc(sdO, kk, 0), kmajor_desc(sV, kk, 0), kk > 0, T{});
+        mma_ss<0, 0>(dp, kmajor_desc(rows_of(j, L::dout), kk, 0),
+                     kmajor_desc(span(j, L::v), kk, 0), kk > 0, T{});
       wgmma_commit();
 
       // P in place while dP runs; hidden scores are -inf, so P = 0 there.
@@ -174,7 +147,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
           sc[n][e] = ptx::exp2f_approx(fmaf(sc[n][e], p.scale_log2, -lse2[e / 2]));
       wgmma_wait<0>();
       pin(dp);
-      mbar_arrive(&q_empty[s]);  // q and dO are read; dQ needs only k
+      mbar_arrive(&bars.q_empty[stage_of(j)]);  // q and dO are read; dQ needs only k
 #pragma unroll
       for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -186,20 +159,21 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < NT / 2; ++kk)
-        mma_rs<1>(acc_dq, dsf[kk], nmajor_desc(sK, kk, 0), kk > 0, T{});
+        mma_rs<1>(acc_dq, dsf[kk], nmajor_desc(span(j, L::k), kk, 0), kk > 0, T{});
       wgmma_commit();
       wgmma_wait<0>();
       pin(acc_dq);
       pin(dsf);
 
       const int rows_left = run_rows - 16 * j;
+      T* const out = dq0 + (int64_t)(16 * j) * p.dq.row_stride;
+      T* stage = reinterpret_cast<T*>(base + L::dq) + (c * 4 + warp) * 16 * L::kStage;
       sm80::stage_acc<8, T>(stage, L::kStage, acc_dq, p.scale, lane);
       __syncwarp();
-      sm80::store_rows16<64>(dq0 + (int64_t)(16 * j) * p.dq.row_stride, p.dq.row_stride, stage,
-                             rows_left, lane);
+      sm80::store_rows16<64>(out, p.dq.row_stride, stage, rows_left, lane);
       __syncwarp();  // the staging rows are rewritten by the next block
     }
-    mbar_arrive(&kv_empty[kb]);  // the run's k / v tiles are read
+    mbar_arrive(&bars.kv_empty[kb]);  // the run's k / v tiles are read
   }
 }
 

@@ -263,6 +263,17 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   // compares: with these it measured -0.2 to -1.3% (ptxas schedules the whole step loop).
   const sm80::KeyRowsMask<2> key_mask(mask, key0, key0 + 64,
                                       {key0 + 16 * warp + g, key0 + 16 * warp + g + 8});
+  // The narrow dK / dV-only walk (dQ comes from the band dq kernel or the deterministic dq
+  // kernel; no zigzag, so the rows that see a key grow with it) skips a step's 64-query half that
+  // none of this consumer's keys see: at window 128 one half of each of its two steps per query
+  // head goes to one consumer or the other, a quarter of the products.
+  const bool halves = kNarrow && !with_dq && p.zigzag_world == 0;
+  int64_t key_first = 1, key_last = 0;  // query rows that see some key of this consumer
+  if (halves && key0 < seq.len_k) {
+    int64_t unused;
+    mask.key_rows(key0, key_first, unused);
+    mask.key_rows(cuda::imin(key0 + 63, seq.len_k - 1), unused, key_last);
+  }
   mbar_wait(kv_full, 0);
 
   int parts = 0;  // partials added (dq handoff)
@@ -275,174 +286,201 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     const T* sdO = reinterpret_cast<const T*>(base + L::dout + s * L::kQBytes);
     char* sdS = base + L::ds + (it & 1) * L::kDSBytes;
 
-    // S^T and dP^T: this warp's 16 keys x block_m queries, one commit group each.
-    float st[BM / 8][4], dpt[BM / 8][4];
-    mbar_wait(&q_full[s], (it / S) & 1);
-    wgmma_fence();
+    // The products of the step's query columns [qoff, qoff + C): all of them (C = BM), or in the
+    // narrow dK / dV-only walk the one 64-query half that this consumer's keys see.
+    auto products = [&](auto cols_c, int qoff) {
+      constexpr int C = decltype(cols_c)::value;
+      const T* sQc = sQ + qoff * 64;  // [queries][64] rows: qoff rows further
+      const T* sdOc = sdO + qoff * 64;
+      // S^T and dP^T: this warp's 16 keys x C queries, one commit group each.
+      float st[C / 8][4], dpt[C / 8][4];
+      mbar_wait(&q_full[s], (it / S) & 1);
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      mma_ss<0, 0>(st, kmajor_desc(sK, kk, BN * 128), kmajor_desc(sQ, kk, BM * 128), kk > 0, T{});
-    wgmma_commit();
+      for (int kk = 0; kk < D / 16; ++kk)
+        mma_ss<0, 0>(st, kmajor_desc(sK, kk, BN * 128), kmajor_desc(sQc, kk, BM * 128), kk > 0,
+                     T{});
+      wgmma_commit();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      mma_ss<0, 0>(dpt, kmajor_desc(sV, kk, BN * 128), kmajor_desc(sdO, kk, BM * 128), kk > 0, T{});
-    wgmma_commit();
+      for (int kk = 0; kk < D / 16; ++kk)
+        mma_ss<0, 0>(dpt, kmajor_desc(sV, kk, BN * 128), kmajor_desc(sdOc, kk, BM * 128), kk > 0,
+                     T{});
+      wgmma_commit();
 
-    // P^T in place while dP^T runs; masked pairs get P = 0.
-    const float2* ld = sLD + s * BM;
-    const bool masked =
-        kNarrow ? key_mask.cuts((int)m0, BM) : !mask.all_visible(m0, m0 + BM, key0, key0 + 64);
-    // Tiles the mask does not cut skip the bounds (computed only for cut tiles: as a predicated
-    // block before the branch they cost every step ~70 instructions) and their per-element test.
-    auto p_of_s = [&](auto masked_c) {
-      constexpr bool kMasked = decltype(masked_c)::value;
-      // Key row r sees query columns [lo[r], hi[r]]; narrow: bit nt of cols[r][e] says whether
-      // it sees column 8 nt + 2t + e.
-      int lo[2] = {0, 0}, hi[2] = {BM - 1, BM - 1};
-      uint32_t cols[2][2] = {{~0u, ~0u}, {~0u, ~0u}};
-      if constexpr (kMasked) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          if constexpr (kNarrow) {
-            key_mask.bounds(r, (int)m0, BM, lo[r], hi[r]);
-            cols[r][0] = cuda::fragment_cols(lo[r], hi[r], t, 0);
-            cols[r][1] = cuda::fragment_cols(lo[r], hi[r], t, 1);
-          } else {
-            mask.key_row_bounds(key0 + 16 * warp + g + 8 * r, m0, BM, lo[r], hi[r]);
-          }
-        }
-      }
-#pragma unroll
-      for (int nt = 0; nt < BM / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int col = 8 * nt + 2 * t + e;
-          const float lse2 = ld[col].x;
+      // P^T in place while dP^T runs; masked pairs get P = 0.
+      const float2* ld = sLD + s * BM + qoff;
+      const bool masked =
+          kNarrow ? key_mask.cuts((int)m0 + qoff, C) : !mask.all_visible(m0, m0 + BM, key0, key0 + 64);
+      // Tiles the mask does not cut skip the bounds (computed only for cut tiles: as a predicated
+      // block before the branch they cost every step ~70 instructions) and their per-element test.
+      auto p_of_s = [&](auto masked_c) {
+        constexpr bool kMasked = decltype(masked_c)::value;
+        // Key row r sees query columns [lo[r], hi[r]]; narrow: bit nt of cols[r][e] says whether
+        // it sees column 8 nt + 2t + e.
+        int lo[2] = {0, 0}, hi[2] = {C - 1, C - 1};
+        uint32_t cols[2][2] = {{~0u, ~0u}, {~0u, ~0u}};
+        if constexpr (kMasked) {
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
-            const float arg = fmaf(st[nt][2 * r + e], p.scale_log2, -lse2);
-            const float pv = ptx::exp2f_split<kT.exp2_fma>(arg, nt);
-            const bool hidden = kNarrow ? !(cols[r][e] & (1u << nt)) : col < lo[r] || col > hi[r];
-            st[nt][2 * r + e] = kMasked && hidden ? 0.f : pv;
+            if constexpr (kNarrow) {
+              key_mask.bounds(r, (int)m0 + qoff, C, lo[r], hi[r]);
+              cols[r][0] = cuda::fragment_cols(lo[r], hi[r], t, 0);
+              cols[r][1] = cuda::fragment_cols(lo[r], hi[r], t, 1);
+            } else {
+              mask.key_row_bounds(key0 + 16 * warp + g + 8 * r, m0, BM, lo[r], hi[r]);
+            }
           }
         }
-    };
-    wgmma_wait<1>();
-    pin(st);
-    if (masked)
-      p_of_s(std::true_type{});
-    else
-      p_of_s(std::false_type{});
-    wgmma_wait<0>();
-    pin(dpt);
 #pragma unroll
-    for (int nt = 0; nt < BM / 8; ++nt)
+        for (int nt = 0; nt < C / 8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float delta = ld[8 * nt + 2 * t + e].y;
+          for (int e = 0; e < 2; ++e) {
+            const int col = 8 * nt + 2 * t + e;
+            const float lse2 = ld[col].x;
 #pragma unroll
-        for (int r = 0; r < 2; ++r) dpt[nt][2 * r + e] = st[nt][2 * r + e] * (dpt[nt][2 * r + e] - delta);
-      }
-    uint32_t pf[BM / 16][4], dsf[BM / 16][4];
-    sm80::acc_to_a<BM / 16, T>(pf, st);
-    sm80::acc_to_a<BM / 16, T>(dsf, dpt);
-
-    // dV += P^T dO, then dS^T into shared memory while dV runs (the stores then have the dK
-    // issue and dV's run to land before the fence below waits for them; H200 +0.1-1.6% d 64,
-    // +3.7% llama 8k, against storing after both), then dK += dS^T Q. dS^T is the M-major A
-    // operand of dQ = dS K: per 16 queries kk, the A fragment dsf[kk] is four 8 x 8 tiles (key
-    // rows 16 warp (+8), query columns 16 kk (+8)), one stmatrix; lane l gives row l % 8 of
-    // tile l / 8.
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk)
-      mma_rs<1>(acc_dv, pf[kk], nmajor_desc(sdO, kk, BM * 128), 1, T{});
-    if (with_dq) {
-      const int tile = lane / 8, row = 64 * c + 16 * warp + 8 * (tile % 2) + lane % 8;
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) {
-        const int col = 16 * kk + 8 * (tile / 2);
-        ptx::stmatrix_x4(sdS + (col / 64) * BN * 128 + swizzle128(row, (col % 64) * 2), dsf[kk]);
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk)
-      mma_rs<1>(acc_dk, dsf[kk], nmajor_desc(sQ, kk, BM * 128), 1, T{});
-    wgmma_commit();
-    if (!with_dq) {
+            for (int r = 0; r < 2; ++r) {
+              const float arg = fmaf(st[nt][2 * r + e], p.scale_log2, -lse2);
+              const float pv = ptx::exp2f_split<kT.exp2_fma>(arg, nt);
+              const bool hidden = kNarrow ? !(cols[r][e] & (1u << nt)) : col < lo[r] || col > hi[r];
+              st[nt][2 * r + e] = kMasked && hidden ? 0.f : pv;
+            }
+          }
+      };
+      wgmma_wait<1>();
+      pin(st);
+      if (masked)
+        p_of_s(std::true_type{});
+      else
+        p_of_s(std::false_type{});
       wgmma_wait<0>();
-      pin(acc_dv);
-      pin(acc_dk);
-      pin(pf);
-      pin(dsf);
-      mbar_arrive(&empty[s]);
-      continue;
-    }
-
-    fence_async_smem();
-    if (leader) bulk_wait_read();  // the previous step's dq reductions have read sdQ
-    named_sync(3, 256);            // both consumers' dS^T are in shared memory
-
-    float dq[8][4];
-    wgmma_fence();
+      pin(dpt);
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk)
-      mma_ss<1, 1>(dq, nmajor_desc(sdS + qs * BN * 128, kk, 0), nmajor_desc(sKdq, kk, 0), kk > 0,
-                   T{});
-    wgmma_commit();
-    const DqHandoff<T, D> hand(p, sDqStep[s], 64 * qs + 16 * warp, 64 * ds, lane);
-    wgmma_wait<1>();  // dV and dK are done: the stage and the A registers are free
-    pin(acc_dv);
-    pin(acc_dk);
-    pin(pf);
-    pin(dsf);
-    mbar_arrive(&empty[s]);
-    wgmma_wait<0>();
-    pin(dq);
-    // This thread's element pair (n-tile nt, row half r) in the consumer's dq staging.
-    auto dq_slot = [&](int nt, int r) {
-      const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
-      return reinterpret_cast<float2*>(sdQ + (col / 32) * 64 * 128 +
-                                       swizzle128(row, (col % 32) * 4));
-    };
-    if (handoff) {
-      if (hand.prior > 0) {  // add the partial the fetching warp loaded
-        mbar_wait(part_full, parts & 1);
+      for (int nt = 0; nt < C / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float delta = ld[8 * nt + 2 * t + e].y;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) dpt[nt][2 * r + e] = st[nt][2 * r + e] * (dpt[nt][2 * r + e] - delta);
+        }
+      uint32_t pf[C / 16][4], dsf[C / 16][4];
+      sm80::acc_to_a<C / 16, T>(pf, st);
+      sm80::acc_to_a<C / 16, T>(dsf, dpt);
+
+      // dV += P^T dO, then dS^T into shared memory while dV runs (the stores then have the dK
+      // issue and dV's run to land before the fence below waits for them; H200 +0.1-1.6% d 64,
+      // +3.7% llama 8k, against storing after both), then dK += dS^T Q. dS^T is the M-major A
+      // operand of dQ = dS K: per 16 queries kk, the A fragment dsf[kk] is four 8 x 8 tiles (key
+      // rows 16 warp (+8), query columns 16 kk (+8)), one stmatrix; lane l gives row l % 8 of
+      // tile l / 8.
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C / 16; ++kk)
+        mma_rs<1>(acc_dv, pf[kk], nmajor_desc(sdOc, kk, BM * 128), 1, T{});
+      if (C == BM && with_dq) {
+        const int tile = lane / 8, row = 64 * c + 16 * warp + 8 * (tile % 2) + lane % 8;
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) {
+          const int col = 16 * kk + 8 * (tile / 2);
+          ptx::stmatrix_x4(sdS + (col / 64) * BN * 128 + swizzle128(row, (col % 64) * 2), dsf[kk]);
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < C / 16; ++kk)
+        mma_rs<1>(acc_dk, dsf[kk], nmajor_desc(sQc, kk, BM * 128), 1, T{});
+      wgmma_commit();
+      if (C != BM || !with_dq) {
+        wgmma_wait<0>();
+        pin(acc_dv);
+        pin(acc_dk);
+        pin(pf);
+        pin(dsf);
+        mbar_arrive(&empty[s]);
+        return;
+      }
+
+      if constexpr (C == BM) {
+        fence_async_smem();
+        if (leader) bulk_wait_read();  // the previous step's dq reductions have read sdQ
+        named_sync(3, 256);            // both consumers' dS^T are in shared memory
+
+        float dq[8][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+          mma_ss<1, 1>(dq, nmajor_desc(sdS + qs * BN * 128, kk, 0), nmajor_desc(sKdq, kk, 0), kk > 0,
+                       T{});
+        wgmma_commit();
+        const DqHandoff<T, D> hand(p, sDqStep[s], 64 * qs + 16 * warp, 64 * ds, lane);
+        wgmma_wait<1>();  // dV and dK are done: the stage and the A registers are free
+        pin(acc_dv);
+        pin(acc_dk);
+        pin(pf);
+        pin(dsf);
+        mbar_arrive(&empty[s]);
+        wgmma_wait<0>();
+        pin(dq);
+        // This thread's element pair (n-tile nt, row half r) in the consumer's dq staging.
+        auto dq_slot = [&](int nt, int r) {
+          const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
+          return reinterpret_cast<float2*>(sdQ + (col / 32) * 64 * 128 +
+                                           swizzle128(row, (col % 32) * 4));
+        };
+        if (handoff) {
+          if (hand.prior > 0) {  // add the partial the fetching warp loaded
+            mbar_wait(part_full, parts & 1);
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const float2 v = *dq_slot(nt, r);
+                dq[nt][2 * r] += v.x;
+                dq[nt][2 * r + 1] += v.y;
+              }
+            ++parts;
+            mbar_arrive(part_empty);
+          }
+          if (hand.pass(p, dq)) {  // passed on: count it for the releasing warp
+            __syncwarp();
+            if (lane == 0) ptx::red_release_cta_shared_add(stored, 1);
+          }
+          return;
+        }
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const float2 v = *dq_slot(nt, r);
-            dq[nt][2 * r] += v.x;
-            dq[nt][2 * r + 1] += v.y;
+          for (int r = 0; r < 2; ++r) *dq_slot(nt, r) = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
+        fence_async_smem();
+        // This warp's (or warpgroup's) dq rows are in shared memory.
+        const int box0 = kWarpBoxes ? 16 * warp : 0;  // first row of this leader's boxes
+        if constexpr (kWarpBoxes)
+          __syncwarp();
+        else
+          named_sync(4 + c, 128);
+        if (leader) {
+#pragma unroll
+          for (int ch = 0; ch < 2; ++ch)
+            tma_reduce_add_3d(&map_dq, sdQ + ch * 64 * 128 + box0 * 128, 64 * ds + 32 * ch,
+                              (int)head, dq_row0 + (int)m0 + 64 * qs + box0);
+          bulk_commit();
+        }
+      }
+    };
+    if constexpr (kNarrow && kQSub == 2) {
+      if (halves) {  // the queries this consumer's keys see: one half of the step, or both
+        const int vis = (m0 <= key_last && m0 + 63 >= key_first ? 1 : 0) |
+                        (m0 + 64 <= key_last && m0 + 127 >= key_first ? 2 : 0);
+        if (vis != 3) {
+          if (vis != 0) {
+            products(std::integral_constant<int, 64>{}, vis == 1 ? 0 : 64);
+          } else {
+            mbar_wait(&q_full[s], (it / S) & 1);
+            mbar_arrive(&empty[s]);
           }
-        ++parts;
-        mbar_arrive(part_empty);
+          continue;
+        }
       }
-      if (hand.pass(p, dq)) {  // passed on: count it for the releasing warp
-        __syncwarp();
-        if (lane == 0) ptx::red_release_cta_shared_add(stored, 1);
-      }
-      continue;
     }
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) *dq_slot(nt, r) = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
-    fence_async_smem();
-    // This warp's (or warpgroup's) dq rows are in shared memory.
-    const int box0 = kWarpBoxes ? 16 * warp : 0;  // first row of this leader's boxes
-    if constexpr (kWarpBoxes)
-      __syncwarp();
-    else
-      named_sync(4 + c, 128);
-    if (leader) {
-#pragma unroll
-      for (int ch = 0; ch < 2; ++ch)
-        tma_reduce_add_3d(&map_dq, sdQ + ch * 64 * 128 + box0 * 128, 64 * ds + 32 * ch,
-                          (int)head, dq_row0 + (int)m0 + 64 * qs + box0);
-      bulk_commit();
-    }
+    products(std::integral_constant<int, BM>{}, 0);
   }
 
   // Epilogue: dK (scaled) and dV through this warpgroup's staging rows, 16 bytes at a time.

@@ -35,6 +35,8 @@ struct BandSmem {
   static constexpr BandTile kT = band_tile();
   static constexpr int kKeys = 16 * kT.run + kT.span - 16;  // keys of the block's k / v tile
   static constexpr int kKVBytes = kKeys * 128;              // [kKeys][64] 16-bit
+  static constexpr int kStages = kT.stages;                 // q stages
+  static constexpr bool kDout = false;                      // (the band producer loads no dO)
   static constexpr int kQBytes = kT.heads * 16 * 128;       // one q stage: [heads][16][64]
   static constexpr int kStage = sm80::smem_stride(64);      // epilogue staging row (elements)
   static constexpr int k = 0;                               // [2]: a run's, and the next's
@@ -42,8 +44,7 @@ struct BandSmem {
   static constexpr int q = v + 2 * kKVBytes;                // [stages]
   static constexpr int o = q + kT.stages * kQBytes;         // 16 staging rows per consumer warp
   static constexpr int bars = o + kT.consumers * 4 * 16 * kStage * 2;
-  static constexpr int kBars = 4 + 2 * kT.stages;           // k / v full, empty [2]; q full / empty
-  static constexpr int bytes = bars + kBars * 8 + 1024;     // + alignment slack
+  static constexpr int bytes = bars + (4 + 2 * kT.stages) * 8 + 1024;  // BandBars; alignment
   static_assert(kKeys <= 256, "one TMA box per k / v tile");
   static_assert(kKVBytes % 1024 == 0 && kQBytes % 1024 == 0, "swizzled tiles stay aligned");
 };
@@ -62,48 +63,17 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
 
   extern __shared__ char smem_raw[];
   char* base = align1024(smem_raw);
-  uint64_t* kv_full = reinterpret_cast<uint64_t*>(base + L::bars);  // [2]
-  uint64_t* kv_empty = kv_full + 2;                                  // [2]
-  uint64_t* q_full = kv_empty + 2;
-  uint64_t* q_empty = q_full + S;
-
+  const BandBars<L> bars(base);
   // Persistent: block b takes runs b, b + gridDim.x, ... (BandItems); the producer loads a
   // run's k / v while the consumers finish the run before.
   const BandItems items(p);
-  if (threadIdx.x == 0) {
-    mbar_init_ring(kv_full, kv_empty, 2, kT.consumers * 128);
-    mbar_init_ring(q_full, q_empty, S, kT.consumers * 128);
-    mbar_fence_init();
-  }
+  if (threadIdx.x == 0) bars.init();
   __syncthreads();
 
   const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0);
   if (wg == 0) {
     regs_dealloc<kT.producer_regs>();
-    if (threadIdx.x != 0) return;
-    int runs_done = 0, q_done = 0;  // runs and q blocks loaded so far (barrier phases)
-    for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
-      const BandRun run(p, item, items);
-      if (run.blocks == 0) continue;
-      const sm80::Sequence& seq = run.seq;
-      const int bq = seq.varlen ? 0 : (int)seq.b;
-      const int rq = (int)(seq.varlen ? seq.row_q : 0), rk = (int)(seq.varlen ? seq.row_k : 0);
-      const int kb = runs_done % 2;
-      if (runs_done >= 2) mbar_wait(&kv_empty[kb], ((runs_done / 2) & 1) ^ 1);
-      mbar_expect_tx(&kv_full[kb], 2 * L::kKVBytes);
-      tma_load_4d(base + L::k + kb * L::kKVBytes, &map_k, &kv_full[kb], 0, rk + (int)run.key0,
-                  (int)run.hk, bq);
-      tma_load_4d(base + L::v + kb * L::kKVBytes, &map_v, &kv_full[kb], 0, rk + (int)run.key0,
-                  (int)run.hk, bq);
-      ++runs_done;
-      for (int j = 0; j < run.blocks; ++j, ++q_done) {
-        const int s = q_done % S;
-        if (q_done >= S) mbar_wait(&q_empty[s], ((q_done / S) & 1) ^ 1);
-        mbar_expect_tx(&q_full[s], L::kQBytes);
-        tma_load_4d(base + L::q + s * L::kQBytes, &map_q, &q_full[s], 0,
-                    rq + (int)(run.r0 + 16 * j), (int)run.h0, bq);
-      }
-    }
+    if (threadIdx.x == 0) band_produce<L>(p, items, base, bars, &map_q, &map_k, &map_v, nullptr);
     return;
   }
 
@@ -121,7 +91,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     const int64_t r0 = run.r0, key0 = run.key0, head = run.h0 + 4 * c + warp;
     const int blocks = run.blocks, kb = runs_done % 2, q_base = q_done;
     const float sink_log2 = p.sinks ? p.sinks[head] * 1.4426950408889634f : -INFINITY;
-    mbar_wait(&kv_full[kb], (runs_done / 2) & 1);
+    mbar_wait(&bars.kv_full[kb], (runs_done / 2) & 1);
     ++runs_done;
     q_done += blocks;
 
@@ -169,7 +139,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       const T* sK = reinterpret_cast<const T*>(base + L::k + kb * L::kKVBytes + j * 16 * 128);
       float sc[1][NT][4];
       turns.wait();
-      mbar_wait(&q_full[s], ((q_base + j) / S) & 1);
+      mbar_wait(&bars.q_full[s], ((q_base + j) / S) & 1);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
@@ -179,7 +149,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       turns.pass();
       wgmma_wait<kFirst ? 0 : 1>();  // S_j is done, P V may still run
       pin(sc[0]);
-      mbar_arrive(&q_empty[s]);
+      mbar_arrive(&bars.q_empty[s]);
 
       mask_band_span(sc[0], key0 + 16 * j, seq.len_k, lr, lane);
       sm80::OnlineSoftmax<1, NT> softmax;
@@ -205,7 +175,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     wgmma_wait<0>();
     pin(acc_o[0]);
     pin(pf);
-    mbar_arrive(&kv_empty[kb]);  // the run's k / v tiles are read
+    mbar_arrive(&bars.kv_empty[kb]);  // the run's k / v tiles are read
     epilogue(blocks - 1);
   }
   turns.finish();

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -12,12 +13,16 @@
 
 namespace sinkattn::cuda::sm90 {
 
+// Whether the environment leaves switch `name` on: unset, or anything but "0" (the SINKATTN_SM90_*
+// switches below turn kernels off for measurements).
+inline bool env_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 // Consumer ping-pong (turns.h); SINKATTN_SM90_PINGPONG=0 turns it off, for measurements.
 inline bool pingpong() {
-  static const bool on = [] {
-    const char* v = std::getenv("SINKATTN_SM90_PINGPONG");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_on("SINKATTN_SM90_PINGPONG");
   return on;
 }
 
@@ -38,10 +43,7 @@ inline long long persistent_blocks() {
 // fwd_band). SINKATTN_SM90_BAND=0 turns it off, for measurements.
 inline bool use_band(int d, long long group, long long left, long long right, int zigzag_world,
                      long long seqlen_q) {
-  static const bool on = [] {
-    const char* v = std::getenv("SINKATTN_SM90_BAND");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_on("SINKATTN_SM90_BAND");
   return on && fwd_band(d, group, left, right, zigzag_world) && seqlen_q > 0;
 }
 
@@ -49,11 +51,18 @@ inline bool use_band(int d, long long group, long long left, long long right, in
 // forward applies. SINKATTN_SM90_BAND_DQ=0 turns it off (the dq handoff then), for measurements.
 inline bool use_band_dq(int d, long long group, long long left, long long right, int zigzag_world,
                         long long seqlen_q) {
-  static const bool on = [] {
-    const char* v = std::getenv("SINKATTN_SM90_BAND_DQ");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_on("SINKATTN_SM90_BAND_DQ");
   return on && fwd_band(d, group, left, right, zigzag_world) && seqlen_q > 0;
+}
+
+// Grid of the band kernels: a block per SM (SINKATTN_SM90_PERSISTENT as for the forward), at
+// most one per work item (BandItems).
+inline unsigned band_grid(const sm80::Params& p, int sms) {
+  const long long items =
+      p.heads_kv * (p.group / band_tile().heads) * band_runs(p.seqlen_q) * p.batch;
+  const long long want = persistent_blocks();
+  const long long blocks = want == 0 ? sms : want > 0 ? want : items;
+  return (unsigned)std::max(1LL, std::min(items, blocks));
 }
 
 // Head dims with Hopper kernels (forward and backward).

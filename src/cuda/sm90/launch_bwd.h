@@ -5,8 +5,6 @@
 // (deterministic mode) unless dq was handed on, and dsink.
 #pragma once
 
-#include <algorithm>
-
 #include "cuda/sm80/launch_bwd.h"
 #include "cuda/sm90/bwd_band_dq_kernel.h"
 #include "cuda/sm90/bwd_dq_kernel.h"
@@ -48,10 +46,7 @@ void launch_bwd_band_dq(const sm80::Params& p, cudaStream_t stream) {
   const CUtensorMap map_v = make_tile_map(p.v, kv, BandDqSmem::kKeys);
   auto kernel = bwd_band_dq_kernel<T>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const int64_t items = p.heads_kv * (p.group / t.heads) * band_runs(p.seqlen_q) * p.batch;
-  const long long want = persistent_blocks();
-  const int64_t blocks = want == 0 ? (int64_t)sm80::sm_count() : want > 0 ? want : items;
-  const dim3 grid((unsigned)std::max<int64_t>(1, std::min(items, blocks)));
+  const dim3 grid(band_grid(p, sm80::sm_count()));  // persistent, each block walking runs
   kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout);
   sm80::check_launch("sinkattn sm90 band dq kernel");
 }

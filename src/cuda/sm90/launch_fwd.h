@@ -49,11 +49,7 @@ void run_fwd_band(const sm80::Params& p, cudaStream_t stream) {
   const CUtensorMap map_v = make_tile_map(p.v, kv, BandSmem::kKeys);
   auto kernel = fwd_band_kernel<T>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  // Persistent: a block per SM (SINKATTN_SM90_PERSISTENT as for run_fwd), each walking runs.
-  const int64_t items = p.heads_kv * (p.group / t.heads) * band_runs(p.seqlen_q) * p.batch;
-  const long long want = persistent_blocks();
-  const int64_t blocks = want == 0 ? (int64_t)sm80::sm_count() : want > 0 ? want : items;
-  const dim3 grid((unsigned)std::max<int64_t>(1, std::min(items, blocks)));
+  const dim3 grid(band_grid(p, sm80::sm_count()));  // persistent, each block walking runs
   kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v,
                                                          t.pingpong && pingpong());
   sm80::check_launch("sinkattn sm90 band forward kernel");
