@@ -18,6 +18,7 @@ namespace {
 using sinkattn::cuda::KeyRowsMask;
 using sinkattn::cuda::Mask;
 using sinkattn::cuda::RowMask32;
+using sinkattn::cuda::step_halves;
 
 struct Case {
   int64_t len_q, len_k, left, right;
@@ -231,6 +232,40 @@ TEST(MaskRule, KeyRowsMaskMatchesTheMask) {
         }
       }
     }
+  }
+}
+
+// The narrow Hopper dK / dV-only walk skips the halves of a query step that none of a
+// consumer's keys see (Mask::band_rows, step_halves): a half holding a visible pair of the keys
+// always stays, over the one-band cases (no zigzag: the walk takes the halves only there); at
+// GPT-OSS's window each consumer of a 128-key block keeps 3 of the 4 halves of its 2 steps.
+TEST(MaskRule, StepHalvesKeepEveryVisiblePair) {
+  for (const Case& c : cases()) {
+    if (c.world != 0) continue;
+    SCOPED_TRACE(describe(c));
+    const Mask m = mask_of(c);
+    for (int64_t n0 = 0; n0 < c.len_k; n0 += 8) {
+      int64_t first, last;
+      m.band_rows(n0, n0 + 8, first, last);
+      for (int64_t m0 = 0; m0 < c.len_q; m0 += 4) {  // steps of 2 halves of 2 rows
+        const int vis = step_halves(m0, 2, first, last);
+        for (int h = 0; h < 2; ++h) {
+          if (block_sees(c, m0 + 2 * h, m0 + 2 * h + 2, n0, n0 + 8)) {
+            ASSERT_TRUE(vis & (1 << h)) << "step " << m0 << " keys " << n0 << " half " << h;
+          }
+        }
+      }
+    }
+  }
+  const Mask w = mask_of(Case{1024, 1024, 127, 0, 0, 0});
+  for (int64_t n0 = 128; n0 + 256 <= 1024; n0 += 128) {
+    int64_t f0, l0, f1, l1;  // the consumers' keys [n0, n0 + 64) and [n0 + 64, n0 + 128)
+    w.band_rows(n0, n0 + 64, f0, l0);
+    w.band_rows(n0 + 64, n0 + 128, f1, l1);
+    EXPECT_EQ(step_halves(n0, 64, f0, l0), 3);        // step A: both halves
+    EXPECT_EQ(step_halves(n0 + 128, 64, f0, l0), 1);  // step B: queries n0 + 192.. miss its keys
+    EXPECT_EQ(step_halves(n0, 64, f1, l1), 2);        // step A: queries n0.. n0 + 63 miss them
+    EXPECT_EQ(step_halves(n0 + 128, 64, f1, l1), 3);
   }
 }
 

@@ -100,6 +100,16 @@ struct Mask {
     last = n1 > len_k ? -1 : left < 0 ? len_q - 1 : rows_below(n0 + left + 1) - 1;
   }
 
+  // Query rows [first, last] that see some key of [n0, n1), n0 < len_k, under one band (no
+  // zigzag): a row's keys move right with the row, so the first row that sees n0 and the last
+  // that sees the block's last key in the sequence bound them (a superset where n0 is seen by
+  // nobody).
+  SINKATTN_HOST_DEVICE void band_rows(int64_t n0, int64_t n1, int64_t& first, int64_t& last) const {
+    int64_t unused;
+    key_rows(n0, first, unused);
+    key_rows(imin(n1 - 1, len_k - 1), unused, last);
+  }
+
   // Visible query columns [lo, hi] of key row j inside the query block starting at m0, as
   // block-local indices clamped to [-1, bm] (key_rows made block-local).
   SINKATTN_HOST_DEVICE void key_row_bounds(int64_t j, int64_t m0, int bm, int& lo, int& hi) const {
@@ -142,6 +152,13 @@ SINKATTN_HOST_DEVICE void walked_query_blocks(const Mask& m, int64_t n0, int bn,
   m.query_range(n0, n0 + bn, lo, hi);
   first = (int)(lo / bm);
   count = hi > lo ? (int)((hi + bm - 1) / bm) - first : 0;
+}
+
+// Which halves of the query step [m0, m0 + 2 half) hold a row of [first, last]: bit 0 the first
+// half, bit 1 the second (the narrow Hopper dK / dV-only walk skips the halves its keys miss).
+SINKATTN_HOST_DEVICE int step_halves(int64_t m0, int half, int64_t first, int64_t last) {
+  return (m0 <= last && m0 + (half - 1) >= first ? 1 : 0) |
+         (m0 + half <= last && m0 + (2 * half - 1) >= first ? 2 : 0);
 }
 
 // Key block nb's turn in the dq handoff of the narrow-window Hopper backward (sm90/bwd_kernel.h):

@@ -269,11 +269,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   // head goes to one consumer or the other, a quarter of the products.
   const bool halves = kNarrow && !with_dq && p.zigzag_world == 0;
   int64_t key_first = 1, key_last = 0;  // query rows that see some key of this consumer
-  if (halves && key0 < seq.len_k) {
-    int64_t unused;
-    mask.key_rows(key0, key_first, unused);
-    mask.key_rows(cuda::imin(key0 + 63, seq.len_k - 1), unused, key_last);
-  }
+  if (halves && key0 < seq.len_k) mask.band_rows(key0, key0 + 64, key_first, key_last);
   mbar_wait(kv_full, 0);
 
   int parts = 0;  // partials added (dq handoff)
@@ -467,8 +463,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     };
     if constexpr (kNarrow && kQSub == 2) {
       if (halves) {  // the queries this consumer's keys see: one half of the step, or both
-        const int vis = (m0 <= key_last && m0 + 63 >= key_first ? 1 : 0) |
-                        (m0 + 64 <= key_last && m0 + 127 >= key_first ? 2 : 0);
+        const int vis = cuda::step_halves(m0, 64, key_first, key_last);
         if (vis != 3) {
           if (vis != 0) {
             products(std::integral_constant<int, 64>{}, vis == 1 ? 0 : 64);
