@@ -112,6 +112,24 @@ __device__ __forceinline__ void band_produce(const sm80::Params& p, const BandIt
   }
 }
 
+// The band kernels' start: thread 0 initialises the barriers; warpgroup 0 hands its registers
+// back and its thread 0 runs the producer. Returns the calling thread's warpgroup index (through
+// a shuffle, so the compiler knows it is warp-uniform); the producer's, 0, then returns.
+template <typename L>
+__device__ __forceinline__ int band_start(const sm80::Params& p, const BandItems& items,
+                                          char* base, const BandBars<L>& bars,
+                                          const CUtensorMap* map_q, const CUtensorMap* map_k,
+                                          const CUtensorMap* map_v, const CUtensorMap* map_dout) {
+  if (threadIdx.x == 0) bars.init();
+  __syncthreads();
+  const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0);
+  if (wg == 0) {
+    regs_dealloc<band_tile().producer_regs>();
+    if (threadIdx.x == 0) band_produce<L>(p, items, base, bars, map_q, map_k, map_v, map_dout);
+  }
+  return wg;
+}
+
 // Sets the hidden scores of a block's span (starting at key span0) to -inf. Row r = g + 8h of
 // the warp sits at position pos(m0) + r, so it sees span columns [r, r + lr] (lr = left +
 // right), cut to the keys [0, len_k). Away from the sequence's ends a window of 128 (lr = 127)

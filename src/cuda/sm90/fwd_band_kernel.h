@@ -67,15 +67,8 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
   // Persistent: block b takes runs b, b + gridDim.x, ... (BandItems); the producer loads a
   // run's k / v while the consumers finish the run before.
   const BandItems items(p);
-  if (threadIdx.x == 0) bars.init();
-  __syncthreads();
-
-  const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0);
-  if (wg == 0) {
-    regs_dealloc<kT.producer_regs>();
-    if (threadIdx.x == 0) band_produce<L>(p, items, base, bars, &map_q, &map_k, &map_v, nullptr);
-    return;
-  }
+  const int wg = band_start<L>(p, items, base, bars, &map_q, &map_k, &map_v, nullptr);
+  if (wg == 0) return;
 
   regs_alloc<kT.consumer_regs>();
   const int c = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
