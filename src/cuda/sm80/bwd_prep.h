@@ -1,7 +1,8 @@
 // Small memory-bound kernels around the backward: delta_i = sum_d dout * out (plus the per-block
 // dsink partial sums and, in atomic dq mode, zeroing the fp32 dq accumulator, or with the dq
-// handoff its counters and the dq of rows that see no key), the fixed-order dsink reduction,
-// and the conversion of the dq accumulator to the output dtype.
+// handoff its counters and the dq of rows that see no key; the Hopper band dq kernel writes
+// delta and the partials itself), the fixed-order dsink reduction, and the conversion of the dq
+// accumulator to the output dtype.
 #pragma once
 
 #include <cmath>
@@ -111,15 +112,18 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
   }
 }
 
-// dsink_h = -(sum of the partials of head h), in a fixed order: bit-identical run to run.
+// dsink_h = -(sum of the partials of head h), in a fixed order: bit-identical run to run. Only
+// the partials of rows a sequence has are read (the band dq kernel writes no others).
 // (A template only so that every instantiation file may carry a copy.)
 template <typename T>
 __global__ void __launch_bounds__(32) bwd_dsink_kernel(const __grid_constant__ Params p) {
   const int64_t head = blockIdx.x;
-  const int64_t n = p.batch * p.dsink_blocks;
-  const float* part = p.dsink_partial + head * n;
+  const float* part = p.dsink_partial + head * p.batch * p.dsink_blocks;
   float s = 0.f;
-  for (int64_t i = threadIdx.x; i < n; i += 32) s += part[i];
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t n = (Sequence(p, b).len_q + kPrepRows - 1) / kPrepRows;
+    for (int64_t i = threadIdx.x; i < n; i += 32) s += part[b * p.dsink_blocks + i];
+  }
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffff, s, o);
   if (threadIdx.x == 0) p.dsink[head] = -s;

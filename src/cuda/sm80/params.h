@@ -36,8 +36,9 @@ struct Params {
   int32_t zigzag_world;      // fused zigzag CP world size W; 0 = off (bottom-right alignment)
 
   // Backward workspace (from the caller; see bwd_workspace_size in dispatch.cu).
-  float* delta;          // lse layout: sum_d dout * out per query row
-  float* dsink_partial;  // (Hq, B, preprocess blocks per sequence) partial dsink sums
+  float* delta;          // lse layout: sum_d dout * out per query row (prep or band dq kernel)
+  float* dsink_partial;  // (Hq, B, preprocess blocks per sequence) partial dsink sums; only
+                         // those of rows a sequence has are written and read
   int32_t dsink_blocks;  // preprocess blocks per sequence (grid.x of the preprocess kernel)
   int32_t dq_atomic;     // 1: the dk/dv kernel adds dS K into dq_accum with atomics (faster, not
                          // bit-reproducible); 0: bwd_dq_kernel recomputes dq (deterministic)
@@ -46,8 +47,9 @@ struct Params {
                          // either mode; nullptr = off. Per (sequence, query head, kPrepRows
                          // query rows): how many key blocks have passed their dq partial on, in
                          // dq_accum (the prep zeroes it). dq then needs no conversion.
-  int32_t band_dq;       // 1: the Hopper band dq kernel (sm90/bwd_band_dq_kernel.h) writes dq, in
-                         // either mode, and the dk/dv kernel skips dQ (dq_atomic 0, no dq_accum)
+  int32_t band_dq;       // 1: the Hopper band dq kernel (sm90/bwd_band_dq_kernel.h) writes dq,
+                         // delta and the dsink partials, in either mode, before the dk/dv kernel,
+                         // which skips dQ (dq_atomic 0, no dq_accum); no prep
 
   // Packed-group forward workspace (fwd_workspace_size in dispatch.cu) when it splits the keys.
   int32_t packed_splits;   // key splits (gridDim.z of fwd_packed_kernel); 1 = no workspace

@@ -6,6 +6,9 @@
 //   - lse2) while dP is still on the tensor cores), dS = P (dP - delta) into A fragments, and
 //   dQ = dS K over the span (9 k-steps), complete: written once, scaled, in the output dtype.
 // So no fp32 accumulator, zeroing, reduction, handoff or conversion, and the same sum every run.
+// It also takes over the prep: delta_i = dO_i . O_i of its rows (O from global memory beside
+// the products, dO from its stage), for dS and, written out, for the dK / dV kernel after it,
+// and the dsink partials; so O and dO are not read by a pass of their own.
 // The dK / dV kernel (bwd_kernel.h, narrow instantiation) then runs without its dQ part, which
 // cost it a fifth of its products, a barrier between its consumers per step and the handoff's
 // waits. A run of BandTile::run blocks shares one k / v tile (loaded once for 8 query heads, the
@@ -20,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda/common/ptx.h"
+#include "cuda/sm80/bwd_prep.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
@@ -84,11 +88,19 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     const int64_t r0 = run.r0, head = run.h0 + 4 * c + warp;
     const int kb = runs_done % 2, q_base = q_done;
     const int run_rows = (int)min(seq.len_q - r0, (int64_t)16 * kT.run);
-    // This warp's dq rows and lse / delta entries from the run's first row (contiguous rows).
+    // This warp's dq and O rows and lse / delta entries from the run's first row (contiguous).
     T* const dq0 = static_cast<T*>(p.dq.data) + seq.offset(p.dq, true, r0, head);
+    const T* const o0 = static_cast<const T*>(p.out.data) + seq.offset(p.out, true, r0, head);
     const int64_t li0 = seq.lse_index(p, head, r0);
     const float* const lse0 = p.lse + li0;
-    const float* const delta0 = p.delta + li0;
+    float* const delta0 = p.delta + li0;
+    // dsink partials per kPrepRows rows (runs start at multiples of them), as the prep's.
+    static_assert(16 * kT.run % sm80::kPrepRows == 0, "a partial's rows lie in one run");
+    float* const dsink0 = p.dsink ? p.dsink_partial + (head * p.batch + seq.b) * p.dsink_blocks +
+                                        r0 / sm80::kPrepRows
+                                  : nullptr;
+    const float sink2 = p.dsink ? p.sinks[head] * 1.4426950408889634f : 0.f;
+    float dsink = 0.f;  // this thread's rows of the current partial
     mbar_wait(&bars.kv_full[kb], (runs_done / 2) & 1);
     ++runs_done;
     q_done += run.blocks;
@@ -101,17 +113,28 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     auto rows_of = [&](int j, int buf) {
       return reinterpret_cast<const T*>(base + buf + stage_of(j) * L::kQBytes + c * 64 * 128);
     };
-    for (int j = 0; j < run.blocks; ++j) {
-      // lse in the exp2 domain and delta of this thread's rows g, g + 8; rows past the end, and
-      // rows that saw nothing (lse -inf), get lse2 = +inf, so P = 0 there.
-      float lse2[2], delta[2];
+    // O of block j's rows g, g + 8, columns [16 (lane % 4), + 16): loaded a block ahead.
+    uint4 ov[2][2];
+    auto load_o = [&](int j) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int row = 16 * j + g + 8 * h;
-        const bool in = row < run_rows;
-        const float l = in ? lse0[row] : -INFINITY;
+        const uint4* src = reinterpret_cast<const uint4*>(o0 + (int64_t)row * p.out.row_stride +
+                                                          16 * (lane % 4));
+#pragma unroll
+        for (int x = 0; x < 2; ++x) ov[h][x] = row < run_rows ? src[x] : make_uint4(0, 0, 0, 0);
+      }
+    };
+    load_o(0);
+    for (int j = 0; j < run.blocks; ++j) {
+      // lse in the exp2 domain of this thread's rows g, g + 8; rows past the end, and rows that
+      // saw nothing (lse -inf), get lse2 = +inf, so P = 0 there.
+      float lse2[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = 16 * j + g + 8 * h;
+        const float l = row < run_rows ? lse0[row] : -INFINITY;
         lse2[h] = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
-        delta[h] = in ? delta0[row] : 0.f;
       }
       // S and dP, two commit groups. (S of the next block issued with this block's dQ: ptxas
       // serialised every wgmma of the kernel, C7514.)
@@ -129,6 +152,29 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
                      kmajor_desc(span(j, L::v), kk, 0), kk > 0, T{});
       wgmma_commit();
 
+      // delta of rows g, g + 8 while the products run: this thread's 16 columns, then the quad's.
+      const char* const dout_rows =
+          base + L::dout + stage_of(j) * L::kQBytes + (c * 4 + warp) * 16 * 128;
+      float delta[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        delta[h] = 0.f;
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+          const uint4 d = *reinterpret_cast<const uint4*>(
+              dout_rows + swizzle128(g + 8 * h, 32 * (lane % 4) + 16 * x));
+          const uint32_t* dw = reinterpret_cast<const uint32_t*>(&d);
+          const uint32_t* ow = reinterpret_cast<const uint32_t*>(&ov[h][x]);
+#pragma unroll
+          for (int w = 0; w < 4; ++w) {
+            const float2 a = ptx::unpack2<T>(ow[w]), b = ptx::unpack2<T>(dw[w]);
+            delta[h] = fmaf(a.x, b.x, fmaf(a.y, b.y, delta[h]));
+          }
+        }
+        delta[h] += __shfl_xor_sync(0xffffffff, delta[h], 1);
+        delta[h] += __shfl_xor_sync(0xffffffff, delta[h], 2);
+      }
+
       // P in place while dP runs; hidden scores are -inf, so P = 0 there.
       wgmma_wait<1>();
       pin(sc);
@@ -145,6 +191,20 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) dp[n][e] = sc[n][e] * (dp[n][e] - delta[e / 2]);
+      if (j + 1 < run.blocks) load_o(j + 1);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = 16 * j + g + 8 * h;
+        if (lane % 4 == 0 && row < run_rows) delta0[row] = delta[h];
+        dsink += ptx::exp2f_approx(sink2 - lse2[h]) * delta[h];  // the row's sink probability
+      }
+      if (dsink0 != nullptr && (j % 4 == 3 || j == run.blocks - 1)) {
+        // The partial of this warp's kPrepRows rows: its 8 row pairs, in a fixed order.
+#pragma unroll
+        for (int o = 4; o < 32; o *= 2) dsink += __shfl_xor_sync(0xffffffff, dsink, o);
+        if (lane == 0) dsink0[j / 4] = dsink;
+        dsink = 0.f;
+      }
       uint32_t dsf[NT / 2][4];
       sm80::acc_to_a<NT / 2, T>(dsf, dp);
 

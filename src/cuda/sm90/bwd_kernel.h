@@ -71,12 +71,6 @@ struct BwdSmem {
   static constexpr int bytes = bars + kBars * 8 + 1024;
 };
 
-// Byte offset of element (row, col) in a [rows][64] 16-bit or [rows][32] fp32 tile of 128-byte
-// rows under TMA's 128-byte swizzle.
-__device__ __forceinline__ int swizzle128(int row, int col_bytes) {
-  return row * 128 + ((((col_bytes >> 4) ^ row) & 7) << 4) + (col_bytes & 15);
-}
-
 // kNarrow: narrow windows (sm90::fwd_short_rows), whose every step is cut by the mask.
 template <typename T, int D, bool kNarrow>
 __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)

@@ -1,8 +1,8 @@
 // Body of sm90::launch_bwd, included by the per-(dtype, head dim) instantiation files: the
-// portable prep, the Hopper dK/dV kernel (dq by TMA reductions in atomic mode, or handed from
-// key block to key block under narrow windows), then the portable dq conversion (atomic mode),
-// the band dq kernel (narrow bands under GQA, params.band_dq) or the Hopper dq kernel
-// (deterministic mode) unless dq was handed on, and dsink.
+// portable prep (or, for narrow bands under GQA, params.band_dq, the band dq kernel, which
+// writes delta itself), the Hopper dK/dV kernel (dq by TMA reductions in atomic mode, or handed
+// from key block to key block under narrow windows), then the portable dq conversion (atomic
+// mode) or the Hopper dq kernel (deterministic mode) unless dq was written already, and dsink.
 #pragma once
 
 #include "cuda/sm80/launch_bwd.h"
@@ -53,7 +53,11 @@ void launch_bwd_band_dq(const sm80::Params& p, cudaStream_t stream) {
 
 template <typename T, int D>
 void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
-  sm80::launch_bwd_prep<T, D>(p, stream);
+  if (!p.band_dq) {
+    sm80::launch_bwd_prep<T, D>(p, stream);
+  } else if constexpr (D == 64) {
+    launch_bwd_band_dq<T>(p, stream);  // dq, delta and the dsink partials
+  }
   if (p.seqlen_k > 0 && p.seqlen_q > 0) {
     constexpr BwdTile t = bwd_tile(D);
     constexpr int smem = BwdSmem<D>::bytes;
@@ -80,10 +84,8 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
                                                              map_dq);
     sm80::check_launch("sinkattn sm90 backward kernel");
   }
-  if (p.dq_flags != nullptr) {
-    // handed on: dq is written (rows that see no key: by the prep)
-  } else if (p.band_dq) {
-    if constexpr (D == 64) launch_bwd_band_dq<T>(p, stream);
+  if (p.dq_flags != nullptr || p.band_dq) {
+    // written: handed on (rows that see no key: by the prep) or by the band dq kernel
   } else if (p.dq_atomic) {
     sm80::launch_bwd_dq_convert<T, D>(p, stream);
   } else {

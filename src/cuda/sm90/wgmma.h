@@ -28,6 +28,12 @@ __device__ __forceinline__ uint64_t smem_desc(const void* tile, uint32_t lead_by
   return d;
 }
 
+// Byte offset of element (row, col) in a [rows][64] 16-bit or [rows][32] fp32 tile of 128-byte
+// rows under TMA's 128-byte swizzle (the tile 1024-byte aligned).
+__device__ __forceinline__ int swizzle128(int row, int col_bytes) {
+  return row * 128 + ((((col_bytes >> 4) ^ row) & 7) << 4) + (col_bytes & 15);
+}
+
 // The descriptor of a tile moved by `bytes`: the start address field counts 16-byte units, and
 // shared memory (under 256 KB) never carries out of its 14 bits. Adding to one descriptor per tile
 // lets the compiler build it once and step it with one add per k-step.
