@@ -37,20 +37,19 @@ namespace sinkattn::cuda::sm90 {
 // Shared memory of the band dq kernel, in bytes from a 1024-byte aligned base.
 struct BandDqSmem {
   static constexpr BandTile kT = band_tile();
-  // q / dO stages. A third (with dq stored from registers, its staging rows not fitting beside
-  // it) measured 0.160 -> 0.195 ms (H200, window 128 16k).
+  // q / dO stages. A block's dq is staged in its own q rows (dead once S is done), so a stage
+  // is held until the block's dq is stored. (H200, window 128 16k: a third stage 0.192 ms
+  // against 0.191; staged in rows of their own, before, 0.204.)
   static constexpr int kStages = 2;
   static constexpr bool kDout = true;  // the band producer loads dO beside q
   static constexpr int kKeys = 16 * kT.run + kT.span - 16;  // keys of a run's k / v tile
   static constexpr int kKVBytes = kKeys * 128;              // [kKeys][64] 16-bit
   static constexpr int kQBytes = kT.heads * 16 * 128;       // one q or dO stage: [heads][16][64]
-  static constexpr int kStage = sm80::smem_stride(64);      // epilogue staging row (elements)
   static constexpr int k = 0;                               // [2]: a run's, and the next's
   static constexpr int v = k + 2 * kKVBytes;                // [2]
   static constexpr int q = v + 2 * kKVBytes;                // [kStages]
   static constexpr int dout = q + kStages * kQBytes;        // [kStages]
-  static constexpr int dq = dout + kStages * kQBytes;       // 16 staging rows per consumer warp
-  static constexpr int bars = dq + kT.consumers * 4 * 16 * kStage * 2;
+  static constexpr int bars = dout + kStages * kQBytes;
   static constexpr int bytes = bars + (4 + 2 * kStages) * 8 + 1024;  // BandBars; alignment
   static_assert(kKeys <= 256, "one TMA box per k / v tile");
   static_assert(kKVBytes % 1024 == 0 && kQBytes % 1024 == 0, "swizzled tiles stay aligned");
@@ -186,7 +185,6 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
           sc[n][e] = ptx::exp2f_approx(fmaf(sc[n][e], p.scale_log2, -lse2[e / 2]));
       wgmma_wait<0>();
       pin(dp);
-      mbar_arrive(&bars.q_empty[stage_of(j)]);  // q and dO are read; dQ needs only k
 #pragma unroll
       for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -218,13 +216,32 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
       pin(acc_dq);
       pin(dsf);
 
+      // dq through this warp's 16 q rows of the stage (swizzled as TMA wrote them; 4 stmatrix),
+      // then 16-byte stores of 4 rows per instruction; the stage goes back to the producer after.
       const int rows_left = run_rows - 16 * j;
       T* const out = dq0 + (int64_t)(16 * j) * p.dq.row_stride;
-      T* stage = reinterpret_cast<T*>(base + L::dq) + (c * 4 + warp) * 16 * L::kStage;
-      sm80::stage_acc<8, T>(stage, L::kStage, acc_dq, p.scale, lane);
+      char* const stage = base + L::q + stage_of(j) * L::kQBytes + (c * 4 + warp) * 16 * 128;
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        // n-tiles 2m, 2m + 1 (columns 16m ..): four 8 x 8 matrices, rows 0-7 and 8-15 of each.
+        const float(&a)[4] = acc_dq[2 * m];
+        const float(&b)[4] = acc_dq[2 * m + 1];
+        const float x = p.scale;
+        const uint32_t r[4] = {ptx::pack2<T>(a[0] * x, a[1] * x), ptx::pack2<T>(a[2] * x, a[3] * x),
+                               ptx::pack2<T>(b[0] * x, b[1] * x),
+                               ptx::pack2<T>(b[2] * x, b[3] * x)};
+        ptx::stmatrix_x4(stage + swizzle128(lane % 8 + (lane / 8) % 2 * 8, 32 * m + lane / 16 * 16),
+                         r);
+      }
       __syncwarp();
-      sm80::store_rows16<64>(out, p.dq.row_stride, stage, rows_left, lane);
-      __syncwarp();  // the staging rows are rewritten by the next block
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = 4 * i + lane / 8, ch = lane % 8;
+        if (row < rows_left)
+          *reinterpret_cast<uint4*>(out + (int64_t)row * p.dq.row_stride + ch * 8) =
+              *reinterpret_cast<const uint4*>(stage + swizzle128(row, ch * 16));
+      }
+      mbar_arrive(&bars.q_empty[stage_of(j)]);  // q, dO and the staged dq are read
     }
     mbar_arrive(&bars.kv_empty[kb]);  // the run's k / v tiles are read
   }
