@@ -45,10 +45,13 @@ using sm80::Mask;
 using sm80::Params;
 using sm80::Sequence;
 
-// Shared memory of the backward kernel, in bytes from a 1024-byte aligned base.
-template <int D>
+// Shared memory of the backward kernel, in bytes from a 1024-byte aligned base. kDkDvOnly (dq by
+// the band dq kernel): no dS^T tiles, their room holding two more q / dO stages (the narrow
+// steps are short, and Nsight had 14% of the kernel's stall samples on the q / dO waits).
+template <int D, bool kDkDvOnly = false>
 struct BwdSmem {
   static constexpr BwdTile kT = bwd_tile(D);
+  static constexpr int kStages = kDkDvOnly ? kT.stages + 2 : kT.stages;
   static constexpr int kKVBytes = kT.block_n * D * 2;      // k or v (resident)
   static constexpr int kQBytes = kT.block_m * D * 2;       // one q or dout stage
   // dS^T of the block: [block_m / 64 query sub-tiles][block_n keys][64 queries], 16-bit
@@ -60,27 +63,30 @@ struct BwdSmem {
   static constexpr int k = 0;
   static constexpr int v = k + kKVBytes;
   static constexpr int q = v + kKVBytes;                   // [stages]
-  static constexpr int dout = q + kT.stages * kQBytes;     // [stages]
-  static constexpr int ds = dout + kT.stages * kQBytes;    // [2]: steps alternate
-  static constexpr int dq = ds + 2 * kDSBytes;             // [consumers]
+  static constexpr int dout = q + kStages * kQBytes;       // [stages]
+  static constexpr int ds = dout + kStages * kQBytes;      // [2]: steps alternate
+  static constexpr int dq = ds + (kDkDvOnly ? 0 : 2 * kDSBytes);  // [consumers]
   static constexpr int ld = dq + kT.consumers * kDQBytes;  // [stages][block_m] {lse2, delta}
-  static constexpr int dq_steps = ld + kT.stages * kT.block_m * 8;  // [stages] DqStep (handoff)
-  static constexpr int bars = dq_steps + kT.stages * sizeof(DqStep);
+  static constexpr int dq_steps = ld + kStages * kT.block_m * 8;  // [stages] DqStep (handoff)
+  static constexpr int bars = dq_steps + kStages * sizeof(DqStep);
   // kv_full, q_full, empty, part_full / _empty, and the handoff's stored-pieces counter
-  static constexpr int kBars = 4 + 2 * kT.stages;
+  static constexpr int kBars = 4 + 2 * kStages;
   static constexpr int bytes = bars + kBars * 8 + 1024;
+  static_assert(bytes <= 227 * 1024, "fits one block per SM");
 };
 
 // kNarrow: narrow windows (sm90::fwd_short_rows), whose every step is cut by the mask.
-template <typename T, int D, bool kNarrow>
+// kDkDvOnly (narrow, params.band_dq): dK and dV alone, with deeper q / dO staging (BwdSmem).
+template <typename T, int D, bool kNarrow, bool kDkDvOnly = false>
 __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     bwd_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap map_q,
                const __grid_constant__ CUtensorMap map_k, const __grid_constant__ CUtensorMap map_v,
                const __grid_constant__ CUtensorMap map_dout,
                const __grid_constant__ CUtensorMap map_dq) {
-  using L = BwdSmem<D>;
+  static_assert(kNarrow || !kDkDvOnly, "dK / dV alone: narrow windows (band dq) only");
+  using L = BwdSmem<D, kDkDvOnly>;
   constexpr BwdTile kT = L::kT;
-  constexpr int BM = kT.block_m, BN = kT.block_n, S = kT.stages, kSub = D / 64;
+  constexpr int BM = kT.block_m, BN = kT.block_n, S = L::kStages, kSub = D / 64;
   constexpr int kConsumerThreads = kT.consumers * 128;
   constexpr int kQSub = BM / 64;  // 64-query sub-tiles of a step
   static_assert(BN == 128 && kT.consumers == 2 && kSub * kQSub == 2,
@@ -113,7 +119,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const int iters = mb_count * p.group;  // (query head of the group, query block) steps
   // dq handed from key block to key block (dq_handoff.h; the host sets dq_flags for narrow
   // windows only).
-  const bool handoff = kNarrow && p.dq_flags != nullptr;
+  const bool handoff = kNarrow && !kDkDvOnly && p.dq_flags != nullptr;
   static_assert(BM % sm80::kPrepRows == 0, "a query block has its own handoff counter");
   // The steps' order (step_walk.h): by diagonals with the handoff, else head by head.
   const cuda::StepWalk walk0 = cuda::StepWalk::first(handoff, mb_count);
@@ -250,7 +256,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   // Atomic mode: dQ here, by TMA reductions. Deterministic mode: dQ comes from the Hopper dq
   // kernel afterwards (reductions land in no fixed order), this kernel does dK and dV only. With
   // the handoff, dQ here in either mode (its sum has a fixed order).
-  const bool with_dq = p.dq_atomic != 0 || handoff;
+  const bool with_dq = !kDkDvOnly && (p.dq_atomic != 0 || handoff);
   // Narrow windows: the mask seen from this consumer's keys and this thread's two key rows, once
   // per block (per step it cost every step of a narrow window ~100 instructions of 64-bit
   // arithmetic), and one bit per element. The causal loop keeps the per-step bounds and the

@@ -60,7 +60,6 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
   }
   if (p.seqlen_k > 0 && p.seqlen_q > 0) {
     constexpr BwdTile t = bwd_tile(D);
-    constexpr int smem = BwdSmem<D>::bytes;
     const bool varlen = p.cu_seqlens_q != nullptr;
     const int64_t q_rows = varlen ? p.total_q : p.batch * p.seqlen_q;
     const TensorShape q = q_shape(p, D), kv = kv_shape(p, D);
@@ -75,9 +74,14 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
         handoff || p.dq_atomic
             ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, handoff ? 64 : t.dq_box_rows)
             : CUtensorMap{};
-    // Narrow windows (every step cut by the band) take their own instantiation of the mask code.
+    // Narrow windows (every step cut by the band) take their own instantiation of the mask code,
+    // and with the band dq kernel one without dQ.
     auto kernel = fwd_short_rows(p.window_left, p.window_right) ? bwd_kernel<T, D, true>
                                                                  : bwd_kernel<T, D, false>;
+    int smem = BwdSmem<D>::bytes;
+    if constexpr (D == 64) {
+      if (p.band_dq) kernel = bwd_kernel<T, D, true, true>, smem = BwdSmem<D, true>::bytes;
+    }
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid = sm80::make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
     kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout,
