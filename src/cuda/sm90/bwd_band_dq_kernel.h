@@ -9,9 +9,9 @@
 // It also takes over the prep: delta_i = dO_i . O_i of its rows (O from global memory beside
 // the products, dO from its stage), for dS and, written out, for the dK / dV kernel after it,
 // and the dsink partials; so O and dO are not read by a pass of their own.
-// The dK / dV kernel (bwd_kernel.h, narrow instantiation) then runs without its dQ part, which
-// cost it a fifth of its products, a barrier between its consumers per step and the handoff's
-// waits. A run of BandTile::run blocks shares one k / v tile (loaded once for 8 query heads, the
+// The dK / dV kernel (bwd_kernel.h, its kDkDvOnly instantiation) then runs without its dQ part,
+// which cost it a fifth of its products, a barrier between its consumers per step and the
+// handoff's waits, and with the dS^T tiles' room as deeper q / dO staging. A run of BandTile::run blocks shares one k / v tile (loaded once for 8 query heads, the
 // next run's into a second buffer); q and dO stream through kStages stages (band_run.h's
 // producer); the grid is persistent, as the forward's.
 #pragma once
