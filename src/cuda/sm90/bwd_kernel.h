@@ -18,7 +18,9 @@
 // The prep / dq conversion / dsink kernels around it are the portable path's. In the
 // deterministic mode this kernel skips dQ (its dK and dV have a fixed summation order already)
 // and bwd_dq_kernel.h computes dq. Narrow windows outside zigzag instead hand dQ from key block
-// to key block in either mode (dq_handoff.h): no reductions, no conversion.
+// to key block in either mode (dq_handoff.h): no reductions, no conversion; or, for narrow bands
+// under GQA, the band dq kernel (bwd_band_dq_kernel.h) writes dq and delta first and this
+// kernel's kDkDvOnly instantiation does dK and dV alone.
 #pragma once
 
 #include <cuda.h>
