@@ -11,9 +11,10 @@
 // and the dsink partials; so O and dO are not read by a pass of their own.
 // The dK / dV kernel (bwd_kernel.h, its kDkDvOnly instantiation) then runs without its dQ part,
 // which cost it a fifth of its products, a barrier between its consumers per step and the
-// handoff's waits, and with the dS^T tiles' room as deeper q / dO staging. A run of BandTile::run blocks shares one k / v tile (loaded once for 8 query heads, the
-// next run's into a second buffer); q and dO stream through kStages stages (band_run.h's
-// producer); the grid is persistent, as the forward's.
+// handoff's waits, and with the dS^T tiles' room as deeper q / dO staging. A run of
+// BandTile::run blocks shares one k / v tile (loaded once for 8 query heads, the next run's
+// into a second buffer); q and dO stream through kStages stages (band_run.h's producer); the
+// grid is persistent, as the forward's.
 #pragma once
 
 #include <cuda.h>

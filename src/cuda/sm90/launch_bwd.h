@@ -80,7 +80,10 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
                                                                  : bwd_kernel<T, D, false>;
     int smem = BwdSmem<D>::bytes;
     if constexpr (D == 64) {
-      if (p.band_dq) kernel = bwd_kernel<T, D, true, true>, smem = BwdSmem<D, true>::bytes;
+      if (p.band_dq) {
+        kernel = bwd_kernel<T, D, true, true>;
+        smem = BwdSmem<D, true>::bytes;
+      }
     }
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid = sm80::make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
