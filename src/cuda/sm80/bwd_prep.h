@@ -113,16 +113,19 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
 }
 
 // dsink_h = -(sum of the partials of head h), in a fixed order: bit-identical run to run. Only
-// the partials of rows a sequence has are read (the band dq kernel writes no others).
+// the partials of rows a sequence has are read (the band dq kernel writes no others); the lanes
+// stride over all (sequence, block) entries at once, since a loop over the sequences would pay
+// a load's latency per sequence (packed batches hold hundreds).
 // (A template only so that every instantiation file may carry a copy.)
 template <typename T>
 __global__ void __launch_bounds__(32) bwd_dsink_kernel(const __grid_constant__ Params p) {
   const int64_t head = blockIdx.x;
-  const float* part = p.dsink_partial + head * p.batch * p.dsink_blocks;
+  const int64_t n = p.batch * p.dsink_blocks;
+  const float* part = p.dsink_partial + head * n;
   float s = 0.f;
-  for (int64_t b = 0; b < p.batch; ++b) {
-    const int64_t n = (Sequence(p, b).len_q + kPrepRows - 1) / kPrepRows;
-    for (int64_t i = threadIdx.x; i < n; i += 32) s += part[b * p.dsink_blocks + i];
+  for (int64_t i = threadIdx.x; i < n; i += 32) {
+    const int64_t b = i / p.dsink_blocks, rows = (i - b * p.dsink_blocks) * kPrepRows;
+    if (p.cu_seqlens_q == nullptr || rows < Sequence(p, b).len_q) s += part[i];
   }
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffff, s, o);
