@@ -18,12 +18,14 @@ import torch
 from check_cuda import BENCH_SHAPES, doc_lengths, median_ms, packed_problem, pairs, rand
 from sinkattn_ctypes import Lib
 
-# check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark) and
-# their 32k tokens as one sequence: (name, seqlen, heads_q, heads_kv, head_dim, learned sinks,
-# window left, packed documents).
+# check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark),
+# their 32k tokens as one sequence, and ~1000 short documents (per-sequence costs): (name,
+# seqlen, heads_q, heads_kv, head_dim, learned sinks, window left, packed documents' length range
+# or False).
 SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
-    ("gptoss varlen 32k", 32768, 64, 8, 64, True, -1, True),
-    ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False)]
+    ("gptoss varlen 32k", 32768, 64, 8, 64, True, -1, (256, 8192)),
+    ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False),
+    ("gptoss 1k docs w128", 32768, 64, 8, 64, True, 127, (16, 48))]
 
 
 class Case:
@@ -31,7 +33,7 @@ class Case:
 
     def __init__(self, s, hq, hkv, d, sink, left, varlen, det=False):
         self.det = det  # deterministic backward
-        lens = doc_lengths(s, 256, 8192) if varlen else [s]
+        lens = doc_lengths(s, *varlen) if varlen else [s]
         lead = () if varlen else (1,)
         self.q, self.dout = rand(lead + (s, hq, d), torch.bfloat16), rand(lead + (s, hq, d), torch.bfloat16)
         self.k, self.v = rand(lead + (s, hkv, d), torch.bfloat16), rand(lead + (s, hkv, d), torch.bfloat16)
