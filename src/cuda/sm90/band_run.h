@@ -66,10 +66,11 @@ struct BandBars {
         kv_empty(kv_full + 2),
         q_full(kv_empty + 2),
         q_empty(q_full + L::kStages) {}
-  // Thread 0, before the block's __syncthreads: every consumer thread releases the buffers.
+  // Thread 0, before the block's __syncthreads: every consumer thread releases a run's k / v,
+  // and the threads of the warpgroups that read a q stage's 4-head quads release it.
   __device__ __forceinline__ void init() const {
-    mbar_init_ring(kv_full, kv_empty, 2, band_tile().consumers * 128);
-    mbar_init_ring(q_full, q_empty, L::kStages, band_tile().consumers * 128);
+    mbar_init_ring(kv_full, kv_empty, 2, L::kT.consumers * 128);
+    mbar_init_ring(q_full, q_empty, L::kStages, L::kT.heads / 4 * 128);
     mbar_fence_init();
   }
 };
@@ -124,7 +125,7 @@ __device__ __forceinline__ int band_start(const sm80::Params& p, const BandItems
   __syncthreads();
   const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0);
   if (wg == 0) {
-    regs_dealloc<band_tile().producer_regs>();
+    regs_dealloc<L::kT.producer_regs>();
     if (threadIdx.x == 0) band_produce<L>(p, items, base, bars, map_q, map_k, map_v, map_dout);
   }
   return wg;

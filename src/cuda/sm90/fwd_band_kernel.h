@@ -1,15 +1,15 @@
 // Hopper forward for narrow bands under GQA (sm_90a, head dim 64; tile_size.h's fwd_band says
 // where it applies). A consumer warpgroup's 64 rows are 16 query positions of 4 query heads of
-// one kv group (warp w: head 4c + w, TMA lays the q box out as [heads][16 positions][64]), so
-// every warp's rows share one key span of at most 144 keys, computed by one m64n144 product and
-// one softmax pass. The per-head narrow kernel (fwd_kernel.h's span pass) gives each warpgroup
-// 64 positions of one head: a 192-key span of which a warp's rows see 144, and k / v loaded
-// once per query head. Here a run of BandTile::run blocks of 16 positions shares one k / v tile
-// for its 8 query heads (2 consumers), loaded once; the q blocks stream through
-// BandTile::stages stages. The grid is persistent: the producer thread loads the next run's
-// k / v into a second buffer while the consumers finish the current run. H200, gptoss 16k window
-// 128 forward: 0.205 ms with the per-head kernel, 0.159 with this one as a block per run, 0.139
-// persistent, 0.137 with 3 q stages (docs/PERFORMANCE.md).
+// one kv group (warp w: head 4h + w of the quad h, TMA lays the q box out as [heads][16
+// positions][64]), so every warp's rows share one key span of at most 144 keys, computed by one
+// m64n144 product and one softmax pass. The per-head narrow kernel (fwd_kernel.h's span pass)
+// gives each warpgroup 64 positions of one head: a 192-key span of which a warp's rows see 144,
+// and k / v loaded once per query head. Here a run of BandTile::run blocks of 16 positions shares
+// one k / v tile for its 8 query heads, loaded once; the q blocks stream through BandTile::stages
+// stages, and the consumers take the (block, quad) items in turn. The grid is persistent: the
+// producer thread loads the next run's k / v into a second buffer while the consumers finish the
+// current run. H200, gptoss 16k window 128 forward: 0.205 ms with the per-head kernel, 0.159 with
+// this one as a block per run, 0.139 persistent, 0.137 with 3 q stages (docs/PERFORMANCE.md).
 #pragma once
 
 #include <cuda.h>
@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/common/ptx.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
@@ -25,14 +26,13 @@
 #include "cuda/sm90/band_run.h"
 #include "cuda/sm90/tile_size.h"
 #include "cuda/sm90/tma.h"
-#include "cuda/sm90/turns.h"
 #include "cuda/sm90/wgmma.h"
 
 namespace sinkattn::cuda::sm90 {
 
 // Shared memory of the band forward, in bytes from a 1024-byte aligned base.
 struct BandSmem {
-  static constexpr BandTile kT = band_tile();
+  static constexpr BandTile kT = band_fwd_tile();
   static constexpr int kKeys = 16 * kT.run + kT.span - 16;  // keys of the block's k / v tile
   static constexpr int kKVBytes = kKeys * 128;              // [kKeys][64] 16-bit
   static constexpr int kStages = kT.stages;                 // q stages
@@ -47,19 +47,24 @@ struct BandSmem {
   static constexpr int bytes = bars + (4 + 2 * kT.stages) * 8 + 1024;  // BandBars; alignment
   static_assert(kKeys <= 256, "one TMA box per k / v tile");
   static_assert(kKVBytes % 1024 == 0 && kQBytes % 1024 == 0, "swizzled tiles stay aligned");
+  static_assert(bytes <= 227 * 1024, "fits one block per SM");
 };
 
-// Grid: a block per SM (or SINKATTN_SM90_PERSISTENT blocks), each walking runs.
+// Grid: a block per SM (or SINKATTN_SM90_PERSISTENT blocks), each walking runs. A run's work
+// is 2 items per position block (its two 4-head quads); consumer c takes the block's items c,
+// c + C, c + 2C, ... counted over all its runs, so the C consumers stay a fraction of an item
+// apart and each q stage is released by the two warpgroups that read its quads.
 template <typename T>
-__global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
+__global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
     fwd_band_kernel(const __grid_constant__ sm80::Params p,
                     const __grid_constant__ CUtensorMap map_q,
                     const __grid_constant__ CUtensorMap map_k,
-                    const __grid_constant__ CUtensorMap map_v, int pingpong) {
+                    const __grid_constant__ CUtensorMap map_v) {
   using L = BandSmem;
   constexpr BandTile kT = L::kT;
   constexpr int NT = kT.span / 8;  // n-tiles of a span
-  constexpr int S = kT.stages;
+  constexpr int S = kT.stages, C = kT.consumers;
+  constexpr int kQuads = kT.heads / 4;  // items per position block
 
   extern __shared__ char smem_raw[];
   char* base = align1024(smem_raw);
@@ -73,105 +78,89 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
   regs_alloc<kT.consumer_regs>();
   const int c = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   T* stage = reinterpret_cast<T*>(base + L::o) + (c * 4 + warp) * 16 * L::kStage;
-  const Turns turns{pingpong != 0, c, kT.consumers, 1};
-  turns.start();
   const int lr = (int)(p.window_left + p.window_right);
   int runs_done = 0, q_done = 0;  // as the producer counts them
+  int items_done = 0;             // the block's items before this run
   for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
     const BandRun run(p, item, items);
     if (run.blocks == 0) continue;
     const sm80::Sequence& seq = run.seq;
-    const int64_t r0 = run.r0, key0 = run.key0, head = run.h0 + 4 * c + warp;
+    const int64_t r0 = run.r0, key0 = run.key0;
     const int blocks = run.blocks, kb = runs_done % 2, q_base = q_done;
-    const float sink_log2 = p.sinks ? p.sinks[head] * 1.4426950408889634f : -INFINITY;
+    const int first = ((c - items_done) % C + C) % C;  // this consumer's first item of the run
+    // This warp's heads in the two quads; their sinks are scaled at use (a load's latency).
+    static_assert(kQuads == 2, "two quads: the sinks held as two scalars, not an indexed array");
+    const int64_t head0 = run.h0 + warp;
+    const float sink0 = p.sinks ? p.sinks[head0] : -INFINITY;
+    const float sink1 = p.sinks ? p.sinks[head0 + 4] : -INFINITY;
     mbar_wait(&bars.kv_full[kb], (runs_done / 2) & 1);
     ++runs_done;
     q_done += blocks;
-
-    // Software pipeline over the run's position blocks, as the causal walk (fwd_kernel.h) does
-    // over key blocks: S_j is issued together with P_{j-1} V, the mask and softmax of S_j run
-    // while P_{j-1} V is on the tensor cores, then block j - 1's epilogue. Each block's O starts
-    // from zero (the first product overwrites it).
-    uint32_t pf[NT / 2][4];  // P of the block before, as A fragments
-    float acc_o[1][8][4];
-    float inv[2], lse[2];    // its rows' 1 / denominator and lse
-    auto issue_pv = [&](int j) {
-      const T* sV = reinterpret_cast<const T*>(base + L::v + kb * L::kKVBytes + j * 16 * 128);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < NT / 2; ++kk)
-        mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(sV, kk, 0), kk > 0, T{});
-      wgmma_commit();
-    };
-    // This warp's output rows and lse entries from the run's first row (lse rows are contiguous).
-    T* const out0 = static_cast<T*>(p.out.data) + seq.offset(p.out, true, r0, head);
-    float* const lse0 = p.lse != nullptr ? p.lse + seq.lse_index(p, head, r0) : nullptr;
+    items_done += kQuads * blocks;
     const int run_rows = (int)min(seq.len_q - r0, (int64_t)16 * kT.run);
-    auto epilogue = [&](int j) {
-      const int rows_left = run_rows - 16 * j;
-      sm80::scale_rows(acc_o, inv);
-      if (lse0 != nullptr && lane % 4 == 0) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = lane / 4 + 8 * h;
-          if (row < rows_left) lse0[16 * j + row] = lse[h];
-        }
-      }
-      sm80::stage_acc<8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
-      __syncwarp();
-      sm80::store_rows16<64>(out0 + (int64_t)(16 * j) * p.out.row_stride, p.out.row_stride, stage,
-                             rows_left, lane);
-      __syncwarp();  // the staging rows are rewritten by the next block
-    };
 
-    // Block j; the first (kFirst) has no P V before it, and waits for its S alone.
-    auto block = [&](int j, auto first_c) {
-      constexpr bool kFirst = decltype(first_c)::value;
-      const int s = (q_base + j) % S;
-      const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes + c * 64 * 128);
+    for (int i = first; i < kQuads * blocks; i += C) {
+      const int j = i / kQuads, h = i % kQuads, s = (q_base + j) % S;
+      const int64_t head = head0 + 4 * h;
+      const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes + h * 64 * 128);
       const T* sK = reinterpret_cast<const T*>(base + L::k + kb * L::kKVBytes + j * 16 * 128);
+      const T* sV = reinterpret_cast<const T*>(base + L::v + kb * L::kKVBytes + j * 16 * 128);
       float sc[1][NT][4];
-      turns.wait();
       mbar_wait(&bars.q_full[s], ((q_base + j) / S) & 1);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
         mma_ss<0, 0>(sc[0], kmajor_desc(sQ, kk, 0), kmajor_desc(sK, kk, 0), kk > 0, T{});
       wgmma_commit();
-      if constexpr (!kFirst) issue_pv(j - 1);
-      turns.pass();
-      wgmma_wait<kFirst ? 0 : 1>();  // S_j is done, P V may still run
+      wgmma_wait<0>();
       pin(sc[0]);
       mbar_arrive(&bars.q_empty[s]);
 
       mask_band_span(sc[0], key0 + 16 * j, seq.len_k, lr, lane);
       sm80::OnlineSoftmax<1, NT> softmax;
-      softmax.init_log2(sink_log2, lane);
-      float m_use[2];
+      softmax.init_log2((h == 0 ? sink0 : sink1) * 1.4426950408889634f, lane);
+      float m_use[2], inv[2], lse[2];
       softmax.begin(sc, p.scale_log2, m_use);
       softmax.template exps<0, NT>(sc, p.scale_log2, m_use);
-
-      if constexpr (!kFirst) {
-        wgmma_wait<0>();  // P_{j-1} V is in O; pf is free
-        pin(acc_o[0]);
-        pin(pf);
-        epilogue(j - 1);
-      }
       softmax.finish(inv, lse);
-      sm80::acc_to_a<NT / 2, T>(pf, sc[0]);
-    };
-    block(0, std::true_type{});
-    for (int j = 1; j < blocks; ++j) block(j, std::false_type{});
-    turns.wait();
-    issue_pv(blocks - 1);
-    turns.pass();
-    wgmma_wait<0>();
-    pin(acc_o[0]);
-    pin(pf);
-    mbar_arrive(&bars.kv_empty[kb]);  // the run's k / v tiles are read
-    epilogue(blocks - 1);
+      uint32_t pf[NT / 2][4];  // P as A fragments
+      float acc_o[1][8][4];    // the first product overwrites it
+      // Each k-step's P is packed just before its product, so the scores die as they are
+      // packed and the products start under the last exps (packed all at once first, S and P
+      // were live together: ptxas spilled P and serialised every wgmma at 160 registers).
+#pragma unroll
+      for (int kk = 0; kk < NT / 2; ++kk) {
+        pf[kk][0] = ptx::pack2<T>(sc[0][2 * kk][0], sc[0][2 * kk][1]);
+        pf[kk][1] = ptx::pack2<T>(sc[0][2 * kk][2], sc[0][2 * kk][3]);
+        pf[kk][2] = ptx::pack2<T>(sc[0][2 * kk + 1][0], sc[0][2 * kk + 1][1]);
+        pf[kk][3] = ptx::pack2<T>(sc[0][2 * kk + 1][2], sc[0][2 * kk + 1][3]);
+        wgmma_fence();  // pf[kk] written since the last fence
+        mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(sV, kk, 0), kk > 0, T{});
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(acc_o[0]);
+      pin(pf);
+
+      // Epilogue: this warp's 16 rows of head `head`, through its staging rows.
+      const int rows_left = run_rows - 16 * j;
+      sm80::scale_rows(acc_o, inv);
+      if (p.lse != nullptr && lane % 4 == 0) {
+        float* const lse_j = p.lse + seq.lse_index(p, head, r0 + 16 * j);  // rows contiguous
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+          const int row = lane / 4 + 8 * x;
+          if (row < rows_left) lse_j[row] = lse[x];
+        }
+      }
+      sm80::stage_acc<8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
+      __syncwarp();
+      T* const out_j = static_cast<T*>(p.out.data) + seq.offset(p.out, true, r0 + 16 * j, head);
+      sm80::store_rows16<64>(out_j, p.out.row_stride, stage, rows_left, lane);
+      __syncwarp();  // the staging rows are rewritten by the next item
+    }
+    mbar_arrive(&bars.kv_empty[kb]);  // this consumer's reads of the run's k / v are done
   }
-  turns.finish();
 }
 
 }  // namespace sinkattn::cuda::sm90

@@ -41,7 +41,7 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
 
 template <typename T>
 void run_fwd_band(const sm80::Params& p, cudaStream_t stream) {
-  constexpr BandTile t = band_tile();
+  constexpr BandTile t = band_fwd_tile();
   constexpr int smem = BandSmem::bytes;
   const TensorShape q = q_shape(p, 64), kv = kv_shape(p, 64);
   const CUtensorMap map_q = make_tile_map(p.q, q, 16, t.heads);
@@ -50,8 +50,7 @@ void run_fwd_band(const sm80::Params& p, cudaStream_t stream) {
   auto kernel = fwd_band_kernel<T>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const dim3 grid(band_grid(p, sm80::sm_count()));  // persistent, each block walking runs
-  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v,
-                                                         t.pingpong && pingpong());
+  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v);
   sm80::check_launch("sinkattn sm90 band forward kernel");
 }
 

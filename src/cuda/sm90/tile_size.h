@@ -67,12 +67,26 @@ struct BandTile {
   int consumers;      // consumer warpgroups
   int producer_regs;  // setmaxnreg targets, as in FwdTile
   int consumer_regs;
-  bool pingpong;      // the consumers take turns issuing their products (turns.h)
 };
-// H200, gptoss 16k window 128 forward, interleaved rounds: runs of 4 blocks 0.145 against 0.141
-// ms with 8; 3 q stages 0.138 against 0.141 with 2; ping-pong 0.136 against 0.137 without it
-// (noise; it is left off), and 0.135 against 0.141 in separate processes.
-constexpr BandTile band_tile() { return BandTile{144, 8, 8, 3, 2, 40, 232, false}; }
+// The band dq kernel's split: 2 consumers, one per 4-head quad of a position block. H200, gptoss
+// 16k window 128 forward, interleaved rounds, with the forward on this split (its pipelined
+// form, before band_fwd_tile()): runs of 4 blocks 0.145 against 0.141 ms with 8; 3 q stages
+// 0.138 against 0.141 with 2; ping-pong turns 0.136 against 0.137 without (noise: left off).
+constexpr BandTile band_tile() { return BandTile{144, 8, 8, 3, 2, 40, 232}; }
+// The band forward's split: 3 consumer warpgroups, each taking whole (position block, 4-head
+// quad) items in turn, S, softmax, P V and the epilogue in series. That form holds S or P and O,
+// not all three, so 3 consumers fit 160 registers (the pipelined form, S of the next block under
+// P V of the one before, needs S, P and O at once: 232 registers for 2 consumers). H200, 9
+// interleaved rounds against that form: gptoss 16k window 128 0.151 against 0.149 ms (a third
+// warp per scheduler did not move the latency-bound kernel), ~1000 packed documents of 16..48
+// tokens 0.364 against 0.404 (no consumer idles at the many run boundaries); a 4th q stage
+// 0.152. 4 consumers do not compile: at 640 threads ptxas keeps the entry budget of 96
+// registers for the wgmma chain.
+constexpr BandTile band_fwd_tile() { return BandTile{144, 8, 8, 3, 3, 32, 160}; }
+static_assert(band_fwd_tile().span == band_tile().span &&
+                  band_fwd_tile().heads == band_tile().heads &&
+                  band_fwd_tile().run == band_tile().run,
+              "one work item for both band kernels (BandItems, band_grid)");
 
 // Where the band forward applies: head dim 64, query groups of a multiple of 8 heads, and a
 // window (both sides bounded, no zigzag positions) whose span fits: a 16-row block sees keys
