@@ -135,13 +135,14 @@ __device__ __forceinline__ int band_start(const sm80::Params& p, const BandItems
 // the warp sits at position pos(m0) + r, so it sees span columns [r, r + lr] (lr = left +
 // right), cut to the keys [0, len_k). Away from the sequence's ends a window of 128 (lr = 127)
 // cuts only n-tiles 0, 1 (the columns before row 15's first) and 16, 17 (after row 0's last);
-// the other spans take the general per-element test.
-template <int NT>
-__device__ __forceinline__ void mask_band_span(float (&sc)[NT][4], int64_t span0, int64_t len_k,
-                                               int lr, int lane) {
+// the other spans take the general per-element test. (I: the key index type, 32-bit where the
+// caller holds its keys so.)
+template <int NT, typename I>
+__device__ __forceinline__ void mask_band_span(float (&sc)[NT][4], I span0, I len_k, int lr,
+                                               int lane) {
   constexpr int kSpan = band_tile().span;
-  const int first = (int)max(int64_t{-1}, min(-span0, (int64_t)kSpan));
-  const int last = (int)max(int64_t{-1}, min(len_k - 1 - span0, (int64_t)kSpan));
+  const int first = (int)max(I{-1}, min(-span0, (I)kSpan));
+  const int last = (int)max(I{-1}, min(len_k - 1 - span0, (I)kSpan));
   const int g = lane / 4, t = lane % 4;
   if (lr == 127 && first <= 0 && last >= kSpan - 1) {
 #pragma unroll

@@ -85,7 +85,10 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
     const BandRun run(p, item, items);
     if (run.blocks == 0) continue;
     const sm80::Sequence& seq = run.seq;
-    const int64_t r0 = run.r0, key0 = run.key0;
+    const int64_t r0 = run.r0;
+    // 32-bit key bounds: the producer's TMA coordinates hold the same keys in 32 bits. (In 64
+    // bits, with the items' state, ptxas spilled the run's first key and reloaded it each item.)
+    const int key0 = (int)run.key0, len_k = (int)min(seq.len_k, (int64_t)INT32_MAX);
     const int blocks = run.blocks, kb = runs_done % 2, q_base = q_done;
     const int first = ((c - items_done) % C + C) % C;  // this consumer's first item of the run
     // This warp's heads in the two quads; their sinks are scaled at use (a load's latency).
@@ -93,6 +96,12 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
     const int64_t head0 = run.h0 + warp;
     const float sink0 = p.sinks ? p.sinks[head0] : -INFINITY;
     const float sink1 = p.sinks ? p.sinks[head0 + 4] : -INFINITY;
+    // This warp's output rows and lse entries of each quad from the run's first row (lse rows are
+    // contiguous).
+    T* const out_q[2] = {static_cast<T*>(p.out.data) + seq.offset(p.out, true, r0, head0),
+                         static_cast<T*>(p.out.data) + seq.offset(p.out, true, r0, head0 + 4)};
+    float* const lse_q[2] = {p.lse ? p.lse + seq.lse_index(p, head0, r0) : nullptr,
+                             p.lse ? p.lse + seq.lse_index(p, head0 + 4, r0) : nullptr};
     mbar_wait(&bars.kv_full[kb], (runs_done / 2) & 1);
     ++runs_done;
     q_done += blocks;
@@ -101,7 +110,6 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
 
     for (int i = first; i < kQuads * blocks; i += C) {
       const int j = i / kQuads, h = i % kQuads, s = (q_base + j) % S;
-      const int64_t head = head0 + 4 * h;
       const T* sQ = reinterpret_cast<const T*>(base + L::q + s * L::kQBytes + h * 64 * 128);
       const T* sK = reinterpret_cast<const T*>(base + L::k + kb * L::kKVBytes + j * 16 * 128);
       const T* sV = reinterpret_cast<const T*>(base + L::v + kb * L::kKVBytes + j * 16 * 128);
@@ -116,7 +124,7 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
       pin(sc[0]);
       mbar_arrive(&bars.q_empty[s]);
 
-      mask_band_span(sc[0], key0 + 16 * j, seq.len_k, lr, lane);
+      mask_band_span(sc[0], key0 + 16 * j, len_k, lr, lane);
       sm80::OnlineSoftmax<1, NT> softmax;
       softmax.init_log2((h == 0 ? sink0 : sink1) * 1.4426950408889634f, lane);
       float m_use[2], inv[2], lse[2];
@@ -142,11 +150,11 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
       pin(acc_o[0]);
       pin(pf);
 
-      // Epilogue: this warp's 16 rows of head `head`, through its staging rows.
+      // Epilogue: this warp's 16 rows of its head in quad h, through its staging rows.
       const int rows_left = run_rows - 16 * j;
       sm80::scale_rows(acc_o, inv);
       if (p.lse != nullptr && lane % 4 == 0) {
-        float* const lse_j = p.lse + seq.lse_index(p, head, r0 + 16 * j);  // rows contiguous
+        float* const lse_j = (h == 0 ? lse_q[0] : lse_q[1]) + 16 * j;
 #pragma unroll
         for (int x = 0; x < 2; ++x) {
           const int row = lane / 4 + 8 * x;
@@ -155,7 +163,7 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
       }
       sm80::stage_acc<8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
       __syncwarp();
-      T* const out_j = static_cast<T*>(p.out.data) + seq.offset(p.out, true, r0 + 16 * j, head);
+      T* const out_j = (h == 0 ? out_q[0] : out_q[1]) + (int64_t)(16 * j) * p.out.row_stride;
       sm80::store_rows16<64>(out_j, p.out.row_stride, stage, rows_left, lane);
       __syncwarp();  // the staging rows are rewritten by the next item
     }
