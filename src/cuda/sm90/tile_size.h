@@ -77,10 +77,10 @@ constexpr BandTile band_tile() { return BandTile{144, 8, 8, 3, 2, 40, 232}; }
 // quad) items in turn, S, softmax, P V and the epilogue in series. That form holds S or P and O,
 // not all three, so 3 consumers fit 160 registers (the pipelined form, S of the next block under
 // P V of the one before, needs S, P and O at once: 232 registers for 2 consumers). H200, 9
-// interleaved rounds against that form: gptoss 16k window 128 0.151 against 0.149 ms (a third
-// warp per scheduler did not move the latency-bound kernel), ~1000 packed documents of 16..48
-// tokens 0.364 against 0.404 (no consumer idles at the many run boundaries); a 4th q stage
-// 0.152. 4 consumers do not compile: at 640 threads ptxas keeps the entry budget of 96
+// interleaved rounds against that form: gptoss 16k window 128 0.151 against 0.149 ms with 24
+// bytes of spills, 0.124 against 0.144 without; ~1000 packed documents of 16..48 tokens 0.346
+// against 0.403 (no consumer idles at the many run boundaries); a 4th q stage 0.152 (spilling
+// form). 4 consumers do not compile: at 640 threads ptxas keeps the entry budget of 96
 // registers for the wgmma chain.
 constexpr BandTile band_fwd_tile() { return BandTile{144, 8, 8, 3, 3, 32, 160}; }
 static_assert(band_fwd_tile().span == band_tile().span &&
