@@ -162,7 +162,9 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
           if (row < rows_left) lse_j[row] = lse[x];
         }
       }
-      sm80::stage_acc<8, T>(stage, L::kStage, acc_o[0], 1.f, lane);
+#pragma unroll
+      for (int n = 0; n < 8; n += 2)  // 4 stmatrix (16 32-bit stores with stage_acc)
+        sm80::store_c16x16(stage, L::kStage, 0, 8 * n, acc_o[0][n], acc_o[0][n + 1], lane);
       __syncwarp();
       T* const out_j = (h == 0 ? out_q[0] : out_q[1]) + (int64_t)(16 * j) * p.out.row_stride;
       sm80::store_rows16<64>(out_j, p.out.row_stride, stage, rows_left, lane);
