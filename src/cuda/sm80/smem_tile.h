@@ -241,16 +241,21 @@ __device__ __forceinline__ void gemm_ss(float (&acc)[MT][NT][4], const T* a_tile
   gemm_ss_a<false, B_NK, K16>(acc, a_tile, a_stride, a_r0, b_tile, b_stride, n_base, lane);
 }
 
+// Two C fragments (n-tiles 2k, 2k + 1 of a 16-row fp32 tile) as the A fragment of T of k-step k.
+template <typename T>
+__device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4],
+                                       const float (&c1)[4]) {
+  a[0] = ptx::pack2<T>(c0[0], c0[1]);
+  a[1] = ptx::pack2<T>(c0[2], c0[3]);
+  a[2] = ptx::pack2<T>(c1[0], c1[1]);
+  a[3] = ptx::pack2<T>(c1[2], c1[3]);
+}
+
 // The C fragments of a 16 x (2*K16*8) fp32 tile as A fragments of T (for P V, dS K).
 template <int K16, typename T>
 __device__ __forceinline__ void acc_to_a(uint32_t (&a)[K16][4], const float (&c)[2 * K16][4]) {
 #pragma unroll
-  for (int kk = 0; kk < K16; ++kk) {
-    a[kk][0] = ptx::pack2<T>(c[2 * kk][0], c[2 * kk][1]);
-    a[kk][1] = ptx::pack2<T>(c[2 * kk][2], c[2 * kk][3]);
-    a[kk][2] = ptx::pack2<T>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
-    a[kk][3] = ptx::pack2<T>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
-  }
+  for (int kk = 0; kk < K16; ++kk) c_to_a<T>(a[kk], c[2 * kk], c[2 * kk + 1]);
 }
 
 template <int N>

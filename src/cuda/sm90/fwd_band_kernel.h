@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/common/ptx.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
 #include "cuda/sm80/smem_tile.h"
@@ -139,10 +138,7 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
       // were live together: ptxas spilled P and serialised every wgmma at 160 registers).
 #pragma unroll
       for (int kk = 0; kk < NT / 2; ++kk) {
-        pf[kk][0] = ptx::pack2<T>(sc[0][2 * kk][0], sc[0][2 * kk][1]);
-        pf[kk][1] = ptx::pack2<T>(sc[0][2 * kk][2], sc[0][2 * kk][3]);
-        pf[kk][2] = ptx::pack2<T>(sc[0][2 * kk + 1][0], sc[0][2 * kk + 1][1]);
-        pf[kk][3] = ptx::pack2<T>(sc[0][2 * kk + 1][2], sc[0][2 * kk + 1][3]);
+        sm80::c_to_a<T>(pf[kk], sc[0][2 * kk], sc[0][2 * kk + 1]);
         wgmma_fence();  // pf[kk] written since the last fence
         mma_rs<1>(acc_o[0], pf[kk], nmajor_desc(sV, kk, 0), kk > 0, T{});
       }
