@@ -12,9 +12,10 @@
 //   dQ = dS K over all 128 keys of the block (both consumers' dS^T, double-buffered so a step
 //   needs one barrier between the consumers): consumer c computes 64 x 64 of it, queries
 //   64c.. at d 64 (128-query steps), head-dim columns 64c.. at d 128 (64-query steps), and adds
-//   it into the fp32 accumulator with TMA reductions (`cp.reduce.async.bulk.tensor`, 32
-//   columns per box; at d 64 each warp reduces its own 16 rows, BwdTile::dq_box_rows), so
-//   every dQ element of a step is reduced once, not once per consumer.
+//   it into the fp32 accumulator with TMA reductions (`cp.reduce.async.bulk.tensor`, boxes of
+//   64 rows x 32 columns), so every dQ element of a step is reduced once, not once per
+//   consumer. The consumers only stage their part in shared memory: a producer warp, the dq
+//   writer, issues the reductions and hands the staging back once TMA has read it.
 // The prep / dq conversion / dsink kernels around it are the portable path's. In the
 // deterministic mode this kernel skips dQ (its dK and dV have a fixed summation order already)
 // and bwd_dq_kernel.h computes dq. Narrow windows outside zigzag instead hand dQ from key block
@@ -71,8 +72,9 @@ struct BwdSmem {
   static constexpr int ld = dq + kT.consumers * kDQBytes;  // [stages][block_m] {lse2, delta}
   static constexpr int dq_steps = ld + kStages * kT.block_m * 8;  // [stages] DqStep (handoff)
   static constexpr int bars = dq_steps + kStages * sizeof(DqStep);
-  // kv_full, q_full, empty, part_full / _empty, and the handoff's stored-pieces counter
-  static constexpr int kBars = 4 + 2 * kStages;
+  // kv_full, q_full, empty, part_full / _empty, the handoff's stored-pieces counter, and
+  // dq_full / dq_empty per consumer (the dq writer warp)
+  static constexpr int kBars = 8 + 2 * kStages;
   static constexpr int bytes = bars + kBars * 8 + 1024;
   static_assert(bytes <= 227 * 1024, "fits one block per SM");
 };
@@ -107,6 +109,9 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   // barrier (named_sync 3) that every warp reaches after counting piece n, so 8 n counts mean
   // pieces 0 .. n - 1 are all stored.
   int32_t* stored = reinterpret_cast<int32_t*>(part_empty + 1);
+  // A consumer's dq part is in its staging (its 4 warps arrive), and has been read by the writer.
+  uint64_t* dq_full = part_empty + 2;
+  uint64_t* dq_empty = dq_full + 2;
   float2* sLD = reinterpret_cast<float2*>(base + L::ld);
   DqStep* sDqStep = reinterpret_cast<DqStep*>(base + L::dq_steps);
 
@@ -143,6 +148,10 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     }
     mbar_init(part_full, 1);
     mbar_init(part_empty, kConsumerThreads);
+    for (int c = 0; c < 2; ++c) {
+      mbar_init(&dq_full[c], 4);
+      mbar_init(&dq_empty[c], 1);
+    }
     *stored = 0;
     mbar_fence_init();
   }
@@ -152,6 +161,15 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   // and keeps the per-consumer addresses and wgmma descriptors in uniform registers (SASS: 54 ->
   // 19 R2UR moves; in the forward the same spilled the persistent kernel, so it stays there).
   const int wg = __shfl_sync(0xffffffff, (int)threadIdx.x / 128, 0), lane = threadIdx.x % 32;
+  // Atomic mode: dQ here, by TMA reductions. Deterministic mode: dQ comes from the Hopper dq
+  // kernel afterwards (reductions land in no fixed order), this kernel does dK and dV only. With
+  // the handoff, dQ here in either mode (its sum has a fixed order).
+  const bool with_dq = !kDkDvOnly && (p.dq_atomic != 0 || handoff);
+  // The reductions: a producer warp (the writer) issues them for each consumer's dq part once its
+  // 4 warps have staged it, so the consumers only store and fence (FA3's dQ writer). Nsight had
+  // put the consumers' own issue (its elect loop waiting on the TMA unit), the wait for the
+  // previous step's reads and the warp-box bookkeeping at ~4% of their stall samples.
+  const bool writer = with_dq && !handoff;
   if (wg == 0) {
     regs_dealloc<kT.producer_regs>();
     const int pwarp = threadIdx.x / 32;
@@ -178,6 +196,30 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
           ptx::red_release_gpu_add(st.counter, 1);
         }
       }
+      return;
+    }
+    if (writer && pwarp == 1) {
+      if (lane != 0) return;
+      // Step by step, each consumer's part: 2 boxes of 64 rows x 32 columns.
+      cuda::StepWalk w = walk0;
+      for (int it = 0; it < iters; ++it, advance(w)) {
+        int64_t head, m0;
+        step(w, head, m0);
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int qs = kQSub == 2 ? c : 0, ds = kSub == 2 ? c : 0;
+          mbar_wait(&dq_full[c], it & 1);
+#pragma unroll
+          for (int ch = 0; ch < 2; ++ch)
+            tma_reduce_add_3d(&map_dq, base + L::dq + c * L::kDQBytes + ch * 64 * 128,
+                              64 * ds + 32 * ch, (int)head, dq_row0 + (int)m0 + 64 * qs);
+          bulk_commit();
+        }
+        bulk_wait_read();
+        mbar_arrive(&dq_empty[0]);
+        mbar_arrive(&dq_empty[1]);
+      }
+      bulk_wait();
       return;
     }
     if (pwarp > 0) return;
@@ -239,10 +281,6 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   regs_alloc<kT.consumer_regs>();
   const int c = wg - 1;                          // keys 64c .. 64c + 63 of the block (dK, dV)
   const int warp = (threadIdx.x / 32) % 4, g = lane / 4, t = lane % 4;
-  // Issues dq reductions: every warp's lane 0 for 16-row boxes, else the warpgroup's first thread.
-  constexpr bool kWarpBoxes = kT.dq_box_rows == 16;
-  static_assert(kWarpBoxes || kT.dq_box_rows == 64, "a warp's 16 rows or the warpgroup's 64");
-  const bool leader = kWarpBoxes ? lane == 0 : threadIdx.x % 128 == 0;
   const int64_t key0 = n0 + 64 * c;
   char* sdQ = base + L::dq + c * L::kDQBytes;    // 2 chunks of [64 rows][32 fp32]
   const T* sK = reinterpret_cast<const T*>(base + L::k + c * 64 * 128);  // this consumer's keys
@@ -255,10 +293,6 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   float acc_dk[D / 8][4], acc_dv[D / 8][4];
   sm80::zero(acc_dk);
   sm80::zero(acc_dv);
-  // Atomic mode: dQ here, by TMA reductions. Deterministic mode: dQ comes from the Hopper dq
-  // kernel afterwards (reductions land in no fixed order), this kernel does dK and dV only. With
-  // the handoff, dQ here in either mode (its sum has a fixed order).
-  const bool with_dq = !kDkDvOnly && (p.dq_atomic != 0 || handoff);
   // Narrow windows: the mask seen from this consumer's keys and this thread's two key rows, once
   // per block (per step it cost every step of a narrow window ~100 instructions of 64-bit
   // arithmetic), and one bit per element. The causal loop keeps the per-step bounds and the
@@ -398,7 +432,6 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
 
       if constexpr (C == BM) {
         fence_async_smem();
-        if (leader) bulk_wait_read();  // the previous step's dq reductions have read sdQ
         named_sync(3, 256);            // both consumers' dS^T are in shared memory
 
         float dq[8][4];
@@ -443,24 +476,14 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
           }
           return;
         }
+        if (it > 0) mbar_wait(dq_empty + c, (it - 1) & 1);  // the writer read the last part
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
           for (int r = 0; r < 2; ++r) *dq_slot(nt, r) = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
-        fence_async_smem();
-        // This warp's (or warpgroup's) dq rows are in shared memory.
-        const int box0 = kWarpBoxes ? 16 * warp : 0;  // first row of this leader's boxes
-        if constexpr (kWarpBoxes)
-          __syncwarp();
-        else
-          named_sync(4 + c, 128);
-        if (leader) {
-#pragma unroll
-          for (int ch = 0; ch < 2; ++ch)
-            tma_reduce_add_3d(&map_dq, sdQ + ch * 64 * 128 + box0 * 128, 64 * ds + 32 * ch,
-                              (int)head, dq_row0 + (int)m0 + 64 * qs + box0);
-          bulk_commit();
-        }
+        fence_async_smem();  // this warp's rows are in shared memory for the writer's TMA
+        __syncwarp();
+        if (lane == 0) mbar_arrive(dq_full + c);
       }
     };
     if constexpr (kNarrow && kQSub == 2) {
@@ -480,8 +503,9 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     products(std::integral_constant<int, BM>{}, 0);
   }
 
-  // Epilogue: dK (scaled) and dV through this warpgroup's staging rows, 16 bytes at a time.
-  if (leader) bulk_wait();
+  // Epilogue: dK (scaled) and dV through this warpgroup's staging rows (the dq staging, once the
+  // writer has read the last part), 16 bytes at a time.
+  if (writer && iters > 0) mbar_wait(dq_empty + c, (iters - 1) & 1);
   named_sync(4 + c, 128);
   constexpr int kStage = sm80::smem_stride(D);
   T* stage = reinterpret_cast<T*>(sdQ) + warp * 16 * kStage;

@@ -67,13 +67,13 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);
     const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
     const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
-    // dq_accum in boxes of 32 columns x dq_box_rows rows for the reductions, or of 64 rows for
-    // the handoff's partial loads (unused in the deterministic mode without the handoff).
+    // dq_accum in boxes of 32 columns x 64 rows, a consumer's part of a step: the writer warp's
+    // reductions or the handoff's partial loads (unused in the deterministic mode without the
+    // handoff).
     const bool handoff = p.dq_flags != nullptr;
-    const CUtensorMap map_dq =
-        handoff || p.dq_atomic
-            ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, handoff ? 64 : t.dq_box_rows)
-            : CUtensorMap{};
+    const CUtensorMap map_dq = handoff || p.dq_atomic
+                                   ? make_accum_map(p.dq_accum, q_rows, p.heads_q, D, 64)
+                                   : CUtensorMap{};
     // Narrow windows (every step cut by the band) take their own instantiation of the mask code,
     // and with the band dq kernel one without dQ.
     auto kernel = fwd_short_rows(p.window_left, p.window_right) ? bwd_kernel<T, D, true>

@@ -4,6 +4,18 @@
 
 namespace sinkattn::cuda::sm90 {
 
+// setmaxnreg moves registers within the block's pool, which the launch sized at what ptxas gave
+// every thread (at most 65536 / threads, a multiple of 8): a split above it hangs the block.
+constexpr bool regs_fit(int consumers, int producer_regs, int consumer_regs) {
+  return 128 * (producer_regs + consumers * consumer_regs) <=
+         65536 / ((consumers + 1) * 128) / 8 * 8 * (consumers + 1) * 128;
+}
+static_assert(!regs_fit(2, 32, 240), "384 threads: 168 registers each");
+template <typename Tile>
+constexpr bool tile_regs_fit(Tile t) {
+  return regs_fit(t.consumers, t.producer_regs, t.consumer_regs);
+}
+
 struct FwdTile {
   int block_m;        // query rows per block: 64 per consumer warpgroup
   int block_n;        // key rows per stage
@@ -27,6 +39,9 @@ constexpr FwdTile fwd_tile(int d, bool short_rows = false) {
          : d <= 64              ? FwdTile{128, 128, 2, 2, 40, 232, true}
                                 : FwdTile{128, 128, 2, 2, 40, 232, false};
 }
+static_assert(tile_regs_fit(fwd_tile(64)) && tile_regs_fit(fwd_tile(64, true)) &&
+                  tile_regs_fit(fwd_tile(128)),
+              "forward register split");
 
 // Narrow windows: under 1024 keys (H200, gptoss 16k window 128: 0.40 against 0.47 ms forward
 // with 128-row blocks; the backward takes its kNarrow instantiation). Not for longer causal rows:
@@ -83,6 +98,7 @@ constexpr BandTile band_tile() { return BandTile{144, 8, 8, 3, 2, 40, 232}; }
 // form). 4 consumers do not compile: at 640 threads ptxas keeps the entry budget of 96
 // registers for the wgmma chain.
 constexpr BandTile band_fwd_tile() { return BandTile{144, 8, 8, 3, 3, 32, 160}; }
+static_assert(tile_regs_fit(band_tile()) && tile_regs_fit(band_fwd_tile()), "band register split");
 static_assert(band_fwd_tile().span == band_tile().span &&
                   band_fwd_tile().heads == band_tile().heads &&
                   band_fwd_tile().run == band_tile().run,
@@ -114,7 +130,6 @@ struct BwdTile {
   int producer_regs;  // setmaxnreg targets, as in FwdTile
   int consumer_regs;
   unsigned exp2_fma;  // P^T columns n (8 queries each) whose exps run on the FMA pipe: bit n % 8
-  int dq_box_rows;    // rows of a dq reduction box: 16, each warp its own; 64, the warpgroup's
 };
 
 // Each consumer keeps its 64 keys' dK and dV (2 x D/2 fp32 per thread) for the whole block and
@@ -125,13 +140,17 @@ struct BwdTile {
 // lost); once v8 had trimmed the step's other instructions, an eighth measured +1.4-2.3% over a
 // quarter on every gptoss shape (16k 409 -> 416 TFLOP/s). The forward measured only losses
 // (1/8: 466 -> 440): its exps already overlap the other consumers' products.
-// At d 64 each warp reduces its own 16 dq rows as soon as it has stored them, without the
-// warpgroup barrier: H200, +0.3-1.9% on every gptoss shape in two calls. d 128 keeps 64-row
-// boxes: it read -2.3% once, inside the ±2% its backward moves between identical builds.
+// The dq reductions are a producer warp's (the dq writer, bwd_kernel.h; H200, 7 rounds against
+// each consumer warp reducing its own rows: gptoss 4k +5.9%, 16k +3.7%, 32k +4.2%, varlen
+// +3.9%, llama 8k +2.4%). The writer needs more than 24 registers: 40 for the producer
+// warpgroup and 232 for the consumers, 0 bytes of spills in every instantiation (the narrow
+// ones with dQ had spilled 28-88 bytes at 240).
 constexpr BwdTile bwd_tile(int d) {
-  return d <= 64 ? BwdTile{128, 128, 2, 2, 24, 240, 0x80u, 16}
-                 : BwdTile{128, 64, 2, 2, 24, 240, 0u, 64};
+  return d <= 64 ? BwdTile{128, 128, 2, 2, 40, 232, 0x80u}
+                 : BwdTile{128, 64, 2, 2, 40, 232, 0u};
 }
+static_assert(tile_regs_fit(bwd_tile(64)) && tile_regs_fit(bwd_tile(128)),
+              "backward register split");
 
 // The deterministic mode's dq kernel (bwd_dq_kernel.h): 64 query rows per consumer, each holding
 // S and dP of its rows against a key block and its dQ rows (d 64: 128-key blocks, 64 + 64 + 32
@@ -147,5 +166,6 @@ struct DqTile {
 constexpr DqTile dq_tile(int d) {
   return d <= 64 ? DqTile{128, 128, 2, 2, 24, 240} : DqTile{128, 64, 2, 2, 24, 240};
 }
+static_assert(tile_regs_fit(dq_tile(64)) && tile_regs_fit(dq_tile(128)), "dq register split");
 
 }  // namespace sinkattn::cuda::sm90
