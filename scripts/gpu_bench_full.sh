@@ -7,6 +7,8 @@
 #                    call when start-up or a build took longer)
 #   GPU_CALL_LIMIT_S the call's wall limit the whole script must end inside (default 600)
 #   SINKATTN_COMMIT  the commit to print when the copy of the tree has no .git
+#   LIB              another build of the library to time, from the repository root (e.g.
+#                    build/variants/NAME.so from scripts/build_variant.sh), instead of build/cuda's
 #   SINKATTN_COMPILE_CACHE  torch.compile cache folder to reuse (e.g. one carried from an earlier
 #                    call, unpacked from compile_cache.tgz); SAVE_COMPILE_CACHE=1 packs it into
 #                    $OUT/compile_cache.tgz after the run
@@ -24,7 +26,7 @@ dest="$OUT/bench_full"
 log="$OUT/bench_full.log"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 
-if [ ! -f build/cuda/libsinkattn.so ]; then  # minutes of the call's limit: better carried
+if [ -z "${LIB:-}" ] && [ ! -f build/cuda/libsinkattn.so ]; then  # minutes of the call's limit: better carried
   echo "=== build/cuda/libsinkattn.so missing: building it here"
   if ! { cmake -S . -B build/cuda -G Ninja -DSINKATTN_CUDA=ON -DSINKATTN_PORTABLE_ARCHS=90 \
            -DSINKATTN_BUILD_TESTS=OFF -DSINKATTN_BUILD_BENCH=OFF >/dev/null \
@@ -33,7 +35,7 @@ if [ ! -f build/cuda/libsinkattn.so ]; then  # minutes of the call's limit: bett
   fi
 fi
 export LD_LIBRARY_PATH="$PWD/build/cuda${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export SINKATTN_LIBRARY="$PWD/build/cuda/libsinkattn.so" PYTHONPATH="$PWD/python"
+export SINKATTN_LIBRARY="$(realpath "${LIB:-build/cuda/libsinkattn.so}")" PYTHONPATH="$PWD/python"
 export PYTHONUNBUFFERED=1
 SINKATTN_COMMIT="${SINKATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export SINKATTN_COMMIT
