@@ -35,7 +35,7 @@ if [ -z "${LIB:-}" ] && [ ! -f build/cuda/libsinkattn.so ]; then  # minutes of t
   fi
 fi
 export LD_LIBRARY_PATH="$PWD/build/cuda${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export SINKATTN_LIBRARY="$(realpath "${LIB:-build/cuda/libsinkattn.so}")" PYTHONPATH="$PWD/python"
+export SINKATTN_LIBRARY="$(realpath -s "${LIB:-build/cuda/libsinkattn.so}")" PYTHONPATH="$PWD/python"
 export PYTHONUNBUFFERED=1
 SINKATTN_COMMIT="${SINKATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export SINKATTN_COMMIT
