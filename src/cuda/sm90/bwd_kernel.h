@@ -554,7 +554,13 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
 
   // Epilogue: dK (scaled) and dV through this warpgroup's staging rows (the dq staging, once the
   // writer has read the last part), 16 bytes at a time.
-  if (writer && iters > 0) mbar_wait(dq_empty + (kDqTurns ? 0 : c), (iters - 1) & 1);
+  if (writer && iters > 0) {
+    // With turns, the consumer off turn at the last step may find the writer two parts behind
+    // (its own last part unread), where a wait for the last phase's parity alone would pass: the
+    // phase before first.
+    if (kDqTurns && iters > 1) mbar_wait(dq_empty, (iters - 2) & 1);
+    mbar_wait(dq_empty + (kDqTurns ? 0 : c), (iters - 1) & 1);
+  }
   named_sync(4 + c, 128);
   constexpr int kStage = sm80::smem_stride(D);
   T* stage = reinterpret_cast<T*>(sdQ) + warp * 16 * kStage;
