@@ -93,6 +93,11 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   constexpr int BM = kT.block_m, BN = kT.block_n, S = L::kStages, kSub = D / 64;
   constexpr int kConsumerThreads = kT.consumers * 128;
   constexpr int kQSub = BM / 64;  // 64-query sub-tiles of a step
+  // d 128 (causal): a step's whole dQ (64 queries x 128 columns, one m64n128 product) is one
+  // consumer's, the two taking turns, instead of 64 columns each: a third less shared memory read
+  // for it (6 KB per k-step where two m64n64 read 8), and the consumer off turn goes on to the
+  // next step. Its part fills both consumers' staging (4 boxes), one dq_full / dq_empty.
+  constexpr bool kDqTurns = D == 128 && !kNarrow;
   static_assert(BN == 128 && kT.consumers == 2 && kSub * kQSub == 2,
                 "64 keys per consumer; dQ splits the queries (d 64) or the head dim (d 128)");
   static_assert(L::kDQBytes >= 64 * sm80::smem_stride(D) * 2, "epilogue staging fits");
@@ -205,6 +210,17 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       for (int it = 0; it < iters; ++it, advance(w)) {
         int64_t head, m0;
         step(w, head, m0);
+        if constexpr (kDqTurns) {  // the step's whole part, from whichever consumer's turn it was
+          mbar_wait(&dq_full[0], it & 1);
+#pragma unroll
+          for (int ch = 0; ch < 4; ++ch)
+            tma_reduce_add_3d(&map_dq, base + L::dq + ch * 64 * 128, 32 * ch, (int)head,
+                              dq_row0 + (int)m0);
+          bulk_commit();
+          bulk_wait_read();
+          mbar_arrive(&dq_empty[0]);
+          continue;
+        }
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const int qs = kQSub == 2 ? c : 0, ds = kSub == 2 ? c : 0;
@@ -433,6 +449,39 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
       if constexpr (C == BM) {
         fence_async_smem();
         named_sync(3, 256);            // both consumers' dS^T are in shared memory
+        if constexpr (kDqTurns) {
+          wgmma_wait<0>();  // dV and dK: the stage and the A registers are free before dQ's 64
+          pin(acc_dv);
+          pin(acc_dk);
+          pin(pf);
+          pin(dsf);
+          mbar_arrive(&empty[s]);
+          if (c != (it & 1)) return;  // the other consumer's turn
+          float dq[D / 8][4];
+          wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < BN / 16; ++kk)
+            mma_ss<1, 1>(dq, nmajor_desc(sdS, kk, 0),
+                         nmajor_desc(reinterpret_cast<const T*>(base + L::k), kk, BN * 128), kk > 0,
+                         T{});
+          wgmma_commit();
+          wgmma_wait<0>();
+          pin(dq);
+          if (it > 0) mbar_wait(dq_empty, (it - 1) & 1);  // the writer read the last part
+#pragma unroll
+          for (int nt = 0; nt < D / 8; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
+              *reinterpret_cast<float2*>(base + L::dq + (col / 32) * 64 * 128 +
+                                         swizzle128(row, (col % 32) * 4)) =
+                  make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
+            }
+          fence_async_smem();  // this warp's rows are in shared memory for the writer's TMA
+          __syncwarp();
+          if (lane == 0) mbar_arrive(dq_full);
+          return;
+        }
 
         float dq[8][4];
         wgmma_fence();
@@ -505,7 +554,13 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
 
   // Epilogue: dK (scaled) and dV through this warpgroup's staging rows (the dq staging, once the
   // writer has read the last part), 16 bytes at a time.
-  if (writer && iters > 0) mbar_wait(dq_empty + c, (iters - 1) & 1);
+  if (writer && iters > 0) {
+    // With turns, the consumer off turn at the last step may find the writer two parts behind
+    // (its own last part unread), where a wait for the last phase's parity alone would pass: the
+    // phase before first.
+    if (kDqTurns && iters > 1) mbar_wait(dq_empty, (iters - 2) & 1);
+    mbar_wait(dq_empty + (kDqTurns ? 0 : c), (iters - 1) & 1);
+  }
   named_sync(4 + c, 128);
   constexpr int kStage = sm80::smem_stride(D);
   T* stage = reinterpret_cast<T*>(sdQ) + warp * 16 * kStage;
