@@ -6,6 +6,7 @@
 #pragma once
 
 #include "cuda/sm80/launch_bwd.h"
+#include "cuda/sm90/band_launch.h"
 #include "cuda/sm90/bwd_band_dq_kernel.h"
 #include "cuda/sm90/bwd_dq_kernel.h"
 #include "cuda/sm90/bwd_kernel.h"
@@ -34,29 +35,15 @@ void launch_bwd_dq(const sm80::Params& p, cudaStream_t stream) {
   sm80::check_launch("sinkattn sm90 dq kernel");
 }
 
-// dq of a narrow band under GQA (bwd_band_dq_kernel.h): persistent, as the band forward.
-template <typename T>
-void launch_bwd_band_dq(const sm80::Params& p, cudaStream_t stream) {
-  constexpr BandTile t = band_tile();
-  constexpr int smem = BandDqSmem::bytes;
-  const TensorShape q = q_shape(p, 64), kv = kv_shape(p, 64);
-  const CUtensorMap map_q = make_tile_map(p.q, q, 16, t.heads);
-  const CUtensorMap map_dout = make_tile_map(p.dout, q, 16, t.heads);
-  const CUtensorMap map_k = make_tile_map(p.k, kv, BandDqSmem::kKeys);
-  const CUtensorMap map_v = make_tile_map(p.v, kv, BandDqSmem::kKeys);
-  auto kernel = bwd_band_dq_kernel<T>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid(band_grid(p, sm80::sm_count()));  // persistent, each block walking runs
-  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout);
-  sm80::check_launch("sinkattn sm90 band dq kernel");
-}
-
 template <typename T, int D>
 void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
   if (!p.band_dq) {
     sm80::launch_bwd_prep<T, D>(p, stream);
   } else if constexpr (D == 64) {
-    launch_bwd_band_dq<T>(p, stream);  // dq, delta and the dsink partials
+    // dq, delta and the dsink partials of a narrow band under GQA
+    launch_band<BandDqSmem>(p, stream, band_tile(), bwd_band_dq_kernel<T>,
+                            "sinkattn sm90 band dq kernel",
+                            make_tile_map(p.dout, q_shape(p, 64), 16, band_tile().heads));
   }
   if (p.seqlen_k > 0 && p.seqlen_q > 0) {
     constexpr BwdTile t = bwd_tile(D);

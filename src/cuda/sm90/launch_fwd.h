@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "cuda/sm80/launch.h"
+#include "cuda/sm90/band_launch.h"
 #include "cuda/sm90/fwd_band_kernel.h"
 #include "cuda/sm90/fwd_kernel.h"
 #include "cuda/sm90/launch.h"
@@ -39,26 +40,12 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
   sm80::check_launch("sinkattn sm90 forward kernel");
 }
 
-template <typename T>
-void run_fwd_band(const sm80::Params& p, cudaStream_t stream) {
-  constexpr BandTile t = band_fwd_tile();
-  constexpr int smem = BandSmem::bytes;
-  const TensorShape q = q_shape(p, 64), kv = kv_shape(p, 64);
-  const CUtensorMap map_q = make_tile_map(p.q, q, 16, t.heads);
-  const CUtensorMap map_k = make_tile_map(p.k, kv, BandSmem::kKeys);
-  const CUtensorMap map_v = make_tile_map(p.v, kv, BandSmem::kKeys);
-  auto kernel = fwd_band_kernel<T>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid(band_grid(p, sm80::sm_count()));  // persistent, each block walking runs
-  kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v);
-  sm80::check_launch("sinkattn sm90 band forward kernel");
-}
-
 template <typename T, int D>
 void launch_fwd(const sm80::Params& p, cudaStream_t stream) {
   if constexpr (D == 64) {
     if (use_band(D, p.group, p.window_left, p.window_right, p.zigzag_world, p.seqlen_q))
-      return run_fwd_band<T>(p, stream);
+      return launch_band<BandSmem>(p, stream, band_fwd_tile(), fwd_band_kernel<T>,
+                                   "sinkattn sm90 band forward kernel");
   }
   constexpr FwdTile a = fwd_tile(D, false), b = fwd_tile(D, true);
   if constexpr (a.block_m != b.block_m) {  // two shapes for this head dim: pick per problem
