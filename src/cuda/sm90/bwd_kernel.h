@@ -304,6 +304,27 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   const int warp = (threadIdx.x / 32) % 4, g = lane / 4, t = lane % 4;
   const int64_t key0 = n0 + 64 * c;
   char* sdQ = base + L::dq + c * L::kDQBytes;    // 2 chunks of [64 rows][32 fp32]
+  // This thread's element pair (n-tile nt, row half r) of a dq part staged from `staging` in
+  // chunks of [64 rows][32 fp32].
+  auto dq_slot = [&](char* staging, int nt, int r) {
+    const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
+    return reinterpret_cast<float2*>(staging + (col / 32) * 64 * 128 +
+                                     swizzle128(row, (col % 32) * 4));
+  };
+  // Stages this warp's rows of the step's dq part (8-column n-tiles) once the writer has read
+  // the one before from the same staging, and tells the writer.
+  auto stage_dq = [&](char* staging, const auto& dq, int it, uint64_t* full, uint64_t* read) {
+    constexpr int NT = std::extent_v<std::remove_reference_t<decltype(dq)>>;
+    if (it > 0) mbar_wait(read, (it - 1) & 1);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        *dq_slot(staging, nt, r) = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
+    fence_async_smem();  // this warp's rows are in shared memory for the writer's TMA
+    __syncwarp();
+    if (lane == 0) mbar_arrive(full);
+  };
   const T* sK = reinterpret_cast<const T*>(base + L::k + c * 64 * 128);  // this consumer's keys
   const T* sV = reinterpret_cast<const T*>(base + L::v + c * 64 * 128);
   // This consumer's 64 x 64 part of dQ = dS K: A = query sub-tile qs of dS^T (all 128 keys),
@@ -472,19 +493,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
           wgmma_commit();
           wgmma_wait<0>();
           pin(dq);
-          if (it > 0) mbar_wait(dq_empty, (it - 1) & 1);  // the writer read the last part
-#pragma unroll
-          for (int nt = 0; nt < D / 8; ++nt)
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
-              *reinterpret_cast<float2*>(base + L::dq + (col / 32) * 64 * 128 +
-                                         swizzle128(row, (col % 32) * 4)) =
-                  make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
-            }
-          fence_async_smem();  // this warp's rows are in shared memory for the writer's TMA
-          __syncwarp();
-          if (lane == 0) mbar_arrive(dq_full);
+          stage_dq(base + L::dq, dq, it, dq_full, dq_empty);  // both consumers' staging
           return;
         }
 
@@ -504,12 +513,6 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
         mbar_arrive(&empty[s]);
         wgmma_wait<0>();
         pin(dq);
-        // This thread's element pair (n-tile nt, row half r) in the consumer's dq staging.
-        auto dq_slot = [&](int nt, int r) {
-          const int row = 16 * warp + g + 8 * r, col = 8 * nt + 2 * t;
-          return reinterpret_cast<float2*>(sdQ + (col / 32) * 64 * 128 +
-                                           swizzle128(row, (col % 32) * 4));
-        };
         if (handoff) {
           if (hand.prior > 0) {  // add the partial the fetching warp loaded
             mbar_wait(part_full, parts & 1);
@@ -517,7 +520,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
             for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
               for (int r = 0; r < 2; ++r) {
-                const float2 v = *dq_slot(nt, r);
+                const float2 v = *dq_slot(sdQ, nt, r);
                 dq[nt][2 * r] += v.x;
                 dq[nt][2 * r + 1] += v.y;
               }
@@ -530,14 +533,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
           }
           return;
         }
-        if (it > 0) mbar_wait(dq_empty + c, (it - 1) & 1);  // the writer read the last part
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-          for (int r = 0; r < 2; ++r) *dq_slot(nt, r) = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
-        fence_async_smem();  // this warp's rows are in shared memory for the writer's TMA
-        __syncwarp();
-        if (lane == 0) mbar_arrive(dq_full + c);
+        stage_dq(sdQ, dq, it, dq_full + c, dq_empty + c);
       }
     };
     if constexpr (kNarrow && kQSub == 2) {
