@@ -88,14 +88,24 @@ __device__ __forceinline__ void stage_acc(T* tile, int stride, const float (&acc
   }
 }
 
+// A warp's 16 x 16 block of fp32 C fragments (n-tiles a, then b) times mul, packed as T: the
+// registers of one x4 stmatrix (a fragment's four registers are its four 8 x 8 matrices).
+template <typename T>
+__device__ __forceinline__ void pack_c16x16(uint32_t (&r)[4], const float (&a)[4],
+                                            const float (&b)[4], float mul = 1.f) {
+  r[0] = ptx::pack2<T>(a[0] * mul, a[1] * mul);
+  r[1] = ptx::pack2<T>(a[2] * mul, a[3] * mul);
+  r[2] = ptx::pack2<T>(b[0] * mul, b[1] * mul);
+  r[3] = ptx::pack2<T>(b[2] * mul, b[3] * mul);
+}
+
 // Store a warp's 16 x 16 block of fp32 C fragments (n-tiles a, then b) as T at rows r0..,
-// cols c0.. of a row-major tile: one stmatrix on sm_90 (a fragment's four registers are its four
-// 8 x 8 matrices), four 32-bit stores per thread before.
+// cols c0.. of a row-major tile: one stmatrix on sm_90, four 32-bit stores per thread before.
 template <typename T>
 __device__ __forceinline__ void store_c16x16(T* tile, int stride, int r0, int c0,
                                              const float (&a)[4], const float (&b)[4], int lane) {
-  const uint32_t r[4] = {ptx::pack2<T>(a[0], a[1]), ptx::pack2<T>(a[2], a[3]),
-                         ptx::pack2<T>(b[0], b[1]), ptx::pack2<T>(b[2], b[3])};
+  uint32_t r[4];
+  pack_c16x16<T>(r, a, b);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   ptx::stmatrix_x4(tile + (r0 + lane % 8 + (lane / 8) % 2 * 8) * stride + c0 + lane / 16 * 8, r);
 #else

@@ -227,12 +227,8 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
         // n-tiles 2m, 2m + 1 (columns 16m ..): four 8 x 8 matrices, rows 0-7 and 8-15 of each.
-        const float(&a)[4] = acc_dq[2 * m];
-        const float(&b)[4] = acc_dq[2 * m + 1];
-        const float x = p.scale;
-        const uint32_t r[4] = {ptx::pack2<T>(a[0] * x, a[1] * x), ptx::pack2<T>(a[2] * x, a[3] * x),
-                               ptx::pack2<T>(b[0] * x, b[1] * x),
-                               ptx::pack2<T>(b[2] * x, b[3] * x)};
+        uint32_t r[4];
+        sm80::pack_c16x16<T>(r, acc_dq[2 * m], acc_dq[2 * m + 1], p.scale);
         ptx::stmatrix_x4(stage + swizzle128(lane % 8 + (lane / 8) % 2 * 8, 32 * m + lane / 16 * 16),
                          r);
       }
