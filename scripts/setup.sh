@@ -63,7 +63,17 @@ have_or_skip() {  # have_or_skip WHAT TEST-COMMAND...
 # Build libsinkattn (and, with tests, the C++ tests) in build/<name>: build_lib NAME [cmake args]
 build_lib() {
   local name="$1"; shift
-  local dir="$SINKATTN_ROOT/build/$name"
+  local dir="$SINKATTN_ROOT/build/$name" key tool
+  # A build folder configured on another machine (copied to the GPU machine, say) names tools by
+  # that machine's paths: configure afresh when one of them is missing here.
+  for key in CMAKE_MAKE_PROGRAM CMAKE_CXX_COMPILER CMAKE_CUDA_COMPILER; do
+    tool=$(sed -n "s/^$key:[A-Z]*=//p" "$dir/CMakeCache.txt" 2>/dev/null)
+    if [ -n "$tool" ] && [ ! -x "$tool" ]; then
+      log "build/$name was configured elsewhere ($key $tool is missing here): configuring afresh"
+      rm -rf "$dir/CMakeCache.txt" "$dir/CMakeFiles"
+      break
+    fi
+  done
   cmake -S "$SINKATTN_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
   cmake --build "$dir" -j "$SINKATTN_JOBS"
 }
