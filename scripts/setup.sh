@@ -67,7 +67,8 @@ build_lib() {
   # A build folder configured on another machine (copied to the GPU machine, say) names tools by
   # that machine's paths: configure afresh when one of them is missing here.
   for key in CMAKE_MAKE_PROGRAM CMAKE_CXX_COMPILER CMAKE_CUDA_COMPILER; do
-    tool=$(sed -n "s/^$key:[A-Z]*=//p" "$dir/CMakeCache.txt" 2>/dev/null)
+    [ -f "$dir/CMakeCache.txt" ] || break
+    tool=$(sed -n "s/^$key:[A-Z]*=//p" "$dir/CMakeCache.txt")
     if [ -n "$tool" ] && [ ! -x "$tool" ]; then
       log "build/$name was configured elsewhere ($key $tool is missing here): configuring afresh"
       rm -rf "$dir/CMakeCache.txt" "$dir/CMakeFiles"
