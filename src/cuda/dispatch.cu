@@ -184,6 +184,21 @@ bool packed_group(const sinkattn_problem& p) {
   return on && sm80::packed_fits(p.seqlen_q, p.heads_q / p.heads_kv, (int)p.head_dim);
 }
 
+// Whether the forward runs a persistent Hopper kernel, which takes its tiles from a counter in
+// the workspace (sm90/tile_sched.h): head dim 64 unless the band kernel runs.
+bool fwd_tile_counter(const sinkattn_problem& p) {
+#ifdef SINKATTN_WITH_SM90
+  if (packed_group(p) || !sm90_refusal(p).empty() || !sm90::fwd_persistent((int)p.head_dim))
+    return false;
+  const MaskBounds m = mask_bounds(p);
+  return !sm90::use_band((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right, p.zigzag_world,
+                         p.seqlen_q);
+#else
+  (void)p;
+  return false;
+#endif
+}
+
 // Key splits of the packed-group forward (1: no workspace).
 int64_t packed_splits(const sinkattn_problem& p) {
   return sm80::PackedTile::splits(p.batch * p.heads_kv, p.seqlen_k, sm80::sm_count(p.device_index));
@@ -312,6 +327,7 @@ void check_supported(const sinkattn_problem& p) {
 
 size_t fwd_workspace_size(const sinkattn_fwd_params& f) {
   const sinkattn_problem& p = f.problem;
+  if (fwd_tile_counter(p)) return 16;  // one uint32_t, the workspace's 16-byte alignment
   const int64_t splits = packed_group(p) ? packed_splits(p) : 1;
   if (splits == 1) return 0;
   return (size_t)splits * sm80::PackedTile::partial_floats(p.batch * p.heads_kv, (int)p.head_dim) *
@@ -338,6 +354,7 @@ void fwd(const sinkattn_fwd_params& f) {
   }
 #ifdef SINKATTN_WITH_SM90
   if (sm90_refusal(p).empty()) {
+    if (fwd_tile_counter(p)) k.tile_counter = static_cast<uint32_t*>(f.workspace);
     dispatch(p, [&](auto type, auto dim) {
       if constexpr (sm90::has_kernels(decltype(dim)::value))
         sm90::launch_fwd<decltype(type), decltype(dim)::value>(k, stream);

@@ -19,13 +19,15 @@ from check_cuda import BENCH_SHAPES, doc_lengths, median_ms, packed_problem, pai
 from sinkattn_ctypes import Lib
 
 # check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark),
-# their 32k tokens as one sequence, and ~1000 short documents (per-sequence costs): (name,
+# their 32k tokens as one sequence, ~1000 short documents (per-sequence costs) and causal documents
+# of at most 1k tokens (the 128-row persistent forward): (name,
 # seqlen, heads_q, heads_kv, head_dim, learned sinks, window left, packed documents' length range
 # or False).
 SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
     ("gptoss varlen 32k", 32768, 64, 8, 64, True, -1, (256, 8192)),
     ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False),
-    ("gptoss 1k docs w128", 32768, 64, 8, 64, True, 127, (16, 48))]
+    ("gptoss 1k docs w128", 32768, 64, 8, 64, True, 127, (16, 48)),
+    ("gptoss short docs 32k", 32768, 64, 8, 64, True, -1, (128, 1024))]
 
 
 class Case:

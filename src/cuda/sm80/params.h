@@ -54,6 +54,10 @@ struct Params {
   // Packed-group forward workspace (fwd_workspace_size in dispatch.cu) when it splits the keys.
   int32_t packed_splits;   // key splits (gridDim.z of fwd_packed_kernel); 1 = no workspace
   float* packed_partial;   // per split, sequence, kv head and packed row: D output sums, max, sum
+
+  // Hopper persistent forward (sm90/tile_sched.h): the count of tiles handed out past the first
+  // gridDim.x, zeroed before each launch (fwd workspace).
+  uint32_t* tile_counter;
 };
 
 }  // namespace sinkattn::cuda::sm80

@@ -88,21 +88,23 @@ struct FwdWork {
   }
 };
 
-// What a consumer needs of its tile. In a persistent block the producer computes it once per tile
-// and passes it with the q tile (in shared memory, released by its arrival on q_full), so the
-// consumers skip the tile's index arithmetic (Nsight, window-128 forward: ~300 instructions per
-// warp and tile, 15% of the stall samples, mostly 64-bit) and read each field where they use it
-// (H200, window 128 forward 0.284 -> 0.253 ms). A block per tile computes its own in registers.
+// What a consumer needs of its tile. In a persistent block of 128-row tiles the producer computes
+// it once per tile and passes it with the q tile (in shared memory, released by its arrival on
+// q_full), so the consumers skip the tile's index arithmetic (Nsight, window-128 forward: ~300
+// instructions per warp and tile, 15% of the stall samples, mostly 64-bit) and read each field
+// where they use it (H200, window 128 forward 0.284 -> 0.253 ms). A block per tile, and the
+// consumers of persistent 192-row tiles (from the tile's pos), compute their own in registers.
 struct TileInfo {
   Mask mask;
-  int64_t out_off, lse_off;  // FwdWork's out_offset, lse_offset (persistent only: a block per
-                             // tile computes them in its epilogue, where they cost no registers)
+  int64_t out_off, lse_off;  // FwdWork's out_offset, lse_offset (shared info only: the others
+                             // compute them in their epilogue, where they cost no registers)
   int32_t m0, rows;    // first row in the sequence, rows of the tile left in it (>= 1)
   int32_t n_first, n_end;
   int32_t span0[3];    // per consumer: narrow-window span start (0 or 64), -1 to walk
+  sm80::GridPos pos;   // persistent 192-row tiles: the tile (its consumers compute the rest)
   float sink_log2;     // sink logit * log2 e; -inf without sinks
   int32_t done;        // persistent: no tile left (the consumers leave)
-  RowMask32 rows_mask; // persistent: the mask from (m0, block n_first's first key)
+  RowMask32 rows_mask; // shared info: the mask from (m0, block n_first's first key)
 };
 static_assert(sizeof(TileInfo) <= 256, "a TileInfo fits its 256-byte slot");
 
@@ -168,12 +170,14 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
 
   const TileSched sched{(p.seqlen_q + BM - 1) / BM, p.heads_q, p.batch};
   const int64_t tiles = sched.total();
-  // A block per tile (grid of sm80/grid.h, its position from blockIdx) or a persistent grid.
-  constexpr int kRounds = kT.persistent ? 0x7fffffff : 1;
-  auto more = [&](int r) { return r < kRounds && (!kT.persistent || sched.tile(r) < tiles); };
-  auto work = [&](int r) {
-    return FwdWork(p, sched, kT.persistent ? sched.pos(sched.tile(r)) : sm80::grid_pos(sched.blocks),
-                   BM, BN);
+  // Persistent 128-row (narrow-window, short) tiles take their info from the producer (shared
+  // memory); 192-row tiles, long enough to pay for it, compute it in their consumers' registers
+  // as a block per tile does: their walk then reads no field from shared memory (H200, 7
+  // rounds, 192-row tiles on the shared info: 32k -4% against a block per tile).
+  constexpr bool kSharedInfo = kT.persistent && BM == BN;
+  // Tile t of a persistent grid, or this block's tile in a grid of sm80/grid.h.
+  auto work = [&](int64_t t) {
+    return FwdWork(p, sched, kT.persistent ? sched.pos(t) : sm80::grid_pos(sched.blocks), BM, BN);
   };
 
   // A block per tile leaves before anything else if its tile has no rows.
@@ -198,26 +202,58 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     tma_prefetch_desc(&map_k);
     tma_prefetch_desc(&map_v);
     int tiles_done = 0, kv_done = 0;  // q tiles and k/v stages filled so far (barrier phases)
-    for (int r = 0; more(r); ++r) {
-      const FwdWork tile = work(r);
-      if (tile.empty) continue;
-      // Packed (varlen) tensors are one batch entry; rows are offset by the sequence start.
-      const Sequence& seq = tile.seq;
-      const int bq = seq.varlen ? 0 : (int)seq.b, rq = (int)(seq.varlen ? seq.row_q : 0);
-      const int rk = (int)(seq.varlen ? seq.row_k : 0);
-      const int hk = (int)(tile.head / p.group);
-      const int qs = tiles_done % QS;
-      if (tiles_done >= QS) mbar_wait(&q_empty[qs], ((tiles_done / QS) & 1) ^ 1);
-      // released to the consumers by the arrival below
-      if constexpr (kT.persistent) tile_info<true>(*info_slot(tiles_done), p, tile, kT.consumers, BN);
-      mbar_expect_tx(&q_full[qs], L::kQBytes);
+    // The key blocks a begun tile still needs: [n, n_end) of kv head hk, rows from rk, entry bq.
+    struct Fills {
+      int n, n_end, rk, hk, bq;
+    };
+    int64_t t = kT.persistent ? (int64_t)blockIdx.x : 0;  // the tile to begin next
+    bool have_t = true;                                   // t is ours and not begun
+    // Begins the next tile with rows: its info (persistent kernels) and its q load; false when
+    // the block has none left.
+    auto begin_tile = [&](Fills& f) {
+      for (;; have_t = false) {
+        if (!have_t) t = L::kT.persistent ? sched.next(p.tile_counter) : 1;
+        if (L::kT.persistent ? t >= tiles : t > 0) return false;
+        const FwdWork tile = work(t);
+        if (tile.empty) continue;
+        // Packed (varlen) tensors are one batch entry; rows are offset by the sequence start.
+        const Sequence& seq = tile.seq;
+        f.bq = seq.varlen ? 0 : (int)seq.b;
+        const int rq = (int)(seq.varlen ? seq.row_q : 0);
+        f.rk = (int)(seq.varlen ? seq.row_k : 0);
+        f.hk = (int)(tile.head / p.group);
+        f.n = tile.n_first;
+        f.n_end = tile.n_end;
+        const int qs = tiles_done % QS;
+        if (tiles_done >= QS) mbar_wait(&q_empty[qs], ((tiles_done / QS) & 1) ^ 1);
+        // released to the consumers by the arrival below
+        if constexpr (kSharedInfo) {
+          tile_info<true>(*info_slot(tiles_done), p, tile, L::kT.consumers, BN);
+        } else if constexpr (L::kT.persistent) {
+          info_slot(tiles_done)->pos = sched.pos(t);
+          info_slot(tiles_done)->done = 0;
+        }
+        mbar_expect_tx(&q_full[qs], L::kQBytes);
 #pragma unroll
-      for (int sub = 0; sub < L::kSub; ++sub)
-        tma_load_4d(base + L::q + qs * L::kQBytes + sub * BM * 128, &map_q, &q_full[qs], 64 * sub,
-                    rq + (int)tile.m0, (int)tile.head, bq);
-      ++tiles_done;
-      for (int n = tile.n_first; n < tile.n_end; ++n, ++kv_done)
-        ring.fill(kv_done, &map_k, &map_v, rk + n * BN, hk, bq);
+        for (int sub = 0; sub < L::kSub; ++sub)
+          tma_load_4d(base + L::q + qs * L::kQBytes + sub * BM * 128, &map_q, &q_full[qs], 64 * sub,
+                      rq + (int)tile.m0, (int)tile.head, f.bq);
+        ++tiles_done;
+        have_t = false;
+        return true;
+      }
+    };
+    auto fill = [&](Fills& f) {
+      ring.fill(kv_done++, &map_k, &map_v, f.rk + f.n++ * BN, f.hk, f.bq);
+    };
+    // One tile ahead: the next tile's q (second buffer in persistent kernels) and its index are
+    // begun once this tile's first key block is on its way, so they land while this one runs.
+    Fills cur, next;
+    for (bool more = begin_tile(cur); more;) {
+      if (cur.n < cur.n_end) fill(cur);
+      more = begin_tile(next);
+      while (cur.n < cur.n_end) fill(cur);
+      cur = next;
     }
     if constexpr (kT.persistent) {  // one more q slot, holding only "done"
       const int qs = tiles_done % QS;
@@ -240,12 +276,17 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   int tiles_done = 0, kv_done = 0;  // as the producer counts them
   for (int r = 0;; ++r) {
     const int qs = tiles_done % QS;
-    TileInfo local;  // a block per tile: its own, in registers
+    TileInfo local;  // a block per tile and 192-row tiles: their own, in registers
     const TileInfo* info = &local;
     if constexpr (kT.persistent) {
       mbar_wait(&q_full[qs], (tiles_done / QS) & 1);
-      info = info_slot(tiles_done);
-      if (info->done) break;
+      const TileInfo* slot = info_slot(tiles_done);
+      if (slot->done) break;
+      if constexpr (kSharedInfo) {
+        info = slot;
+      } else {
+        tile_info<false>(local, p, FwdWork(p, sched, slot->pos, BM, BN), kT.consumers, BN);
+      }
     } else {
       if (r > 0) break;
       tile_info<false>(local, p, work(0), kT.consumers, BN);
@@ -256,14 +297,14 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     const Mask& mask = tile.mask;  // read where used: fewer live registers
     const int n_first = tile.n_first, n_end = tile.n_end;
     const int64_t row0 = tile.m0 + 64 * c;      // first query row of this warpgroup
-    // 192-row tiles (d 64, block per tile): this warpgroup's rows see no key from block own_end
-    // on (under a causal mask the tile's last 128-key block, for its first one or two
-    // warpgroups; every block for rows past the sequence), so it walks [n_first, own_end) and
-    // takes the other blocks' turns empty. H200, 7 rounds: 4k +4.2%, varlen +2.3%, 16k +0.9%,
-    // 32k 0.0%. 128-row tiles are aligned with the key blocks, so no such block (their kernels
-    // stay as they were).
+    // 192-row tiles (d 64): this warpgroup's rows see no key from block own_end on (under a
+    // causal mask the tile's last 128-key block, for its first one or two warpgroups; every
+    // block for rows past the sequence), so it walks [n_first, own_end) and takes the other
+    // blocks' turns empty. H200, 7 rounds: 4k +4.2%, varlen +2.3%, 16k +0.9%, 32k 0.0%.
+    // 128-row tiles are aligned with the key blocks, so no such block (their kernels stay as
+    // they were).
     int own_end = n_end;
-    if constexpr (!kT.persistent && BM > BN) {
+    if constexpr (BM > BN) {
       int64_t klo = 0, khi = 0;
       if (64 * c < tile.rows) mask.key_range(row0, row0 + min(64, tile.rows - 64 * c), klo, khi);
       own_end = khi > klo ? (int)min((int64_t)n_end, (khi + BN - 1) / BN) : n_first;
@@ -314,12 +355,12 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     // S_n is in registers: its k stage is free, and after the last S the q tile too.
     auto s_done = [&](int n) {
       release(k_empty, n);
-      if (kT.persistent && n == n_end - 1) mbar_arrive(&q_empty[qs]);
+      if (kT.persistent && n == own_end - 1) mbar_arrive(&q_empty[qs]);
     };
-    // Masks this warp's rows of a score tile whose first key is n0: persistent kernels from the
-    // tile's int32 RowMask32, the others through Mask.
+    // Masks this warp's rows of a score tile whose first key is n0: from the shared tile info's
+    // int32 RowMask32, or through Mask.
     auto mask_rows = [&](auto& sc, int64_t n0) {
-      if constexpr (L::kT.persistent) {
+      if constexpr (kSharedInfo) {
         constexpr int NT = std::extent_v<std::remove_reference_t<decltype(sc)>, 1>;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -346,7 +387,9 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     // P V in twelve 16-key steps. A quarter fewer products and exps than the two 128-key
     // blocks, no second softmax or rescale; the tile's three turns and both stages' hand-backs
     // stay as in the walk.
-    const int span0 = kT.persistent ? tile.span0[c] : -1;  // 0 or 64 from block n_first; -1: walk
+    // 0 or 64 from block n_first; -1: walk. 128-row tiles only (S and P of a 192-key span, 96 +
+    // 48 registers, do not fit the 3 consumers of 192-row tiles).
+    const int span0 = kSharedInfo ? tile.span0[c] : -1;
     constexpr int kSpan = 192;
     auto span_pass = [&]() {
       int s0, s1;
@@ -457,7 +500,7 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
       pin(p_frag);
       release(v_empty, own_end - 1);
     }
-    if constexpr (!kT.persistent && BM > BN) {
+    if constexpr (BM > BN) {
       // The blocks these rows do not see go back unread, and every consumer takes
       // n_end - n_first + 1 turns a tile, so the walk's own extra turn too when it saw no block.
       for (int n = own_end; n < n_end; ++n) {
@@ -476,8 +519,16 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
     softmax.finish(inv, lse);
     sm80::scale_rows(acc_o, inv);
     const int warp_row = 64 * c + 16 * warp;  // this warp's first row in the tile
-    const int64_t out_off = kT.persistent ? tile.out_off : work(0).out_offset(p);
-    const int64_t lse_off = kT.persistent ? tile.lse_off : work(0).lse_offset(p);
+    int64_t out_off, lse_off;
+    if constexpr (kSharedInfo) {
+      out_off = tile.out_off;
+      lse_off = tile.lse_off;
+    } else {  // recomputed here, where they cost no registers
+      const FwdWork w =
+          kT.persistent ? FwdWork(p, sched, info_slot(tiles_done - 1)->pos, BM, BN) : work(0);
+      out_off = w.out_offset(p);
+      lse_off = w.lse_offset(p);
+    }
     const int rows_left = tile.rows - warp_row;
     if (p.lse != nullptr && lane % 4 == 0) {
 #pragma unroll

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "backend.h"
 #include "cuda/sm80/launch.h"
 #include "cuda/sm90/band_launch.h"
 #include "cuda/sm90/fwd_band_kernel.h"
@@ -36,6 +37,11 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
   const int64_t blocks = want == 0 ? (int64_t)sm80::sm_count() * per_sm : want > 0 ? want : 0x7fffffff;
   const dim3 grid = t.persistent ? dim3((unsigned)std::min(sched.total(), blocks))
                                  : sm80::make_grid(p, sched.blocks, p.heads_q);
+  if constexpr (t.persistent) {  // the tile counter (tile_sched.h) starts at 0 every launch
+    if (p.tile_counter == nullptr)
+      throw Error(SINKATTN_ERROR_INTERNAL, "sinkattn sm90 forward: no tile counter in the workspace");
+    cudaMemsetAsync(p.tile_counter, 0, sizeof(uint32_t), stream);  // its error: check_launch's
+  }
   kernel<<<grid, threads, smem, stream>>>(p, map_q, map_k, map_v, pingpong());
   sm80::check_launch("sinkattn sm90 forward kernel");
 }

@@ -1,8 +1,7 @@
 // Which tiles a block of the Hopper forward computes. Tiles are numbered in the launch order of
-// sm80/grid.h (heads fastest, then row blocks, then sequences). With a block per tile the
-// hardware scheduler hands them out; a persistent grid (a block per SM) walks them in rounds of
-// gridDim.x, serpentine (odd rounds backwards), so that a block taking the heaviest tile of one
-// round takes the lightest of the next and the causal blocks, numbered heaviest first, even out.
+// sm80/grid.h (heads fastest, then row blocks, heaviest first, then sequences). With a block per
+// tile the hardware scheduler hands them out; a persistent grid (a block per SM) takes them in
+// the same order from a counter, so a block that drew light tiles takes more of them.
 #pragma once
 
 #include <cstdint>
@@ -18,10 +17,11 @@ struct TileSched {
 
   __host__ __device__ int64_t total() const { return blocks * heads * batch; }
 
-  // This block's tile in round r; >= total() when it has none left (nor in later rounds).
-  __device__ __forceinline__ int64_t tile(int r) const {
-    const int64_t g = gridDim.x;
-    return r * g + ((r & 1) ? g - 1 - blockIdx.x : blockIdx.x);
+  // Persistent blocks: the tile after this block's current one. Block b starts with tile b and
+  // then takes the next unclaimed one, so a block that drew light tiles takes more of them (the
+  // hardware's order for a block per tile, without each block's start).
+  __device__ __forceinline__ int64_t next(uint32_t* counter) const {
+    return gridDim.x + (int64_t)atomicAdd(counter, 1u);
   }
 
   __device__ __forceinline__ sm80::GridPos pos(int64_t t) const {

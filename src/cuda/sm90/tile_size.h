@@ -29,16 +29,26 @@ struct FwdTile {
 // d 64: three consumers (more warps to hide the softmax, which costs as much per pair as at
 // d 128 against half the matrix work), or two for narrow windows and short sequences
 // (short_rows, fwd_short_tiles), where a 192-row block spans 4 key blocks of a 128-wide band and
-// a 128-row block 2; d 128: two, with room for 64 + 64 accumulators each. Persistent only for
-// those short tiles, too short to hide a block's start and its q load (H200, gptoss 16k window
-// 128: 0.415 -> 0.358 ms); walking tiles gained nothing on long causal rows (4k, 16k, llama 8k,
-// varlen within noise with a single q buffer; with two and no spills in the loop, 4k +1%, 16k,
-// 32k and varlen -1.5%), and d 128 has no room for a second q.
+// a 128-row block 2; d 128: two, with room for 64 + 64 accumulators each. Persistent at d 64:
+// a block's start (its launch, the producer's set-up, the q and first k/v loads) took ~3700
+// cycles before the first S, 2.2% of the gptoss 16k forward and 6.5% of a varlen batch (H200,
+// per-block clock64 timeline), and overlaps the tile before in a persistent block. Tiles come
+// from a counter (tile_sched.h), the producer begins the next one once the current tile's first
+// key block is on its way, and 192-row consumers compute their tile's info in registers (read
+// from shared memory, it cost the walk 4% at 32k). H200, 7 rounds against a block per tile: 4k
+// +4.5%, varlen +2.3%, 16k +0.1%, 32k -0.5%; narrow windows 0.415 -> 0.358 ms (fwd v5). d 128
+// has no room for a second q tile.
 constexpr FwdTile fwd_tile(int d, bool short_rows = false) {
-  return d <= 64 && !short_rows ? FwdTile{192, 128, 2, 3, 32, 160, false}
+  return d <= 64 && !short_rows ? FwdTile{192, 128, 2, 3, 32, 160, true}
          : d <= 64              ? FwdTile{128, 128, 2, 2, 40, 232, true}
                                 : FwdTile{128, 128, 2, 2, 40, 232, false};
 }
+// Whether a forward at head dim d may run a persistent kernel (its workspace then holds the
+// tile counter, tile_sched.h).
+constexpr bool fwd_persistent(int d) {
+  return fwd_tile(d).persistent || fwd_tile(d, true).persistent;
+}
+static_assert(fwd_persistent(64) && !fwd_persistent(128), "persistent forwards");
 static_assert(tile_regs_fit(fwd_tile(64)) && tile_regs_fit(fwd_tile(64, true)) &&
                   tile_regs_fit(fwd_tile(128)),
               "forward register split");
