@@ -272,11 +272,13 @@ class _Plan:
         self.cuda = q.is_cuda
         self.device_index = q.get_device() if self.cuda else 0
         self.likes = likes  # the outputs' _likes: (out, lse) forward, (dsink,) backward
-        # For fwd_impl's inline path (direct=True): each output's (shape, strides, dtype) and
-        # torch's direct allocator for them (_direct_allocator); empty None = allocate from likes.
+        # For fwd_impl's inline path (direct=True): the (shape, strides, dtype) of each output
+        # and of the workspace, if any, and torch's direct allocator for them
+        # (_direct_allocator); empty None = allocate from likes.
+        allocs = likes + ((ws_like,) if ws_like is not None else ())
         self.specs = tuple((tuple(t.shape), _empty_like(t).stride(), t.dtype)
-                           for t in likes) if direct else None
-        self.empty = _direct_allocator(self.specs, likes) if direct else None
+                           for t in allocs) if direct else None
+        self.empty = _direct_allocator(self.specs, allocs) if direct else None
 
 
 def _remember(plans: dict, key, params, pointer_words, ws_like, q, likes: tuple,
@@ -444,16 +446,18 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
         sinks = sinks.contiguous()
     w = _fwd_words(plan.words)
     empty = plan.empty
-    # The inline path needs the direct allocator (fixed length, no workspace: see _Plan) and, on
-    # CUDA, q's device as the current one (where that allocator allocates).
-    if empty is None or _poison_outputs or (plan.cuda and _cuda_device() != plan.device_index):
+    # The inline path needs the direct allocator (fixed length: see _Plan) and, on CUDA, q's
+    # device as the current one (where that allocator allocates).
+    inline = not (empty is None or _poison_outputs
+                  or (plan.cuda and _cuda_device() != plan.device_index))
+    if not inline:
         varlen = cu_q is not None
         if varlen:
             cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
         out, lse = _fwd_outputs(*plan.likes, varlen, want_lse)
         _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
-    else:  # the common case (fixed length, no workspace), inlined: it runs on every call
-        out_spec, lse_spec = plan.specs
+    else:  # the common case (fixed length), inlined: it runs on every call
+        out_spec, lse_spec = plan.specs[:2]
         out = empty(*out_spec)
         lse = empty(*lse_spec) if want_lse else None
         w[_W_Q], w[_W_K], w[_W_V] = ptrs
@@ -464,7 +468,10 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
     w[_WF_OUT] = out.data_ptr()
     if want_lse:
         w[_WF_LSE] = lse.data_ptr()
-    if plan.ws_like is None:  # _call, inlined for the common case
+    if plan.ws_like is None or inline:  # _call, inlined for the common case
+        if plan.ws_like is not None:  # the Hopper forward's tile counter (freed as in _call)
+            ws = empty(*plan.specs[2])
+            w[_WF_WS] = (ws.data_ptr() + 255) & ~255
         status = _lib.fwd(_addressof(w))
         if status:
             _lib.raise_for(status)
@@ -495,7 +502,7 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
                           q.device)
     if key is not None and as_given:
         _remember(_fwd_plans, key, p, _FWD_POINTERS, ws_like, q, likes,
-                  direct=not varlen and ws_like is None)
+                  direct=not varlen)
     return out, lse
 
 

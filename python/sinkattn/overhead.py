@@ -155,9 +155,15 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--clock", default="wall", choices=sorted(CLOCKS))
+    ap.add_argument("--shape", default="1,1,16,2,1,64",
+                    help="B,Sq,Sk,Hq,Hkv,D (the default runs the packed-group forward on CUDA; "
+                         "1,64,64,8,1,64 the Hopper one, which takes a workspace)")
     a = ap.parse_args()
-    r = measure(a.device, a.iters, clock=a.clock)
-    print(f"device={a.device} torch={torch.__version__} shape (B,Sq,Sk,Hq,Hkv,D)=(1,1,16,2,1,64) "
+    shape = tuple(int(x) for x in a.shape.split(","))
+    if len(shape) != 6:
+        ap.error("--shape: expected six integers B,Sq,Sk,Hq,Hkv,D")
+    r = measure(a.device, a.iters, shape=shape, clock=a.clock)
+    print(f"device={a.device} torch={torch.__version__} shape (B,Sq,Sk,Hq,Hkv,D)={shape} "
           f"clock={a.clock}")
     for key, us in r.items():
         print(f"  {key:14s} {us:8.2f} us/call")

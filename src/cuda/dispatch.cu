@@ -184,15 +184,25 @@ bool packed_group(const sinkattn_problem& p) {
   return on && sm80::packed_fits(p.seqlen_q, p.heads_q / p.heads_kv, (int)p.head_dim);
 }
 
-// Whether the forward runs a persistent Hopper kernel, which takes its tiles from a counter in
-// the workspace (sm90/tile_sched.h): head dim 64 unless the band kernel runs.
+#ifdef SINKATTN_WITH_SM90
+// Whether the Hopper forward runs its band kernel (narrow windows; sm90/tile_size.h).
+bool sm90_fwd_band(const sinkattn_problem& p) {
+  const MaskBounds m = mask_bounds(p);
+  return sm90::use_band((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right, p.zigzag_world,
+                        p.seqlen_q);
+}
+
+// Whether a Hopper forward that runs takes its tiles from a counter in the workspace
+// (sm90/tile_sched.h): the persistent kernels at head dim 64, unless the band kernel runs.
+bool sm90_fwd_counted(const sinkattn_problem& p) {
+  return sm90::fwd_persistent((int)p.head_dim) && !sm90_fwd_band(p);
+}
+#endif
+
+// Whether the forward needs the tile counter: it runs a counted Hopper kernel.
 bool fwd_tile_counter(const sinkattn_problem& p) {
 #ifdef SINKATTN_WITH_SM90
-  if (packed_group(p) || !sm90_refusal(p).empty() || !sm90::fwd_persistent((int)p.head_dim))
-    return false;
-  const MaskBounds m = mask_bounds(p);
-  return !sm90::use_band((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right, p.zigzag_world,
-                         p.seqlen_q);
+  return !packed_group(p) && sm90_refusal(p).empty() && sm90_fwd_counted(p);
 #else
   (void)p;
   return false;
@@ -249,9 +259,7 @@ std::string fwd_path(const sinkattn_problem& p) {
   if (packed_group(p)) return "cuda packed group (the query heads of a kv head in one tile)";
   const std::string why = sm90_refusal(p);
 #ifdef SINKATTN_WITH_SM90
-  const MaskBounds m = mask_bounds(p);
-  if (why.empty() && sm90::use_band((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right,
-                                    p.zigzag_world, p.seqlen_q))
+  if (why.empty() && sm90_fwd_band(p))
     return "cuda sm90 band (wgmma, TMA; a warpgroup holds 16 positions of 4 query heads)";
 #endif
   return describe(why);
@@ -354,7 +362,7 @@ void fwd(const sinkattn_fwd_params& f) {
   }
 #ifdef SINKATTN_WITH_SM90
   if (sm90_refusal(p).empty()) {
-    if (fwd_tile_counter(p)) k.tile_counter = static_cast<uint32_t*>(f.workspace);
+    if (sm90_fwd_counted(p)) k.tile_counter = static_cast<uint32_t*>(f.workspace);
     dispatch(p, [&](auto type, auto dim) {
       if constexpr (sm90::has_kernels(decltype(dim)::value))
         sm90::launch_fwd<decltype(type), decltype(dim)::value>(k, stream);

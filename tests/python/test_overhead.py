@@ -59,6 +59,23 @@ def test_hits_match_first_call(kw, sinks):
     assert not (got[0] if isinstance(got, tuple) else got).requires_grad
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_hits_with_a_workspace_match_first_call():
+    """On the Hopper path a d 64 forward takes a workspace (its tile counter): its hits stay on
+    the inline path, which allocates the workspace with the direct allocator too."""
+    q, k, v = (t.to("cuda", torch.bfloat16) for t in _qkv(b=1, sq=700, sk=700, hq=8, hkv=1))
+    s = torch.randn(8, device="cuda")
+    with torch.no_grad():
+        sinkattn.attention(q, k, v, s)
+        (plan,) = ops._fwd_plans.values()
+        assert plan.empty is not None
+        if "sm90" in sinkattn.kernels(q, k, v, s)["fwd"]:
+            assert plan.ws_like is not None and len(plan.specs) == 3
+        for _ in range(2):
+            got = sinkattn.attention(q, k, v, s)
+            _same(got, _first_call(q, k, v, s))
+
+
 def test_recorded_hits_match_first_call():
     def grads(q, k, v, s, dout):
         leaves = [t.clone().requires_grad_() for t in (q, k, v, s)]
