@@ -6,6 +6,7 @@ timed); the fp64 grid stays check_cuda.py's job.
 
 usage: python3 compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=SUBSTR,...] [--det=1]
        [--time-all=1]   (time builds that disagree too: ablations that skip part of the work)
+       [--fwd-only=1]   (time forwards alone: more rounds in the same time for forward changes)
 The kernel path follows SINKATTN_CUDA_PATH as usual. Prints, per shape, forward and backward
 TFLOP/s of each build (median over rounds; backward = the atomic-dq mode, or with --det=1 the
 deterministic one) and the ratio to the first build.
@@ -94,9 +95,11 @@ def main():
     rounds = int(opts.get("rounds", 3))
     det = opts.get("det", "0") == "1"
     time_all = opts.get("time-all", "0") == "1"
+    fwd_only = opts.get("fwd-only", "0") == "1"
     only = [x for x in opts.get("only", "").split(",") if x]
     if len(args) < 2 or any("=" not in a for a in args):
-        sys.exit("usage: compare_libs.py NAME=LIB.so ... [--rounds=N] [--only=a,b] [--det=1] [--time-all=1]")
+        sys.exit("usage: compare_libs.py NAME=LIB.so ... [--rounds=N] [--only=a,b] [--det=1] "
+                 "[--time-all=1] [--fwd-only=1]")
     builds = [(a.split("=", 1)[0], Lib(a.split("=", 1)[1])) for a in args]  # separate copies
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
@@ -118,11 +121,13 @@ def main():
                 if not ok.get(bname, True) and not time_all:
                     continue
                 times[bname][0].append(median_ms(case.fwd(lib)))
-                times[bname][1].append(median_ms(case.bwd(lib)))
+                if not fwd_only:
+                    times[bname][1].append(median_ms(case.bwd(lib)))
         for bname, _ in builds:
             f, b = times[bname]
             if f:
-                tf, tb = statistics.median(f), statistics.median(b)
+                tf = statistics.median(f)
+                tb = statistics.median(b) if b else float("nan")
                 rows.append((name, bname, tf, tb, case.flops / tf / 1e9, 2.5 * case.flops / tb / 1e9))
         del case
         torch.cuda.empty_cache()
