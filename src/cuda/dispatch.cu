@@ -199,10 +199,12 @@ bool sm90_fwd_counted(const sinkattn_problem& p) {
 }
 #endif
 
-// Whether the forward needs the tile counter: it runs a counted Hopper kernel.
+// Whether the forward needs the tile counter: it runs a counted Hopper kernel. (Asked on every
+// forward by the workspace check: the refusal's environment read and TMA checks come last, only
+// for problems a counted kernel could take.)
 bool fwd_tile_counter(const sinkattn_problem& p) {
 #ifdef SINKATTN_WITH_SM90
-  return !packed_group(p) && sm90_refusal(p).empty() && sm90_fwd_counted(p);
+  return sm90_fwd_counted(p) && !packed_group(p) && sm90_refusal(p).empty();
 #else
   (void)p;
   return false;
