@@ -474,7 +474,12 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
 
       if constexpr (C == BM) {
         fence_async_smem();
-        named_sync(3, 256);            // both consumers' dS^T are in shared memory
+        // Outside narrow windows, dQ's k-steps over this consumer's own 64 keys (the dS^T rows it
+        // stored itself) are issued before the consumers' barrier, behind this warpgroup's own:
+        // the tensor cores have them while the barrier waits for the other consumer's rows. In
+        // dS^T and K, the consumer's keys start 64 c rows (8 KB) in.
+        constexpr bool kSplit = !kNarrow;
+        [[maybe_unused]] const int own = 64 * 128 * c, other = 64 * 128 * (1 - c);
         if constexpr (kDqTurns) {
           wgmma_wait<0>();  // dV and dK: the stage and the A registers are free before dQ's 64
           pin(acc_dv);
@@ -482,14 +487,26 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
           pin(pf);
           pin(dsf);
           mbar_arrive(&empty[s]);
-          if (c != (it & 1)) return;  // the other consumer's turn
+          // One barrier per step parity: the consumer off turn only arrives, and one that runs
+          // on to the next step (where it waits) must not complete this step's barrier alone.
+          const int bar = 6 + (it & 1);
+          if (c != (it & 1)) {  // the other consumer's turn: its dQ reads these rows
+            named_arrive(bar, 256);
+            return;
+          }
+          const char* sKall = base + L::k;
           float dq[D / 8][4];
+          named_sync(4 + c, 128);  // this warpgroup's dS^T rows are in shared memory
           wgmma_fence();
 #pragma unroll
-          for (int kk = 0; kk < BN / 16; ++kk)
-            mma_ss<1, 1>(dq, nmajor_desc(sdS, kk, 0),
-                         nmajor_desc(reinterpret_cast<const T*>(base + L::k), kk, BN * 128), kk > 0,
-                         T{});
+          for (int kk = 0; kk < 4; ++kk)
+            mma_ss<1, 1>(dq, nmajor_desc(sdS + own, kk, 0), nmajor_desc(sKall + own, kk, BN * 128),
+                         kk > 0, T{});
+          named_sync(bar, 256);  // the other consumer's
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk)
+            mma_ss<1, 1>(dq, nmajor_desc(sdS + other, kk, 0),
+                         nmajor_desc(sKall + other, kk, BN * 128), 1, T{});
           wgmma_commit();
           wgmma_wait<0>();
           pin(dq);
@@ -498,11 +515,26 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
         }
 
         float dq[8][4];
-        wgmma_fence();
+        const char* sdSq = sdS + qs * BN * 128;
+        if constexpr (kSplit) {
+          named_sync(4 + c, 128);  // this warpgroup's dS^T rows are in shared memory
+          wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-          mma_ss<1, 1>(dq, nmajor_desc(sdS + qs * BN * 128, kk, 0), nmajor_desc(sKdq, kk, 0), kk > 0,
-                       T{});
+          for (int kk = 0; kk < 4; ++kk)
+            mma_ss<1, 1>(dq, nmajor_desc(sdSq + own, kk, 0), nmajor_desc(sKdq + own, kk, 0), kk > 0,
+                         T{});
+          named_sync(3, 256);  // the other consumer's
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk)
+            mma_ss<1, 1>(dq, nmajor_desc(sdSq + other, kk, 0), nmajor_desc(sKdq + other, kk, 0), 1,
+                         T{});
+        } else {
+          named_sync(3, 256);  // both consumers' dS^T are in shared memory
+          wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < BN / 16; ++kk)
+            mma_ss<1, 1>(dq, nmajor_desc(sdSq, kk, 0), nmajor_desc(sKdq, kk, 0), kk > 0, T{});
+        }
         wgmma_commit();
         const DqHandoff<T, D> hand(p, sDqStep[s], 64 * qs + 16 * warp, 64 * ds, lane);
         wgmma_wait<1>();  // dV and dK are done: the stage and the A registers are free
