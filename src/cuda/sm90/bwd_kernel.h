@@ -481,19 +481,15 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
         constexpr bool kSplit = !kNarrow;
         [[maybe_unused]] const int own = 64 * 128 * c, other = 64 * 128 * (1 - c);
         if constexpr (kDqTurns) {
+          const bool turn = c == (it & 1);
+          if (!turn) named_sync(3, 256);  // the other consumer's turn: its dQ reads these rows
           wgmma_wait<0>();  // dV and dK: the stage and the A registers are free before dQ's 64
           pin(acc_dv);
           pin(acc_dk);
           pin(pf);
           pin(dsf);
           mbar_arrive(&empty[s]);
-          // One barrier per step parity: the consumer off turn only arrives, and one that runs
-          // on to the next step (where it waits) must not complete this step's barrier alone.
-          const int bar = 6 + (it & 1);
-          if (c != (it & 1)) {  // the other consumer's turn: its dQ reads these rows
-            named_arrive(bar, 256);
-            return;
-          }
+          if (!turn) return;
           const char* sKall = base + L::k;
           float dq[D / 8][4];
           named_sync(4 + c, 128);  // this warpgroup's dS^T rows are in shared memory
@@ -502,7 +498,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
           for (int kk = 0; kk < 4; ++kk)
             mma_ss<1, 1>(dq, nmajor_desc(sdS + own, kk, 0), nmajor_desc(sKall + own, kk, BN * 128),
                          kk > 0, T{});
-          named_sync(bar, 256);  // the other consumer's
+          named_sync(3, 256);  // the other consumer's
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk)
             mma_ss<1, 1>(dq, nmajor_desc(sdS + other, kk, 0),
