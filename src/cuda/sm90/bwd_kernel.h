@@ -575,18 +575,26 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
     products(std::integral_constant<int, BM>{}, 0);
   }
 
-  // Epilogue: dK (scaled) and dV through this warpgroup's staging rows (the dq staging, once the
-  // writer has read the last part), 16 bytes at a time.
-  if (writer && iters > 0) {
-    // With turns, the consumer off turn at the last step may find the writer two parts behind
-    // (its own last part unread), where a wait for the last phase's parity alone would pass: the
-    // phase before first.
-    if (kDqTurns && iters > 1) mbar_wait(dq_empty, (iters - 2) & 1);
-    mbar_wait(dq_empty + (kDqTurns ? 0 : c), (iters - 1) & 1);
-  }
-  named_sync(4 + c, 128);
+  // Epilogue: dK (scaled) and dV through this warpgroup's staging rows, 16 bytes at a time: its
+  // dq staging once the writer has read the last part (a consumer staged part iters - 1 after
+  // the read of part iters - 2, so one parity wait suffices). With dq turns the staging is both
+  // consumers' and a parity wait cannot tell the writer two parts behind from done, so the rows go
+  // where nothing reads any more: the dS^T tiles for the consumer on turn at the last step (its
+  // dQ has read them), the q stages for the other (it joined the last barrier after the consumer
+  // on turn had finished its dV and dK; the producer has loaded every step).
   constexpr int kStage = sm80::smem_stride(D);
-  T* stage = reinterpret_cast<T*>(sdQ) + warp * 16 * kStage;
+  // (Without dQ, the deterministic mode, there is no writer and no barrier between the consumers:
+  // each keeps to its own staging.)
+  static_assert(!kDqTurns ||
+                    (2 * L::kDSBytes >= 64 * kStage * 2 && S * L::kQBytes >= 64 * kStage * 2),
+                "epilogue rows fit the dS^T tiles and the q stages");
+  char* epi = sdQ;
+  if (kDqTurns && with_dq)
+    epi = c == ((iters - 1) & 1) ? base + L::ds : base + L::q;
+  else if (writer && iters > 0)
+    mbar_wait(dq_empty + c, (iters - 1) & 1);
+  named_sync(4 + c, 128);
+  T* stage = reinterpret_cast<T*>(epi) + warp * 16 * kStage;
   const int64_t row = key0 + 16 * warp, rows_left = seq.len_k - row;
   T* gdK = static_cast<T*>(p.dk.data) + seq.offset(p.dk, false, row, head_kv);
   T* gdV = static_cast<T*>(p.dv.data) + seq.offset(p.dv, false, row, head_kv);
