@@ -20,7 +20,7 @@ if [ "$ref" != . ]; then
 fi
 cmake -S "$src" -B "$work/build-$name" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSINKATTN_CUDA=ON \
   -DSINKATTN_PORTABLE_ARCHS=90 -DSINKATTN_BUILD_TESTS=OFF -DSINKATTN_BUILD_BENCH=OFF "$@" >/dev/null
-ninja -C "$work/build-$name" sinkattn | grep -iE "error|spill" || true
+ninja -C "$work/build-$name" sinkattn | grep -iE "error|spill|serializ" || true
 cp "$(readlink -f "$work/build-$name/libsinkattn.so")" "$out/$name.so"
 [ "$ref" = . ] || git worktree remove --force "$src"
 echo "$out/$name.so ($(git rev-parse --short "${ref/#./HEAD}")$([ "$ref" = . ] && ! git diff --quiet && echo ' + working tree'))"
