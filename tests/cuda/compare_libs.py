@@ -29,6 +29,10 @@ SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
     ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False),
     ("gptoss 1k docs w128", 32768, 64, 8, 64, True, 127, (16, 48)),
     ("gptoss short docs 32k", 32768, 64, 8, 64, True, -1, (128, 1024))]
+# Decode (one query per sequence against a k/v cache; the packed-group forward): (name, batch,
+# cache length). The "TF/s" columns count its visible pairs as for the others.
+DECODE = [("gptoss decode B64 8k", 64, 8192), ("gptoss decode B16 8k", 16, 8192),
+          ("gptoss decode B1 32k", 1, 32768)]
 
 
 class Case:
@@ -50,6 +54,21 @@ class Case:
         self.dq, self.dk, self.dv = torch.empty_like(self.q), torch.empty_like(self.k), torch.empty_like(self.v)
         self.dsink = torch.empty(hq, device="cuda") if sink else None
         self.flops = 4.0 * hq * d * sum(pairs(n, left) for n in lens)
+
+    @classmethod
+    def decode(cls, batch, sk, det=False, hq=64, hkv=8, d=64):
+        """gptoss decode: q (batch, 1, hq, d) against k / v (batch, sk, hkv, d), causal, sinks."""
+        c = cls.__new__(cls)
+        c.det = det
+        c.q, c.dout = rand((batch, 1, hq, d), torch.bfloat16), rand((batch, 1, hq, d), torch.bfloat16)
+        c.k, c.v = rand((batch, sk, hkv, d), torch.bfloat16), rand((batch, sk, hkv, d), torch.bfloat16)
+        c.sinks = torch.randn(hq, device="cuda")
+        c.prob = Lib.problem(c.q, c.k, c.v, sinks=c.sinks, causal=True)
+        c.out, c.lse = torch.empty_like(c.q), torch.empty((batch, hq, 1), device="cuda")
+        c.dq, c.dk, c.dv = torch.empty_like(c.q), torch.empty_like(c.k), torch.empty_like(c.v)
+        c.dsink = torch.empty(hq, device="cuda")
+        c.flops = 4.0 * hq * d * sk * batch
+        return c
 
     def fwd(self, lib):
         return lambda: lib.fwd(self.prob, self.out, self.lse)
@@ -104,10 +123,12 @@ def main():
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
     rows = []
-    for name, *shape in SHAPES:
+    cases = [(name, lambda shape=shape: Case(*shape, det=det)) for name, *shape in SHAPES]
+    cases += [(name, lambda b=b, sk=sk: Case.decode(b, sk, det=det)) for name, b, sk in DECODE]
+    for name, make in cases:
         if only and not any(o in name for o in only):
             continue
-        case = Case(*shape, det=det)
+        case = make()
         ref = case.results(builds[0][1])
         ok = {}
         for bname, lib in builds[1:]:  # same inputs: agreement within BOUND / LSE_BOUND
