@@ -447,14 +447,26 @@ const DeviceLimits& device_limits(int device) {
 
 int sm_count(int device) { return device_limits(device).sms; }
 
-bool large_tiles(Kernel k, int d) {
-  static const bool forced_small = [] {
+namespace {
+bool forced_small_tiles() {
+  static const bool forced = [] {
     const char* v = std::getenv("SINKATTN_SM80_TILES");
     return v != nullptr && std::string(v) == "small";
   }();
-  if (forced_small) return false;
+  return forced;
+}
+}  // namespace
+
+bool large_tiles(Kernel k, int d) {
+  if (forced_small_tiles()) return false;
   const DeviceLimits& l = device_limits(-1);
   return large_tiles_fit(k, d, l.smem_block, l.smem_sm);
+}
+
+bool packed_deep(int d, int64_t blocks) {
+  if (forced_small_tiles()) return false;
+  const DeviceLimits& l = device_limits(-1);
+  return PackedTile::deep(d, blocks, l.sms, l.smem_block, l.smem_sm);
 }
 }  // namespace cuda::sm80
 

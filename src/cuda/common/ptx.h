@@ -68,9 +68,16 @@ __device__ __forceinline__ void stmatrix_x4(void* p, const uint32_t (&r)[4]) {
 
 // 16-byte global->shared copy; src_bytes = 0 fills the destination with zeros (rows past the
 // end of a sequence) without reading src, which must still be a valid-looking address.
+// kLine: L2 fetches the whole 128-byte line at the first miss (`.L2::128B`) instead of sector
+// by sector, for streams that read every byte of their lines once.
+template <bool kLine = false>
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
-               "l"(src), "r"(valid ? 16 : 0));
+  if constexpr (kLine)
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(valid ? 16 : 0));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
 template <int N>

@@ -35,6 +35,10 @@ int sm_count(int device = -1);
 // SINKATTN_SM80_TILES=small forces the small set (what sm_80 / sm_86 / sm_89 run) for tests.
 bool large_tiles(Kernel k, int d);
 
+// Whether the packed-group forward at head dim d with `blocks` blocks runs PackedTile::kDeepStages
+// k / v stages on the current device (PackedTile::deep; SINKATTN_SM80_TILES=small forces 2).
+bool packed_deep(int d, int64_t blocks);
+
 // Throws sinkattn::Error(SINKATTN_ERROR_CUDA) naming `what` if the last launch failed.
 void check_launch(const char* what);
 

@@ -20,11 +20,17 @@ void launch_fwd(const Params& p, cudaStream_t stream) {
 template <typename T, int D>
 void launch_fwd_packed(const Params& p, cudaStream_t stream) {
   if constexpr (D <= PackedTile::kMaxDim) {
-    constexpr int smem = PackedTile::bytes(D);
-    auto kernel = fwd_packed_kernel<T, D>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const dim3 grid((unsigned)p.heads_kv, (unsigned)p.batch, (unsigned)p.packed_splits);
-    kernel<<<grid, PackedTile::kWarps * 32, smem, stream>>>(p);
+    auto launch = [&](auto stages_c) {
+      constexpr int kStages = decltype(stages_c)::value, smem = PackedTile::bytes(D, kStages);
+      auto kernel = fwd_packed_kernel<T, D, kStages>;
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      kernel<<<grid, PackedTile::kWarps * 32, smem, stream>>>(p);
+    };
+    if (packed_deep(D, (int64_t)grid.x * grid.y * grid.z))
+      launch(std::integral_constant<int, PackedTile::kDeepStages>{});
+    else
+      launch(std::integral_constant<int, 2>{});
     check_launch("sinkattn packed-group forward kernel");
     if (p.packed_splits > 1) {
       fwd_packed_combine_kernel<T, D><<<dim3(grid.x, grid.y), 128, 0, stream>>>(p);

@@ -11,8 +11,8 @@ namespace sinkattn::cuda::sm80 {
 
 // Asynchronously copy rows [0, ROWS) x [0, D) starting at src (row stride in elements) into
 // dst; rows >= valid_rows are zero-filled (keys past the end then contribute exactly 0).
-// THREADS is the block's thread count.
-template <int ROWS, int D, int THREADS, typename T>
+// THREADS is the block's thread count; kLine as for ptx::cp_async_16.
+template <int ROWS, int D, int THREADS, bool kLine = false, typename T>
 __device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t row_stride,
                                                 int64_t valid_rows) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
@@ -31,7 +31,7 @@ __device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t ro
 #pragma unroll
     for (int i = 0; i < ROWS / kStep; ++i, s += step) {
       const bool ok = r0 + i * kStep < valid;
-      ptx::cp_async_16(d + i * kStep * kStride, ok ? s : src, ok);
+      ptx::cp_async_16<kLine>(d + i * kStep * kStride, ok ? s : src, ok);
     }
   } else {
 #pragma unroll
@@ -39,7 +39,7 @@ __device__ __forceinline__ void load_tile_async(T* dst, const T* src, int64_t ro
       const int r = idx / kChunks, c = idx % kChunks;
       const bool ok = r < valid_rows;
       const T* s = ok ? src + r * row_stride + c * 8 : src;
-      ptx::cp_async_16(dst + r * kStride + c * 8, s, ok);
+      ptx::cp_async_16<kLine>(dst + r * kStride + c * 8, s, ok);
     }
   }
 }

@@ -134,8 +134,21 @@ struct PackedTile {
 
   static constexpr int kMaxSplits = 64;
 
-  // Shared memory: the q tile and double-buffered k and v tiles; the merge reuses the k/v part.
-  static constexpr int bytes(int d) { return (kRows + 4 * kKeys) * smem_stride(d) * 2; }
+  // k / v stages: a block holds stages - 1 of them in flight while it computes. With at most
+  // kDeepMaxPerSm blocks per SM (few sequences: the key splits aim at ~2) that bounds the
+  // cache's read rate, so 3 stages where every block stays resident with them; with more
+  // blocks, 2. H200, gptoss decode, 3 stages against 2: B 1 x 32k (256 blocks) +5.5-5.7%,
+  // B 16 x 8k (384) about -1.5%, B 64 x 8k (512) -1.7%.
+  static constexpr int kDeepStages = 3, kDeepMaxPerSm = 2;
+
+  // Shared memory: `stages` k and v tiles; the q tile is staged in the last one (loaded first
+  // after q is in registers) and the merge reuses the area.
+  static constexpr int bytes(int d, int stages) { return stages * 2 * kKeys * smem_stride(d) * 2; }
+  static constexpr bool deep(int d, int64_t blocks, int sms, int smem_block, int smem_sm) {
+    const int64_t per_sm = (blocks + sms - 1) / sms;
+    return per_sm <= kDeepMaxPerSm && bytes(d, kDeepStages) <= smem_block &&
+           per_sm * (bytes(d, kDeepStages) + kSmemReservedPerBlock) <= smem_sm;
+  }
 
   // Key splits for `blocks` (kv heads x sequences) blocks on `sms` SMs: about two blocks per SM
   // (a block streams one kv head's keys; fewer blocks cannot draw the memory bandwidth), each
@@ -154,6 +167,12 @@ struct PackedTile {
 
 // gptoss decode on an H200 (132 SMs): batch 64 x 8 kv heads needs no split; batch 1 splits an
 // 8k cache 32 ways (two blocks per SM ask for 33, 256 keys per split allow 32); 300 keys, none.
+static_assert(PackedTile::deep(64, 256, 132, kMaxSmemBytesLarge, kSmemPerSmLarge) &&
+                  !PackedTile::deep(64, 512, 132, kMaxSmemBytesLarge, kSmemPerSmLarge) &&
+                  !PackedTile::deep(64, 384, 132, kMaxSmemBytesLarge, kSmemPerSmLarge) &&
+                  PackedTile::deep(128, 256, 132, kMaxSmemBytesLarge, kSmemPerSmLarge) &&
+                  PackedTile::deep(64, 216, 108, 163 * 1024, 164 * 1024),
+              "packed-group stages: 3 for decode at B 1 (sm_90 at d 64 and 128, sm_80), else 2");
 static_assert(PackedTile::splits(512, 8192, 132) == 1 && PackedTile::splits(8, 8192, 132) == 32 &&
                   PackedTile::splits(8, 300, 132) == 1,
               "packed-group key splits");
