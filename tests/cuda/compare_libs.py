@@ -29,8 +29,8 @@ SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
     ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False),
     ("gptoss 1k docs w128", 32768, 64, 8, 64, True, 127, (16, 48)),
     ("gptoss short docs 32k", 32768, 64, 8, 64, True, -1, (128, 1024))]
-# Decode (one query per sequence against a k/v cache; the packed-group forward): (name, batch,
-# cache length). The "TF/s" columns count its visible pairs as for the others.
+# Decode (one query per sequence against a k/v cache, causal, sinks; the packed-group forward):
+# (name, batch, cache length). The "TF/s" columns count its visible pairs as for the others.
 DECODE = [("gptoss decode B64 8k", 64, 8192), ("gptoss decode B16 8k", 16, 8192),
           ("gptoss decode B1 32k", 1, 32768)]
 
@@ -38,11 +38,14 @@ DECODE = [("gptoss decode B64 8k", 64, 8192), ("gptoss decode B16 8k", 16, 8192)
 class Case:
     """Inputs and outputs of one shape, shared by every build."""
 
-    def __init__(self, s, hq, hkv, d, sink, left, varlen, det=False):
+    def __init__(self, s, hq, hkv, d, sink, left, varlen, det=False, batch=1, sq=None):
+        """s keys (and queries, unless sq = 1: one query per sequence, decode) per sequence; a
+        fixed-length batch of `batch` sequences, or packed documents (varlen)."""
         self.det = det  # deterministic backward
         lens = doc_lengths(s, *varlen) if varlen else [s]
-        lead = () if varlen else (1,)
-        self.q, self.dout = rand(lead + (s, hq, d), torch.bfloat16), rand(lead + (s, hq, d), torch.bfloat16)
+        lead = () if varlen else (batch,)
+        sq = sq or s
+        self.q, self.dout = rand(lead + (sq, hq, d), torch.bfloat16), rand(lead + (sq, hq, d), torch.bfloat16)
         self.k, self.v = rand(lead + (s, hkv, d), torch.bfloat16), rand(lead + (s, hkv, d), torch.bfloat16)
         self.sinks = torch.randn(hq, device="cuda") if sink else None
         if varlen:  # cu kept on self: the problem holds only its address
@@ -50,25 +53,11 @@ class Case:
         else:
             self.prob = Lib.problem(self.q, self.k, self.v, sinks=self.sinks, causal=True, left=left)
         self.out = torch.empty_like(self.q)
-        self.lse = torch.empty((hq, s) if varlen else (1, hq, s), device="cuda")
+        self.lse = torch.empty((hq, s) if varlen else (batch, hq, sq), device="cuda")
         self.dq, self.dk, self.dv = torch.empty_like(self.q), torch.empty_like(self.k), torch.empty_like(self.v)
         self.dsink = torch.empty(hq, device="cuda") if sink else None
-        self.flops = 4.0 * hq * d * sum(pairs(n, left) for n in lens)
-
-    @classmethod
-    def decode(cls, batch, sk, det=False, hq=64, hkv=8, d=64):
-        """gptoss decode: q (batch, 1, hq, d) against k / v (batch, sk, hkv, d), causal, sinks."""
-        c = cls.__new__(cls)
-        c.det = det
-        c.q, c.dout = rand((batch, 1, hq, d), torch.bfloat16), rand((batch, 1, hq, d), torch.bfloat16)
-        c.k, c.v = rand((batch, sk, hkv, d), torch.bfloat16), rand((batch, sk, hkv, d), torch.bfloat16)
-        c.sinks = torch.randn(hq, device="cuda")
-        c.prob = Lib.problem(c.q, c.k, c.v, sinks=c.sinks, causal=True)
-        c.out, c.lse = torch.empty_like(c.q), torch.empty((batch, hq, 1), device="cuda")
-        c.dq, c.dk, c.dv = torch.empty_like(c.q), torch.empty_like(c.k), torch.empty_like(c.v)
-        c.dsink = torch.empty(hq, device="cuda")
-        c.flops = 4.0 * hq * d * sk * batch
-        return c
+        visible = batch * s if sq == 1 else sum(pairs(n, left) for n in lens)  # decode: every key
+        self.flops = 4.0 * hq * d * visible
 
     def fwd(self, lib):
         return lambda: lib.fwd(self.prob, self.out, self.lse)
@@ -124,7 +113,8 @@ def main():
     print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
     rows = []
     cases = [(name, lambda shape=shape: Case(*shape, det=det)) for name, *shape in SHAPES]
-    cases += [(name, lambda b=b, sk=sk: Case.decode(b, sk, det=det)) for name, b, sk in DECODE]
+    cases += [(name, lambda b=b, sk=sk: Case(sk, 64, 8, 64, True, -1, False, det=det, batch=b, sq=1))
+              for name, b, sk in DECODE]
     for name, make in cases:
         if only and not any(o in name for o in only):
             continue
