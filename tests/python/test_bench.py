@@ -532,3 +532,20 @@ def test_quick_suite_cpu(tmp_path, capsys):
                        "--compare", str(tmp_path / "base.csv")])
     assert code == 1
     assert "regression gate: FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_timing_reads_gpu_work_not_the_hosts_pace():
+    """A call that spends 2 ms of host time around a short GPU op: queued behind the harness's
+    GPU sleep, each call's events bracket the GPU op alone, not the host's 2 ms."""
+    from sinkattn.bench.timing import measure
+    x = torch.randn(256, 256, device="cuda")
+
+    def call(_i):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 2e-3:
+            pass
+        x.mul_(1.0)
+
+    t = measure(call, torch.device("cuda"), TimingConfig(warmup=2, target_s=0.02, min_reps=10))
+    assert t.median_ms < 0.5, t

@@ -2,6 +2,16 @@
 each call separately with CUDA events and take the median; rotate among input sets whose total
 exceeds the L2 cache so repeated calls do not time the cache. On the CPU, the same loop with a
 wall clock (each call is synchronous there).
+
+On CUDA the timed calls are queued behind a GPU sleep long enough for the CPU to issue all of
+them first, so each call's events bracket its GPU work alone, as in a training step where the
+host runs ahead. Without it a call whose host side (Python, torch's autograd engine, launches)
+outlasts its GPU work is timed at the host's pace: on the lent H200's host a forward+backward
+through ``torch.autograd.grad`` takes 0.6-0.9 ms of CPU (0.3 ms of it the engine alone, for any
+op), so the gptoss 16k window-128 cell (0.525 ms of GPU work) read 0.52-0.82 ms from run to run,
+flagged noisy, and 0.524-0.528 ms with spread 0.01 queued (2026-12-04, tmp probe, three rounds
+each). Cells whose GPU work outlasts their host side read the same either way (4k forward
+0.286 / 0.287 ms). The host's cost per call is measured on its own (sinkattn.overhead).
 """
 from __future__ import annotations
 
@@ -9,7 +19,7 @@ import dataclasses
 import math
 import statistics
 import time
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import torch
 
@@ -43,23 +53,51 @@ def input_sets_needed(set_bytes: int, device: torch.device, free_bytes: int) -> 
     return min(want, fit, 16)
 
 
-def _time_calls(call: Callable[[int], None], start: int, n: int,
-                device: torch.device) -> List[float]:
+_sleep_cycles_per_ms: dict = {}
+
+
+def _gpu_sleep(ms: float, device: torch.device) -> None:
+    """Queues about ms of GPU idle time on the current stream. torch.cuda._sleep spins for a
+    number of cycles; the cycles per ms come from one timed sleep at whatever clock the GPU ran
+    then, so at a higher clock later the sleep is shorter (by up to 2x from idle to boost on the
+    H200: the callers' margin covers it)."""
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is None or ms <= 0:
+        return
+    if device not in _sleep_cycles_per_ms:
+        b, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        b.record()
+        sleep(10_000_000)
+        e.record()
+        torch.cuda.synchronize(device)
+        _sleep_cycles_per_ms[device] = 10_000_000 / max(b.elapsed_time(e), 1e-3)
+    sleep(int(ms * _sleep_cycles_per_ms[device]))
+
+
+def _time_calls(call: Callable[[int], None], start: int, n: int, device: torch.device,
+                host_ms: float = 0.0) -> Tuple[List[float], float]:
+    """Per-call times of call(start), ..., call(start + n - 1), and the host's time per call to
+    issue them (up to the synchronisation). host_ms: that time as measured before; on CUDA the
+    calls are queued behind a GPU sleep of 3x n of it (for the sleep's clock calibration and the
+    host's jitter; at most 1 s)."""
     if device.type == "cuda":
         begin = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         end = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        _gpu_sleep(min(1000.0, 3.0 * n * host_ms), device)
+        t0 = time.perf_counter()
         for i in range(n):
             begin[i].record()
             call(start + i)
             end[i].record()
+        issued = (time.perf_counter() - t0) * 1e3 / n
         torch.cuda.synchronize(device)
-        return [b.elapsed_time(e) for b, e in zip(begin, end)]
+        return [b.elapsed_time(e) for b, e in zip(begin, end)], issued
     out = []
     for i in range(n):
         t0 = time.perf_counter()
         call(start + i)
         out.append((time.perf_counter() - t0) * 1e3)
-    return out
+    return out, statistics.mean(out)
 
 
 def measure(call: Callable[[int], None], device: torch.device, cfg: TimingConfig) -> Timing:
@@ -75,11 +113,11 @@ def measure(call: Callable[[int], None], device: torch.device, cfg: TimingConfig
         for i in range(1, cfg.warmup):
             call(i)
         sync(device)
-    probe = _time_calls(call, cfg.warmup, 1, device)[0]
-    per = max(probe, 1e-3)
+    probe, host_ms = _time_calls(call, cfg.warmup, 1, device)  # the GPU idle: host time alone
+    per = max(probe[0], 1e-3)
     reps = int(min(cfg.max_reps, max(cfg.min_reps, cfg.target_s * 1e3 / per)))
     reps = max(1, min(reps, int(cfg.cap_s * 1e3 / per)))
-    times = sorted(_time_calls(call, cfg.warmup + 1, reps, device))
+    times = sorted(_time_calls(call, cfg.warmup + 1, reps, device, host_ms)[0])
     med = statistics.median(times)
     lo, hi = times[int(0.2 * (reps - 1))], times[math.ceil(0.8 * (reps - 1))]
     return Timing(med, reps, (hi - lo) / med if med > 0 else 0.0, first_s)
