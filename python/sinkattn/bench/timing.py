@@ -9,7 +9,7 @@ host runs ahead. Without it a call whose host side (Python, torch's autograd eng
 outlasts its GPU work is timed at the host's pace: on the lent H200's host a forward+backward
 through ``torch.autograd.grad`` takes 0.6-0.9 ms of CPU (0.3 ms of it the engine alone, for any
 op), so the gptoss 16k window-128 cell (0.525 ms of GPU work) read 0.52-0.82 ms from run to run,
-flagged noisy, and 0.524-0.528 ms with spread 0.01 queued (2026-12-04, tmp probe, three rounds
+flagged noisy, and 0.524-0.528 ms with spread 0.01 queued (2026-12-04, a probe of this loop, three rounds
 each). Cells whose GPU work outlasts their host side read the same either way (4k forward
 0.286 / 0.287 ms). The host's cost per call is measured on its own (sinkattn.overhead).
 """
@@ -59,39 +59,43 @@ _sleep_cycles_per_ms: dict = {}
 def _gpu_sleep(ms: float, device: torch.device) -> None:
     """Queues about ms of GPU idle time on the current stream. torch.cuda._sleep spins for a
     number of cycles; the cycles per ms come from one timed sleep at whatever clock the GPU ran
-    then, so at a higher clock later the sleep is shorter (by up to 2x from idle to boost on the
-    H200: the callers' margin covers it)."""
-    sleep = getattr(torch.cuda, "_sleep", None)
-    if sleep is None or ms <= 0:
+    then (an idle H200 starts at 345 MHz against 1980 at boost), and _time_calls raises them
+    whenever a sleep ended before the calls behind it were all issued."""
+    if ms <= 0:
         return
     if device not in _sleep_cycles_per_ms:
         b, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         b.record()
-        sleep(10_000_000)
+        torch.cuda._sleep(10_000_000)
         e.record()
         torch.cuda.synchronize(device)
         _sleep_cycles_per_ms[device] = 10_000_000 / max(b.elapsed_time(e), 1e-3)
-    sleep(int(ms * _sleep_cycles_per_ms[device]))
+    torch.cuda._sleep(int(ms * _sleep_cycles_per_ms[device]))
 
 
 def _time_calls(call: Callable[[int], None], start: int, n: int, device: torch.device,
                 host_ms: float = 0.0) -> Tuple[List[float], float]:
     """Per-call times of call(start), ..., call(start + n - 1), and the host's time per call to
     issue them (up to the synchronisation). host_ms: that time as measured before; on CUDA the
-    calls are queued behind a GPU sleep of 3x n of it (for the sleep's clock calibration and the
-    host's jitter; at most 1 s)."""
+    calls are queued behind a GPU sleep of 2x n of it (at most 1 s). If the sleep was over
+    before the last call was issued (the clock ran faster than calibrated), the sleep's cycles
+    per ms are doubled and the calls timed again (up to 4 times)."""
     if device.type == "cuda":
-        begin = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        end = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        _gpu_sleep(min(1000.0, 3.0 * n * host_ms), device)
-        t0 = time.perf_counter()
-        for i in range(n):
-            begin[i].record()
-            call(start + i)
-            end[i].record()
-        issued = (time.perf_counter() - t0) * 1e3 / n
-        torch.cuda.synchronize(device)
-        return [b.elapsed_time(e) for b, e in zip(begin, end)], issued
+        for attempt in range(4):
+            begin = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            end = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            _gpu_sleep(min(1000.0, 2.0 * n * host_ms), device)
+            t0 = time.perf_counter()
+            for i in range(n):
+                begin[i].record()
+                call(start + i)
+                end[i].record()
+            issued = (time.perf_counter() - t0) * 1e3 / n
+            covered = host_ms <= 0 or not begin[0].query()  # still queued behind the sleep
+            torch.cuda.synchronize(device)
+            if covered or attempt == 3:
+                return [b.elapsed_time(e) for b, e in zip(begin, end)], issued
+            _sleep_cycles_per_ms[device] *= 2
     out = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -117,7 +121,9 @@ def measure(call: Callable[[int], None], device: torch.device, cfg: TimingConfig
     per = max(probe[0], 1e-3)
     reps = int(min(cfg.max_reps, max(cfg.min_reps, cfg.target_s * 1e3 / per)))
     reps = max(1, min(reps, int(cfg.cap_s * 1e3 / per)))
-    times = sorted(_time_calls(call, cfg.warmup + 1, reps, device, host_ms)[0])
+    # Calls whose GPU work is well over their host time queue up on their own.
+    lead = host_ms if host_ms > 0.5 * per else 0.0
+    times = sorted(_time_calls(call, cfg.warmup + 1, reps, device, lead)[0])
     med = statistics.median(times)
     lo, hi = times[int(0.2 * (reps - 1))], times[math.ceil(0.8 * (reps - 1))]
     return Timing(med, reps, (hi - lo) / med if med > 0 else 0.0, first_s)
