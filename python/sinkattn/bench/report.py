@@ -153,6 +153,8 @@ def markdown(rows: List[dict], meta: dict, plots: List[str]) -> str:
         "TFLOP/s count visible (unmasked) query-key pairs only: 4 * Hq * pairs * D for the "
         f"forward, {BWD_FACTOR}x that for the backward; backward TFLOP/s = backward FLOPs / "
         f"(fwd+bwd time - fwd time). Times are medians of {timer}-timed calls after warm-up, "
+        + ("queued behind a GPU sleep where their host side would otherwise set the pace, "
+           if timer == "CUDA-event" else "") +
         "inputs rotated beyond the last-level cache. Memory is the peak allocated by one call "
         "above what was live before it (inputs excluded). Every implementation was first "
         "checked against an fp64 reference on a small slice of each workload (column 'check': worst relative error); "
