@@ -3,15 +3,16 @@ each call separately with CUDA events and take the median; rotate among input se
 exceeds the L2 cache so repeated calls do not time the cache. On the CPU, the same loop with a
 wall clock (each call is synchronous there).
 
-On CUDA the timed calls are queued behind a GPU sleep long enough for the CPU to issue all of
-them first, so each call's events bracket its GPU work alone, as in a training step where the
-host runs ahead. Without it a call whose host side (Python, torch's autograd engine, launches)
-outlasts its GPU work is timed at the host's pace: on the lent H200's host a forward+backward
-through ``torch.autograd.grad`` takes 0.6-0.9 ms of CPU (0.3 ms of it the engine alone, for any
-op), so the gptoss 16k window-128 cell (0.525 ms of GPU work) read 0.52-0.82 ms from run to run,
-flagged noisy, and 0.524-0.528 ms with spread 0.01 queued (2026-12-04, a probe of this loop, three rounds
-each). Cells whose GPU work outlasts their host side read the same either way (4k forward
-0.286 / 0.287 ms). The host's cost per call is measured on its own (sinkattn.overhead).
+On CUDA, where a call's host side (Python, torch's autograd engine, launches) takes over half
+its GPU time, the timed calls are queued behind a GPU sleep long enough for the CPU to issue all
+of them first, so each call's events bracket its GPU work alone, as in a training step where the
+host runs ahead. Without it such a call is timed at the host's pace: on the lent H200's host a
+forward+backward through ``torch.autograd.grad`` takes 0.6-0.9 ms of CPU (a bare
+``autograd.grad`` alone 0.14-0.29 ms), so the gptoss 16k window-128 cell (0.525 ms of GPU work)
+read 0.52-0.82 ms from run to run, flagged noisy, and 0.524-0.528 ms with spread 0.01 queued
+(2026-12-04, a probe of this loop, three rounds each). Cells whose GPU work outlasts their host
+side read the same either way (4k forward 0.286 / 0.287 ms). The host's cost per call is
+measured on its own (sinkattn.overhead).
 """
 from __future__ import annotations
 
