@@ -259,6 +259,10 @@ def grid():
         # Many key blocks (stage reuse over several phases), both Hopper head dims.
         Case("2000x2100 B2 64/8 d64 noncausal sinks", B=2, sq=2000, sk=2100, hq=16, hkv=2, d=64, sinks=True),
         Case("1500x1500 d128 causal sinks fp16", sq=1500, sk=1500, hq=4, hkv=1, d=128, causal=True, sinks=True, dtype=fp),
+        # A wide window at d 128: the last steps of a key block's walk are seen by its second
+        # 64 keys only (the Hopper backward's first consumer skips them), the first by its first.
+        Case("window 1100 d128 causal 2600 sinks", sq=2600, sk=2600, hq=8, hkv=2, d=128, causal=True, left=1100,
+             sinks=True),
         Case("window (100, 50) d64 B2 sinks", B=2, sq=1200, sk=1300, hq=8, hkv=4, d=64, left=100, right=50, sinks=True),
         # Narrow d 64 windows with Sq < Sk (the band shifted to the bottom right): on the 64-key
         # grid (Sk - Sq = 128) the consumers take spans, off it (Sk - Sq = 300) they walk.

@@ -1,12 +1,14 @@
 """Side-by-side timings of several builds of the library in ONE process: every shape is timed on
-every build in turn, round after round (the order reversed every other round), so clock drift and
-thermal state hit all builds alike. Before timing, each build's forward output and backward
-gradients on that shape are compared with the first build's (a broken variant is reported, not
-timed); the fp64 grid stays check_cuda.py's job.
+every build in turn, round after round (each round all forwards, then all backwards, the builds'
+order rotated by one each round), so clock drift and thermal state hit all builds alike. Before
+timing, each build's forward output and backward gradients on that shape are compared with the
+first build's (a broken variant is reported, not timed); the fp64 grid stays check_cuda.py's job.
 
 usage: python3 compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=SUBSTR,...] [--det=1]
        [--time-all=1]   (time builds that disagree too: ablations that skip part of the work)
        [--fwd-only=1]   (time forwards alone: more rounds in the same time for forward changes)
+       [--sdpa=1]       (also time torch SDPA on cuDNN, no sinks, in the same rotation, on the
+                         fixed-length causal shapes: the #7 targets' ratio, interleaved)
 The kernel path follows SINKATTN_CUDA_PATH as usual. Prints, per shape, forward and backward
 TFLOP/s of each build (median over rounds; backward = the atomic-dq mode, or with --det=1 the
 deterministic one) and the ratio to the first build.
@@ -27,6 +29,7 @@ from sinkattn_ctypes import Lib
 SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
     ("gptoss varlen 32k", 32768, 64, 8, 64, True, -1, (256, 8192)),
     ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False),
+    ("llama 32k causal", 32768, 32, 8, 128, False, -1, False),
     ("gptoss 1k docs w128", 32768, 64, 8, 64, True, 127, (16, 48)),
     ("gptoss short docs 32k", 32768, 64, 8, 64, True, -1, (128, 1024))]
 # Decode (one query per sequence against a k/v cache, causal, sinks; the packed-group forward):
@@ -75,6 +78,38 @@ class Case:
         return {n: t.float().clone() for n, t in named.items() if t is not None}
 
 
+class Sdpa:
+    """torch SDPA on its cuDNN backend (no sinks: the #7 targets' peer) on a fixed-length causal
+    case's tensors, timed like a build: the forward under no_grad, the backward as forward plus
+    autograd.grad less the forward (as the benchmark suite derives a peer's backward)."""
+    name = "sdpa-cudnn"
+
+    def __init__(self, case):
+        from torch.nn.attention import SDPBackend
+
+        self.backend = SDPBackend.CUDNN_ATTENTION
+        # (B, S, H, D) -> (B, H, S, D) views, as the suite's peer passes them
+        self.q, self.k, self.v = (t.detach().transpose(1, 2).requires_grad_()
+                                  for t in (case.q, case.k, case.v))
+        self.dout = case.dout.transpose(1, 2)
+
+    def _out(self):
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel([self.backend]):
+            return torch.nn.functional.scaled_dot_product_attention(
+                self.q, self.k, self.v, is_causal=True, enable_gqa=True)
+
+    def fwd(self):
+        def call():
+            with torch.no_grad():
+                self._out()
+        return call
+
+    def fwd_bwd(self):
+        return lambda: torch.autograd.grad(self._out(), (self.q, self.k, self.v), self.dout)
+
+
 # How far two builds' outputs may differ, relative to the largest: bf16 rounding and atomics for
 # the 16-bit outputs and dsink; lse (fp32, promised to fp32 accuracy) only summation order.
 BOUND, LSE_BOUND = 2e-2, 1e-4
@@ -104,6 +139,7 @@ def main():
     det = opts.get("det", "0") == "1"
     time_all = opts.get("time-all", "0") == "1"
     fwd_only = opts.get("fwd-only", "0") == "1"
+    with_sdpa = opts.get("sdpa", "0") == "1"
     only = [x for x in opts.get("only", "").split(",") if x]
     if len(args) < 2 or any("=" not in a for a in args):
         sys.exit("usage: compare_libs.py NAME=LIB.so ... [--rounds=N] [--only=a,b] [--det=1] "
@@ -113,6 +149,7 @@ def main():
     print(torch.cuda.get_device_name(), "| builds:", ", ".join(n for n, _ in builds), flush=True)
     rows = []
     cases = [(name, lambda shape=shape: Case(*shape, det=det)) for name, *shape in SHAPES]
+    sdpa_shapes = {name for name, *_, left, varlen in SHAPES if left < 0 and not varlen}
     cases += [(name, lambda b=b, sk=sk: Case(sk, 64, 8, 64, True, -1, False, det=det, batch=b, sq=1))
               for name, b, sk in DECODE]
     for name, make in cases:
@@ -126,21 +163,34 @@ def main():
             ok[bname] = not bad
             if bad:
                 print(f"[MISMATCH] {name}: {bname} differs from {builds[0][0]}: " + ", ".join(bad) + " (relative)")
-        times = {b: ([], []) for b, _ in builds}
+        sdpa = Sdpa(case) if with_sdpa and name in sdpa_shapes else None
+        timed = builds + ([(Sdpa.name, sdpa)] if sdpa else [])
+        times = {b: ([], []) for b, _ in timed}
+        live = [(b, lib) for b, lib in timed if ok.get(b, True) or time_all]
+        sdpa_f = 0.0  # the round's SDPA forward, taken from its forward + backward
         for r in range(rounds):
-            for bname, lib in (builds if r % 2 == 0 else builds[::-1]):
-                if not ok.get(bname, True) and not time_all:
-                    continue
-                times[bname][0].append(median_ms(case.fwd(lib)))
-                if not fwd_only:
+            # Every forward of the round, then every backward, each build in every position in
+            # turn (rotated by one each round). With a build's forward and backward timed together
+            # and the order reversed every other round, the first of two identical builds read
+            # its gptoss 4k forward 6-7% below the second's (H200, two calls).
+            order = live[r % len(live):] + live[:r % len(live)]
+            for bname, lib in order:
+                f = median_ms(sdpa.fwd() if lib is sdpa else case.fwd(lib))
+                times[bname][0].append(f)
+                if lib is sdpa:
+                    sdpa_f = f
+            for bname, lib in ([] if fwd_only else order):
+                if lib is sdpa:
+                    times[bname][1].append(median_ms(sdpa.fwd_bwd()) - sdpa_f)
+                else:
                     times[bname][1].append(median_ms(case.bwd(lib)))
-        for bname, _ in builds:
+        for bname, _ in timed:
             f, b = times[bname]
             if f:
                 tf = statistics.median(f)
                 tb = statistics.median(b) if b else float("nan")
                 rows.append((name, bname, tf, tb, case.flops / tf / 1e9, 2.5 * case.flops / tb / 1e9))
-        del case
+        del case, sdpa
         torch.cuda.empty_cache()
     base = {r[0]: r for r in rows if r[1] == builds[0][0]}
     print(f"\n{'shape':24s} {'build':10s} {'fwd ms':>8s} {'bwd ms':>8s} {'fwd TF/s':>9s} {'bwd TF/s':>9s} {'fwd x':>6s} {'bwd x':>6s}")
@@ -148,6 +198,12 @@ def main():
         b0 = base.get(name)
         rf, rb = (b0[2] / tf, b0[3] / tb) if b0 else (float("nan"),) * 2
         print(f"{name:24s} {bname:10s} {tf:8.3f} {tb:8.3f} {ff:9.1f} {fb:9.1f} {rf:6.3f} {rb:6.3f}")
+    # Each build against SDPA cuDNN, from the medians above (the targets' ratio)
+    peer = {r[0]: r for r in rows if r[1] == Sdpa.name}
+    for name, bname, tf, tb, _, _ in rows:
+        if name in peer and bname != Sdpa.name:
+            print(f"{name:24s} {bname:10s} against SDPA cuDNN: fwd {peer[name][2] / tf:.3f}x, "
+                  f"bwd {peer[name][3] / tb:.3f}x")
 
 
 if __name__ == "__main__":
