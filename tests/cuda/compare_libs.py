@@ -167,7 +167,7 @@ def main():
         timed = builds + ([(Sdpa.name, sdpa)] if sdpa else [])
         times = {b: ([], []) for b, _ in timed}
         live = [(b, lib) for b, lib in timed if ok.get(b, True) or time_all]
-        sdpa_f = 0.0  # the round's SDPA forward, taken from its forward + backward
+        sdpa_f = 0.0  # the round's SDPA forward, subtracted from its forward + backward
         for r in range(rounds):
             # Every forward of the round, then every backward, each build in every position in
             # turn (rotated by one each round). With a build's forward and backward timed together
