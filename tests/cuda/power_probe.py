@@ -5,7 +5,10 @@ call and the clock and power medians after the first second. On the lent H200 ev
 at its 700 W limit, so the clock, not the kernel alone, set the rate (docs/PERFORMANCE.md,
 twenty-ninth session).
 
-usage: python3 power_probe.py LIBSINKATTN.so [SECONDS]
+usage: python3 power_probe.py LIBSINKATTN.so [SECONDS] [--bwd]
+  --bwd: the backward instead (sinkattn's backward kernels; SDPA's forward + autograd.grad, whose
+  time is then not comparable, only its clock and power; at llama 8k its host side set the pace:
+  127 W, the GPU mostly idle)
 """
 import datetime
 import statistics
@@ -45,8 +48,10 @@ def loop(fn, secs):
 
 
 def main():
-    lib = Lib(sys.argv[1])
-    secs = float(sys.argv[2]) if len(sys.argv) > 2 else 6.0
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    bwd = "--bwd" in sys.argv
+    lib = Lib(args[0])
+    secs = float(args[1]) if len(args) > 1 else 6.0
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw",
                             "--format=csv,noheader,nounits", "-lms", "50"],
                            stdout=subprocess.PIPE, text=True)
@@ -54,8 +59,13 @@ def main():
     for name, args in SHAPES:
         case = Case(*args)
         peer = Sdpa(case)
-        for who, fn in (("sinkattn", case.fwd(lib)), ("sdpa-cudnn", peer.fwd())):
-            runs.append((f"{name} {who} fwd",) + loop(fn, secs))
+        if bwd:
+            case.fwd(lib)()  # out and lse for the backward
+            pair = (("sinkattn bwd", case.bwd(lib)), ("sdpa-cudnn fwd+bwd", peer.fwd_bwd()))
+        else:
+            pair = (("sinkattn fwd", case.fwd(lib)), ("sdpa-cudnn fwd", peer.fwd()))
+        for who, fn in pair:
+            runs.append((f"{name} {who}",) + loop(fn, secs))
             time.sleep(1.5)  # the next run starts from a settled clock
         del case, peer
         torch.cuda.empty_cache()
@@ -68,11 +78,11 @@ def main():
     for name, t0, t1, ms in runs:
         sel = [s for s in samples if t0 + 1.0 <= s[0] <= t1]
         if not sel:
-            print(f"{name:26s} {ms:8.3f} ms/call  (no samples)")
+            print(f"{name:30s} {ms:8.3f} ms/call  (no samples)")
             continue
         clock = statistics.median(s[1] for s in sel)
         watts = statistics.median(s[2] for s in sel)
-        print(f"{name:26s} {ms:8.3f} ms/call  SM clock {clock:5.0f} MHz (min "
+        print(f"{name:30s} {ms:8.3f} ms/call  SM clock {clock:5.0f} MHz (min "
               f"{min(s[1] for s in sel):.0f})  power {watts:4.0f} W  ({len(sel)} samples)")
 
 
