@@ -167,7 +167,6 @@ def main():
         timed = builds + ([(Sdpa.name, sdpa)] if sdpa else [])
         times = {b: ([], []) for b, _ in timed}
         live = [(b, lib) for b, lib in timed if ok.get(b, True) or time_all]
-        sdpa_f = 0.0  # the round's SDPA forward, subtracted from its forward + backward
         for r in range(rounds):
             # Every forward of the round, then every backward, each build in every position in
             # turn (rotated by one each round). With a build's forward and backward timed together
@@ -175,13 +174,10 @@ def main():
             # its gptoss 4k forward 6-7% below the second's (H200, two calls).
             order = live[r % len(live):] + live[:r % len(live)]
             for bname, lib in order:
-                f = median_ms(sdpa.fwd() if lib is sdpa else case.fwd(lib))
-                times[bname][0].append(f)
-                if lib is sdpa:
-                    sdpa_f = f
+                times[bname][0].append(median_ms(sdpa.fwd() if lib is sdpa else case.fwd(lib)))
             for bname, lib in ([] if fwd_only else order):
-                if lib is sdpa:
-                    times[bname][1].append(median_ms(sdpa.fwd_bwd()) - sdpa_f)
+                if lib is sdpa:  # its forward + backward less this round's forward
+                    times[bname][1].append(median_ms(sdpa.fwd_bwd()) - times[bname][0][-1])
                 else:
                     times[bname][1].append(median_ms(case.bwd(lib)))
         for bname, _ in timed:

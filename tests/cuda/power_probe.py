@@ -56,8 +56,8 @@ def main():
                             "--format=csv,noheader,nounits", "-lms", "50"],
                            stdout=subprocess.PIPE, text=True)
     runs = []
-    for name, args in SHAPES:
-        case = Case(*args)
+    for name, shape in SHAPES:
+        case = Case(*shape)
         peer = Sdpa(case)
         if bwd:
             case.fwd(lib)()  # out and lse for the backward
