@@ -11,7 +11,8 @@ usage: python3 compare_libs.py NAME=LIB.so NAME=LIB.so ... [--rounds=N] [--only=
                          fixed-length causal shapes: the #7 targets' ratio, interleaved)
 The kernel path follows SINKATTN_CUDA_PATH as usual. Prints, per shape, forward and backward
 TFLOP/s of each build (median over rounds; backward = the atomic-dq mode, or with --det=1 the
-deterministic one) and the ratio to the first build.
+deterministic one) and the ratio to the first build; each shape's medians also as soon as it is
+done (one line, "[shape] build fwd / bwd ms, ..."), for calls that may hit their time limit.
 """
 import statistics
 import sys
@@ -186,6 +187,9 @@ def main():
                 tf = statistics.median(f)
                 tb = statistics.median(b) if b else float("nan")
                 rows.append((name, bname, tf, tb, case.flops / tf / 1e9, 2.5 * case.flops / tb / 1e9))
+        # The shape's medians at once, so a call cut short by its time limit still reports them.
+        print(f"[{name}] " + ", ".join(f"{r[1]} {r[2]:.3f} / {r[3]:.3f} ms" for r in rows if r[0] == name),
+              flush=True)
         del case, sdpa
         torch.cuda.empty_cache()
     base = {r[0]: r for r in rows if r[1] == builds[0][0]}
