@@ -21,6 +21,8 @@ std::vector<Case> zigzag_cases() {
           .with_window(33, -1)
           .with_zigzag(2, 4),
       Case::fixed(BF16, 1, 90, 270, 4, 2, 64).with_window(12, 5).with_zigzag(0, 3),
+      // d 64 rows over 1024: the Hopper forward's 192-row tiles across the two chunks
+      Case::fixed(BF16, 1, 1300, 2600, 8, 2, 64).with_causal().with_zigzag(1, 2),
   };
 }
 

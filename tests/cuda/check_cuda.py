@@ -259,6 +259,14 @@ def grid():
         # Many key blocks (stage reuse over several phases), both Hopper head dims.
         Case("2000x2100 B2 64/8 d64 noncausal sinks", B=2, sq=2000, sk=2100, hq=16, hkv=2, d=64, sinks=True),
         Case("1500x1500 d128 causal sinks fp16", sq=1500, sk=1500, hq=4, hkv=1, d=128, causal=True, sinks=True, dtype=fp),
+        # The d 64 Hopper forward's 192-row tiles under a causal mask with a last tile cut short:
+        # 2500 leaves 4 rows in it (its last two consumers see no row), Sq < Sk, and packed
+        # documents with a tile cut short each (37 rows: one tile).
+        Case("causal d64 2500 sinks (192-row tiles)", sq=2500, sk=2500, hq=8, hkv=1, d=64, causal=True, sinks=True),
+        Case("causal d64 1500x2000 fp16 (192-row tiles)", sq=1500, sk=2000, hq=4, hkv=2, d=64, causal=True,
+             dtype=fp),
+        Case("varlen d64 causal long docs sinks (192-row tiles)", hq=8, hkv=2, d=64, causal=True, sinks=True,
+             varlen=([1100, 0, 1500, 37, 2049], [1100, 0, 1700, 37, 2049])),
         # A wide window at d 128: the last steps of a key block's walk are seen by its second
         # 64 keys only (the Hopper backward's first consumer skips them), the first by its first.
         Case("window 1100 d128 causal 2600 sinks", sq=2600, sk=2600, hq=8, hkv=2, d=128, causal=True, left=1100,
