@@ -73,9 +73,12 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
       }
     }
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const dim3 grid = sm80::make_grid(p, (p.seqlen_k + t.block_n - 1) / t.block_n, p.heads_kv);
-    kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout,
-                                                             map_dq);
+    const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;
+    sm80::Params kp = p;
+    kp.bwd_kv_group = bwd_launch_kv_group(p.heads_kv, blocks, sm80::sm_count());
+    const dim3 grid((unsigned)(blocks * p.heads_kv), 1, (unsigned)p.batch);
+    kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(kp, map_q, map_k, map_v, map_dout,
+                                                              map_dq);
     sm80::check_launch("sinkattn sm90 backward kernel");
   }
   if (p.dq_flags != nullptr || p.band_dq) {
