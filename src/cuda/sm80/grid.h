@@ -6,7 +6,8 @@
 // llama 8k 369 -> 478. Sequences stay slowest so that the blocks running together share one
 // sequence's rows in L2 (the dq accumulator above all: with sequences in x as well, 8 packed
 // documents measured 9.6 -> 12.1 ms backward). Grids with over 65535 row blocks keep the row
-// blocks in grid.x.
+// blocks in grid.x. (The Hopper dK/dV kernel takes its kv heads a few at a time instead, all
+// of one group's blocks before the next group's: sm90/bwd_kernel.h bwd_grid_pos.)
 #pragma once
 
 #include <cuda_runtime.h>

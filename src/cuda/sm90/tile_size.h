@@ -169,9 +169,10 @@ static_assert(tile_regs_fit(bwd_tile(64)) && tile_regs_fit(bwd_tile(128)),
 // blocks in flight held 8 kv heads' tiles: a trace of the walk through an LRU model of L2
 // (tests/cuda/bwd_l2_model.py: 50 MB, uniform steps) put its DRAM misses at 1.7 GB for llama 8k
 // and 8.0 GB for gptoss 16k (hit rates 0.80 and 0.76, as Nsight measured), against 0.26 and
-// 0.51 GB with 2 and 1 kv heads at a time, for walks 0.8% longer in the model. The backward runs
-// at its power limit, so the DRAM energy saved raises the clock. H200, 7 interleaved rounds:
-// gptoss 16k +4.3%, llama 8k +3.5%, 32k +0.9%, varlen +0.5%, 4k -0.6%.
+// 0.51 GB with 2 and 1 kv heads at a time, for walks 0.8% longer in the model (one kv head at a
+// time at 4k: 1.6x longer, the blocks of the last head starting late). H200, 7 interleaved
+// rounds: gptoss 16k +4.3%, llama 8k +3.5%, 32k +0.9%, varlen +0.5%, 4k -0.6%. (The backward
+// runs at its power limit, so fewer DRAM bytes may also have raised its clock: not measured.)
 constexpr int bwd_kv_group(long long heads_kv, long long blocks, int sms, long long force = 0) {
   long long g = force > 0 ? force : (sms + blocks / 2) / (blocks > 0 ? blocks : 1);
   g = g < 1 ? 1 : g > heads_kv ? heads_kv : g;
