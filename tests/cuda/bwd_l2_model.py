@@ -10,9 +10,10 @@ import heapq
 import sys
 from collections import OrderedDict
 
-SHAPES = {  # kv heads, query heads per kv head, key blocks, query blocks per key block, query blocks
-    "llama8k": (8, 4, 64, 2, 128), "llama32k": (8, 4, 256, 2, 512),
-    "gptoss4k": (8, 8, 32, 1, 32), "gptoss16k": (8, 8, 128, 1, 128), "gptoss32k": (8, 8, 256, 1, 256)}
+# kv heads, query heads per kv head, key blocks, query blocks per key block, query blocks
+SHAPES = {"llama8k": (8, 4, 64, 2, 128), "llama32k": (8, 4, 256, 2, 512),
+          "gptoss4k": (8, 8, 32, 1, 32), "gptoss16k": (8, 8, 128, 1, 128),
+          "gptoss32k": (8, 8, 256, 1, 256)}
 
 
 def walk(kv_heads, group, blocks, q_per_k, q_blocks, kv_group, sms=132, l2_tiles=1600):
@@ -52,8 +53,8 @@ def main():
         kv_heads = SHAPES[name][0]
         for kv_group in [g for g in (1, 2, 4, 8) if kv_heads % g == 0]:
             end, misses, hits = walk(*SHAPES[name], kv_group)
-            print(f"{name:10s} {kv_group} kv heads at a time: {end} steps, misses {misses * 32 / 1024:.0f} MB, "
-                  f"hit rate {hits / (hits + misses):.3f}")
+            print(f"{name:10s} {kv_group} kv heads at a time: {end} steps, "
+                  f"misses {misses * 32 / 1024:.0f} MB, hit rate {hits / (hits + misses):.3f}")
 
 
 if __name__ == "__main__":
