@@ -19,8 +19,8 @@ if [ ${#names[@]} -eq 0 ]; then
 fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 t0=$SECONDS
-paths=${PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 auto,SINKATTN_SM90_SHORT_ROWS=0 auto,SINKATTN_SM90_BWD_KV_GROUP=1}
-[ "${SM80:-0}" = 1 ] && paths="$paths sm80 sm80,SINKATTN_SM80_TILES=small"
+paths=${PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 auto,SINKATTN_SM90_SHORT_ROWS=0 auto,SINKATTN_BWD_KV_GROUP=1}
+[ "${SM80:-0}" = 1 ] && paths="$paths sm80 sm80,SINKATTN_SM80_TILES=small,SINKATTN_BWD_KV_GROUP=1"
 for n in "${names[@]}"; do
   # shellcheck disable=SC2086  # paths: a list of entries
   NAME=$n GRID_TIMEOUT=150 bash scripts/gpu_grid.sh "$V/$n.so" $paths

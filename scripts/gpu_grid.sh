@@ -3,7 +3,7 @@
 # each path entry: a path (auto, sm80), optionally with comma-joined env settings
 # (auto,SINKATTN_SM90_PERSISTENT=3 makes every forward block walk many tiles;
 # auto,SINKATTN_SM90_SHORT_ROWS=0 runs the 192-row d 64 forward where 128 rows would be chosen;
-# auto,SINKATTN_SM90_BWD_KV_GROUP=1 launches the backward's key blocks one kv head at a time;
+# auto,SINKATTN_BWD_KV_GROUP=1 launches the dK/dV kernels' key blocks one kv head at a time;
 # sm80,SINKATTN_SM80_TILES=small runs the portable tile set of sm_80 / sm_86 / sm_89 instead of
 # the large one sm_90 takes). Logs under $OUT as grid_<NAME_><entry>.log; prints one summary
 # line per entry and its failures. Used by gpu_hopper.sh and gpu_compare.sh.

@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 echo "commit ${SINKATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 t0=$(date +%s)
 # GRID_PATHS / GTEST_PATHS entries: a path, optionally with comma-joined env settings (gpu_grid.sh).
-bash scripts/gpu_grid.sh "$LIB" ${GRID_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 auto,SINKATTN_SM90_SHORT_ROWS=0 auto,SINKATTN_SM90_BWD_KV_GROUP=1 sm80 sm80,SINKATTN_SM80_TILES=small}
+bash scripts/gpu_grid.sh "$LIB" ${GRID_PATHS:-auto auto,SINKATTN_SM90_PERSISTENT=3 auto,SINKATTN_SM90_SHORT_ROWS=0 auto,SINKATTN_BWD_KV_GROUP=1 sm80 sm80,SINKATTN_SM80_TILES=small,SINKATTN_BWD_KV_GROUP=1}
 echo "grid: $(( $(date +%s) - t0 )) s"
 if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   ( cd tests/cuda && SINKATTN_SM90_PERSISTENT=3 timeout 240 compute-sanitizer --tool memcheck --kernel-name kns=sinkattn \

@@ -1,5 +1,5 @@
-"""The Hopper dK/dV kernel's walk through a model of L2, for its launch order (sm90/tile_size.h
-bwd_kv_group): blocks of (128 keys, kv head) start in launch order on free SMs (one per SM) and
+"""The Hopper dK/dV kernel's walk through a model of L2, for its launch order (sm80/grid.h
+kv_group): blocks of (128 keys, kv head) start in launch order on free SMs (one per SM) and
 take one step per time unit (a query block of one query head of the group: head by head, query
 blocks from the block's diagonal up); each step reads its q / dO tile and reduces into its dq
 tile (32 KB each) through an LRU cache of 50 MB. Prints, per launch order, the walk's length in

@@ -1,5 +1,5 @@
 """The L2 model of the Hopper backward's launch order (tests/cuda/bwd_l2_model.py), on a shape
-small enough to walk by hand, and on llama 8k, whose order sm90/tile_size.h bwd_kv_group picks
+small enough to walk by hand, and on llama 8k, whose order sm80/grid.h kv_group picks
 from it (2 kv heads at a time)."""
 from __future__ import annotations
 

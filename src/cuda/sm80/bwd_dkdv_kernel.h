@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(tile_size(Kernel::kBwdDkDv, D, kLarge).warps *
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
-  const GridPos at = grid_pos((p.seqlen_k + BN - 1) / BN);
+  const GridPos at = kv_group_grid_pos((p.seqlen_k + BN - 1) / BN, p.bwd_kv_group);
   const int64_t head_kv = at.head, b = at.b;
   const Sequence seq(p, b);
   const int64_t n0 = at.block * BN;  // under a causal mask the first key blocks see the most

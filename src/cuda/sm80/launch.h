@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <type_traits>
 
 #include "cuda/sm80/grid.h"
@@ -42,18 +43,30 @@ bool packed_deep(int d, int64_t blocks);
 // Throws sinkattn::Error(SINKATTN_ERROR_CUDA) naming `what` if the last launch failed.
 void check_launch(const char* what);
 
-// Launches kernel (of kind K at head dim D, with the tile set kLarge) over the row blocks of
-// `rows` rows of each of `heads` heads (query rows for the forward and dq kernels, keys for dk/dv),
-// in grid.h's launch order, with its shared memory opted in.
+// Launches kernel (the forward or the dq kernel, K, at head dim D, with the tile set kLarge)
+// over the query row blocks of each of `heads` heads, in grid.h's launch order, with its shared
+// memory opted in.
 template <Kernel K, int D, bool kLarge, typename Fn>
-void launch_tiled(Fn kernel, const Params& p, int64_t rows, int64_t heads, cudaStream_t stream,
+void launch_tiled(Fn kernel, const Params& p, int64_t heads, cudaStream_t stream,
                   const char* what) {
+  static_assert(K != Kernel::kBwdDkDv, "the dk/dv kernel launches in kv_group's order");
   constexpr TileSize t = tile_size(K, D, kLarge);
   constexpr int smem = smem_bytes(K, D, kLarge);
-  constexpr int block = K == Kernel::kBwdDkDv ? t.block_n : t.block_m;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  kernel<<<make_grid(p, (rows + block - 1) / block, heads), t.warps * 32, smem, stream>>>(p);
+  const int64_t blocks = (p.seqlen_q + t.block_m - 1) / t.block_m;
+  kernel<<<make_grid(p, blocks, heads), t.warps * 32, smem, stream>>>(p);
   check_launch(what);
+}
+
+// The dK/dV kernels' kv heads at a time (grid.h kv_group) for `slots` blocks running at once;
+// SINKATTN_BWD_KV_GROUP=n forces n (then made a divisor of heads_kv), so that tests walk small
+// grids in groups.
+inline int launch_kv_group(long long heads_kv, long long blocks, long long slots) {
+  static const long long force = [] {
+    const char* v = std::getenv("SINKATTN_BWD_KV_GROUP");
+    return v == nullptr ? 0LL : std::atoll(v);
+  }();
+  return kv_group(heads_kv, blocks, slots, force);
 }
 
 // Calls f(std::true_type{}) when kernel K at head dim D launches its large tiles, else

@@ -31,7 +31,7 @@ void launch_bwd_dq_convert(const Params& p, cudaStream_t stream) {
 template <typename T, int D>
 void launch_bwd_dq_kernel(const Params& p, cudaStream_t stream) {
   if (p.seqlen_q == 0) return;
-  launch_tiled<Kernel::kBwdDq, D, false>(bwd_dq_kernel<T, D>, p, p.seqlen_q, p.heads_q, stream,
+  launch_tiled<Kernel::kBwdDq, D, false>(bwd_dq_kernel<T, D>, p, p.heads_q, stream,
                                          "sinkattn backward dq kernel");
 }
 
@@ -42,16 +42,34 @@ void launch_bwd_dsink(const Params& p, cudaStream_t stream) {
   check_launch("sinkattn backward dsink kernel");
 }
 
+// The dk/dv kernel, in grid.h kv_group's order: about a wave of blocks' worth of kv heads at a
+// time. The blocks an SM holds are counted once per instantiation (a process driving two kinds
+// of GPU gets the first one's count: only the launch order, not the result, depends on it).
+template <typename T, int D, bool kLarge>
+void launch_bwd_dkdv(const Params& p, cudaStream_t stream) {
+  constexpr TileSize t = tile_size(Kernel::kBwdDkDv, D, kLarge);
+  constexpr int smem = smem_bytes(Kernel::kBwdDkDv, D, kLarge);
+  const auto kernel = bwd_dkdv_kernel<T, D, kLarge>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  static const int per_sm = [&] {
+    int n = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, t.warps * 32, smem);
+    return n > 0 ? n : 1;
+  }();
+  const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;
+  Params kp = p;
+  kp.bwd_kv_group = launch_kv_group(p.heads_kv, blocks, (long long)sm_count() * per_sm);
+  kernel<<<make_kv_group_grid(p, blocks), t.warps * 32, smem, stream>>>(kp);
+  check_launch("sinkattn backward dk/dv kernel");
+}
+
 template <typename T, int D>
 void launch_bwd(const Params& p, cudaStream_t stream) {
   launch_bwd_prep<T, D>(p, stream);
 
   if (p.seqlen_k > 0)
-    with_tiles<Kernel::kBwdDkDv, D>([&](auto large) {
-      constexpr bool kLarge = decltype(large)::value;
-      launch_tiled<Kernel::kBwdDkDv, D, kLarge>(bwd_dkdv_kernel<T, D, kLarge>, p, p.seqlen_k,
-                                                p.heads_kv, stream, "sinkattn backward dk/dv kernel");
-    });
+    with_tiles<Kernel::kBwdDkDv, D>(
+        [&](auto large) { launch_bwd_dkdv<T, D, decltype(large)::value>(p, stream); });
   if (p.dq_atomic)
     launch_bwd_dq_convert<T, D>(p, stream);
   else

@@ -12,7 +12,7 @@ template <typename T, int D>
 void launch_fwd(const Params& p, cudaStream_t stream) {
   with_tiles<Kernel::kFwd, D>([&](auto large) {
     constexpr bool kLarge = decltype(large)::value;
-    launch_tiled<Kernel::kFwd, D, kLarge>(fwd_kernel<T, D, kLarge>, p, p.seqlen_q, p.heads_q, stream,
+    launch_tiled<Kernel::kFwd, D, kLarge>(fwd_kernel<T, D, kLarge>, p, p.heads_q, stream,
                                           "sinkattn forward kernel");
   });
 }

@@ -47,8 +47,8 @@ struct Params {
                          // either mode; nullptr = off. Per (sequence, query head, kPrepRows
                          // query rows): how many key blocks have passed their dq partial on, in
                          // dq_accum (the prep zeroes it). dq then needs no conversion.
-  int32_t bwd_kv_group;  // the Hopper dK/dV kernel's launch order (sm90/bwd_kernel.h
-                         // bwd_grid_pos): the key blocks of this many kv heads at a time
+  int32_t bwd_kv_group;  // the dK/dV kernels' launch order (grid.h kv_group_grid_pos): the key
+                         // blocks of this many kv heads at a time (set by their launchers)
   int32_t band_dq;       // 1: the Hopper band dq kernel (sm90/bwd_band_dq_kernel.h) writes dq,
                          // delta and the dsink partials, in either mode, before the dk/dv kernel,
                          // which skips dQ (dq_atomic 0, no dq_accum); no prep

@@ -82,15 +82,6 @@ struct BwdSmem {
   static_assert(bytes <= 227 * 1024, "fits one block per SM");
 };
 
-// The block's (key block, kv head, sequence) in launch order (a grid of heads_kv x key blocks
-// in x): each sequence's key blocks heaviest first, for kv_group kv heads at a time (tile_size.h
-// bwd_kv_group: L2 reuse), heads fastest within the group.
-__device__ __forceinline__ sm80::GridPos bwd_grid_pos(int64_t blocks, int kv_group) {
-  const uint32_t i = blockIdx.x, per_chunk = (uint32_t)blocks * kv_group, chunk = i / per_chunk;
-  const uint32_t r = i - chunk * per_chunk, g = (uint32_t)kv_group;
-  return {r / g, chunk * g + r % g, blockIdx.z};
-}
-
 // kNarrow: narrow windows (sm90::fwd_short_rows), whose every step is cut by the mask.
 // kDkDvOnly (narrow, params.band_dq): dK and dV alone, with deeper q / dO staging (BwdSmem).
 template <typename T, int D, bool kNarrow, bool kDkDvOnly = false>
@@ -135,7 +126,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   float2* sLD = reinterpret_cast<float2*>(base + L::ld);
   DqStep* sDqStep = reinterpret_cast<DqStep*>(base + L::dq_steps);
 
-  const sm80::GridPos at = bwd_grid_pos((p.seqlen_k + BN - 1) / BN, p.bwd_kv_group);
+  const sm80::GridPos at = sm80::kv_group_grid_pos((p.seqlen_k + BN - 1) / BN, p.bwd_kv_group);
   const int64_t head_kv = at.head, b = at.b;
   const Sequence seq(p, b);
   const int64_t n0 = at.block * BN;  // under a causal mask the first key blocks see the most

@@ -65,16 +65,6 @@ inline unsigned band_grid(const sm80::Params& p, int sms) {
   return (unsigned)std::max(1LL, std::min(items, blocks));
 }
 
-// The dK/dV kernel's kv heads at a time (tile_size.h bwd_kv_group); SINKATTN_SM90_BWD_KV_GROUP=n
-// forces n (then made a divisor of heads_kv), so that tests walk small grids in groups.
-inline int bwd_launch_kv_group(long long heads_kv, long long blocks, int sms) {
-  static const long long force = [] {
-    const char* v = std::getenv("SINKATTN_SM90_BWD_KV_GROUP");
-    return v == nullptr ? 0LL : std::atoll(v);
-  }();
-  return bwd_kv_group(heads_kv, blocks, sms, force);
-}
-
 // Head dims with Hopper kernels (forward and backward).
 constexpr bool has_kernels(int d) { return d == 64 || d == 128; }
 

@@ -75,10 +75,9 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;
     sm80::Params kp = p;
-    kp.bwd_kv_group = bwd_launch_kv_group(p.heads_kv, blocks, sm80::sm_count());
-    const dim3 grid((unsigned)(blocks * p.heads_kv), 1, (unsigned)p.batch);
-    kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(kp, map_q, map_k, map_v, map_dout,
-                                                              map_dq);
+    kp.bwd_kv_group = sm80::launch_kv_group(p.heads_kv, blocks, sm80::sm_count());  // 1 per SM
+    kernel<<<sm80::make_kv_group_grid(p, blocks), (t.consumers + 1) * 128, smem, stream>>>(
+        kp, map_q, map_k, map_v, map_dout, map_dq);
     sm80::check_launch("sinkattn sm90 backward kernel");
   }
   if (p.dq_flags != nullptr || p.band_dq) {

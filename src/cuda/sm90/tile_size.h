@@ -162,29 +162,6 @@ constexpr BwdTile bwd_tile(int d) {
 static_assert(tile_regs_fit(bwd_tile(64)) && tile_regs_fit(bwd_tile(128)),
               "backward register split");
 
-// The dK/dV kernel's launch order (bwd_kernel.h bwd_grid_pos): the key blocks of kv_group kv
-// heads at a time, about one wave of blocks (kv_group x blocks nearest the SM count), a divisor
-// of heads_kv; force > 0 asks for another group. Blocks of one kv head read the same q / dO
-// tiles and reduce into the same dq rows, and with every kv head at once (the order before) the
-// blocks in flight held 8 kv heads' tiles: a trace of the walk through an LRU model of L2
-// (tests/cuda/bwd_l2_model.py: 50 MB, uniform steps) put its DRAM misses at 1.7 GB for llama 8k
-// and 8.0 GB for gptoss 16k (hit rates 0.80 and 0.76, as Nsight measured), against 0.26 and
-// 0.51 GB with 2 and 1 kv heads at a time, for walks 0.8% longer in the model (one kv head at a
-// time at 4k: 1.6x longer, the blocks of the last head starting late). H200, 7 interleaved
-// rounds: gptoss 16k +4.3%, llama 8k +3.5%, 32k +0.9%, varlen +0.5%, 4k -0.6%. (The backward
-// runs at its power limit, so fewer DRAM bytes may also have raised its clock: not measured.)
-constexpr int bwd_kv_group(long long heads_kv, long long blocks, int sms, long long force = 0) {
-  long long g = force > 0 ? force : (sms + blocks / 2) / (blocks > 0 ? blocks : 1);
-  g = g < 1 ? 1 : g > heads_kv ? heads_kv : g;
-  while (g > 1 && heads_kv % g != 0) --g;
-  return (int)g;
-}
-static_assert(bwd_kv_group(8, 64, 132) == 2 && bwd_kv_group(8, 128, 132) == 1 &&
-                  bwd_kv_group(8, 32, 132) == 4 && bwd_kv_group(8, 1, 132) == 8 &&
-                  bwd_kv_group(8, 256, 132) == 1 && bwd_kv_group(6, 33, 132) == 3 &&
-                  bwd_kv_group(3, 64, 132) == 1 && bwd_kv_group(8, 4, 132, 3) == 2,
-              "backward launch order: llama 8k 2 kv heads at a time, gptoss 16k 1, 4k 4");
-
 // The deterministic mode's dq kernel (bwd_dq_kernel.h): 64 query rows per consumer, each holding
 // S and dP of its rows against a key block and its dQ rows (d 64: 128-key blocks, 64 + 64 + 32
 // fp32 per thread; d 128: 64-key blocks, 32 + 32 + 64).
