@@ -16,7 +16,8 @@ struct Result {
 Result library_result(const Attention& a);
 // fp64 reference (reference.h) on the same rounded inputs.
 Result reference_fp64(const Attention& a);
-// The same math in the dtype (lowprec_reference.h), the yardstick for the tolerance.
+// The same math in the dtype (lowprec_reference.h), the yardstick for the tolerance; its
+// backward starts from the library's out and lse (call it after Attention::forward).
 Result reference_lowp(const Attention& a);
 
 // dsink_h = -sum_i exp(s_h - lse_i) delta_i in fp64 from the out and lse in `fwd` (pass the
