@@ -148,7 +148,8 @@ Result reference_lowp(const Attention& a) {
       // forward's), as that backward does: delta = rowsum(dout * out) carries out's rounding,
       // which dS = P (dP - delta) amplifies where P is near 1 (a row that sees one key: ~10%
       // of dS at d 256), so a model starting from its own out, rounded apart, would not share
-      // that error (a bf16 d 256 case failed about 1 run in 10 so, at 4x the model's error).
+      // that error (a bf16 d 256 case failed so on rare seeds, 1001 among them: 4x the model's
+      // error).
       LowpForward given{gather<float>(a.out, s.tb, s.q0, s.nq, h), std::vector<float>(s.nq)};
       for (int64_t i = 0; i < s.nq; ++i)
         given.lse[i] = a.lse.host()[s.lse0 + h * s.lse_head_stride + i];
