@@ -3,7 +3,8 @@ a shape grid against a plain float64 reference, forward and backward (incl. dsin
 deterministic backward bit-identical twice; then timings (CUDA events, median).
 
 usage: python3 check_cuda.py LIBSINKATTN.so [--no-grid] [--no-bench] [--small] [--only=SUBSTR,...]
-(--small: a few small cases, for runs under compute-sanitizer)
+(--small: a few small cases, for runs under compute-sanitizer; --only terms starting with "64-bit"
+pick the BIG_CASES, whose tensors pass 2^31 elements)
 Tolerance: max|kernel - fp64| <= 2 * max|torch-lowprec - fp64| + atol, where torch-lowprec runs
 the same formulas with bf16/fp16 matmul operands and bf16/fp16 outputs (out, dq, dk, dv), as torch
 would return them; atol = 1e-3 * max|fp64| + 1e-5 (lse: 1e-5 * max|fp64| + 1e-5, fp32 accuracy).
@@ -313,52 +314,74 @@ def grid():
     ]
 
 
-def big_check(lib, results):
-    """64-bit offsets: q, out, dq hold > 2^31 elements. A window of 32 keeps it cheap; the last
-    100 query rows (and the keys only they see) are compared with the fp64 reference on the
-    sub-problem that contains everything they depend on."""
-    S, hq, hkv, d, left, tail = 270000, 64, 8, 128, 31, 100
-    q, k, v = rand((1, S, hq, d), torch.bfloat16), rand((1, S, hkv, d), torch.bfloat16), rand((1, S, hkv, d), torch.bfloat16)
+# Problems whose q, out and dq hold more than 2^31 elements, each checked on a sub-problem that
+# holds everything its compared rows and keys depend on. (name, d, left, rows, docs): a fixed
+# layout of `rows` positions whose last 100 query rows (and the keys only they see) are compared,
+# or `docs` packed causal documents of `rows` tokens each, the last of which is compared whole.
+BIG_CASES = (
+    ("64-bit offsets d128 window 32", 128, 31, 270000, 0),       # the d 128 forward, dK/dV, dq
+    ("64-bit offsets d64 window 128 band", 64, 127, 540000, 0),  # the GQA-packed band kernels
+    ("64-bit offsets d64 packed causal", 64, -1, 2048, 262),     # 192-row tiles, causal backward
+)
+
+
+def big_check(lib, results, name, d, left, rows, docs, hq=64, hkv=8, tail=100):
+    """One of BIG_CASES; both backward modes (the deterministic one has its own dq kernel)."""
+    packed = docs > 0
+    T = rows * docs if packed else rows
+    shape_q, shape_k = ((T,) if packed else (1, T)) + (hq, d), ((T,) if packed else (1, T)) + (hkv, d)
+    q, k, v = rand(shape_q, torch.bfloat16), rand(shape_k, torch.bfloat16), rand(shape_k, torch.bfloat16)
     assert q.numel() > 2**31
-    dout = rand((1, S, hq, d), torch.bfloat16)
+    dout = rand(shape_q, torch.bfloat16)
     sinks = torch.randn(hq, device="cuda")
-    prob = Lib.problem(q, k, v, sinks=sinks, causal=True, left=left)
+    if packed:
+        prob, cu = packed_problem(q, k, v, sinks, [rows] * docs)
+        lse = torch.full((hq, T), float("nan"), device="cuda")
+    else:
+        prob = Lib.problem(q, k, v, sinks=sinks, causal=True, left=left)
+        lse = torch.full((1, hq, T), float("nan"), device="cuda")
     out = torch.full_like(q, float("nan"))
-    lse = torch.full((1, hq, S), float("nan"), device="cuda")
+    kernel = lib.fwd_kernel(prob, out, lse).split(" (")[0]
     lib.fwd(prob, out, lse)
     dq, dk, dv = torch.full_like(q, float("nan")), torch.full_like(k, float("nan")), torch.full_like(v, float("nan"))
     dsink = torch.empty(hq, device="cuda")
+    bkernel = lib.bwd_kernel(prob, out, dout, lse, dq, dk, dv, dsink, False).split(" (")[0]
     lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, False)
-    dq_det = torch.full_like(q, float("nan"))  # the deterministic mode's dq kernel, too
+    dq_det = torch.full_like(q, float("nan"))
     lib.bwd(prob, out, dout, lse, dq_det, torch.empty_like(k), torch.empty_like(v), dsink, True)
     torch.cuda.synchronize()
+    flat = (lambda x: x) if packed else (lambda x: x[0])
+    lse_rows = lse if packed else lse[0]
+    # Compared query rows [r0, T) see keys [k0, T); keys [T - (T - r0), T) are seen by those rows only.
+    r0, k0 = (T - rows, T - rows) if packed else (T - tail, T - tail - left)
     f64 = torch.float64
-    qs, ks, vs, dos = q[0, S - tail:], k[0, S - tail - left:], v[0, S - tail - left:], dout[0, S - tail:]
-    vis = visible_mask(tail, tail + left, True, left, -1, "cuda")
+    qs, ks, vs, dos = flat(q)[r0:], flat(k)[k0:], flat(v)[k0:], flat(dout)[r0:]
+    vis = visible_mask(T - r0, T - k0, True, left, -1, "cuda")
     ref = reference_one(qs.to(f64), ks.to(f64), vs.to(f64), dos.to(f64), sinks.to(f64), 1 / math.sqrt(d), vis, f64)
     lp = reference_one(qs.to(f64), ks.to(f64), vs.to(f64), dos.to(f64), sinks.to(f64), 1 / math.sqrt(d), vis, torch.bfloat16)
     ok = True
     msgs = []
-    for name, kern, r, l in (("out", out[0, S - tail:], ref[0], lp[0]), ("lse", lse[0, :, S - tail:], ref[1], lp[1]),
-                             ("dq", dq[0, S - tail:], ref[2], lp[2]), ("dq det", dq_det[0, S - tail:], ref[2], lp[2]),
-                             ("dk", dk[0, S - tail:], ref[3][left:], lp[3][left:]),
-                             ("dv", dv[0, S - tail:], ref[4][left:], lp[4][left:])):
+    kk = r0 - k0  # the sub-problem's first key whose gradient is complete
+    for what, kern, r, l in (("out", flat(out)[r0:], ref[0], lp[0]), ("lse", lse_rows[:, r0:], ref[1], lp[1]),
+                             ("dq", flat(dq)[r0:], ref[2], lp[2]), ("dq det", flat(dq_det)[r0:], ref[2], lp[2]),
+                             ("dk", flat(dk)[r0:], ref[3][kk:], lp[3][kk:]),
+                             ("dv", flat(dv)[r0:], ref[4][kk:], lp[4][kk:])):
         kern = kern.to(f64)
         err = (kern - r).abs().max().item()
-        tol = tolerance(name, r, (l - r).abs().max().item())
+        tol = tolerance(what, r, (l - r).abs().max().item())
         good = bool(torch.isfinite(kern).all()) and err <= tol
         ok &= good
-        msgs.append(f"{name} err {err:.2e} tol {tol:.2e}" + ("" if good else " FAIL"))
+        msgs.append(f"{what} err {err:.2e} tol {tol:.2e}" + ("" if good else " FAIL"))
     finite = all(bool(torch.isfinite(x).all()) for x in (out, dq, dq_det, dk, dv))
     ok &= finite
-    results.append(("64-bit offsets", ok))
-    print(f"[{'PASS' if ok else 'FAIL'}] 64-bit offsets ({q.numel()} elements in q), all outputs finite: {finite}: " + "; ".join(msgs), flush=True)
-    del q, k, v, dout, out, dq, dq_det, dk, dv
+    results.append((name, ok))
+    print(f"[{'PASS' if ok else 'FAIL'}] {name} [{kernel} / {bkernel}] ({q.numel()} elements in q), "
+          f"all outputs finite: {finite}: " + "; ".join(msgs), flush=True)
+    del q, k, v, dout, out, dq, dq_det, dk, dv, ref, lp
     lib.ws_cache.clear()
     torch.cuda.empty_cache()
 
 
-# ---- timing ---------------------------------------------------------------------------------
 def median_ms(fn, warmup=3, iters=10, reps=5):
     """Median over iters of the mean time of reps back-to-back calls: the queue stays full, as in
     training, so a short kernel is not charged the host's launch latency (a single call timed
@@ -514,7 +537,7 @@ def main():
                      "decode q2", "decode varlen")
             cases = [c for c in cases if c.name.startswith(small)]
         only = [x for a in sys.argv if a.startswith("--only=") for x in a[7:].split(",") if x]
-        if only:  # grid cases (and the 64-bit one) whose names contain one of the substrings
+        if only:  # grid cases whose names contain one of the substrings (BIG_CASES: "64-bit...")
             cases = [c for c in cases if any(o in c.name for o in only)]
         for c in cases:
             try:
@@ -522,12 +545,14 @@ def main():
             except Exception as e:  # report and go on
                 results.append((c.name, False))
                 print(f"[FAIL] {c.name}: exception {e}", flush=True)
-        if "--small" not in sys.argv and (not only or any(o in "64-bit offsets" for o in only)):
+        for big in BIG_CASES if "--small" not in sys.argv else ():
+            if only and not any(o.startswith("64-bit") and o in big[0] for o in only):
+                continue
             try:
-                big_check(lib, results)
+                big_check(lib, results, *big)
             except Exception as e:
-                results.append(("64-bit offsets", False))
-                print(f"[FAIL] 64-bit offsets: exception {e}", flush=True)
+                results.append((big[0], False))
+                print(f"[FAIL] {big[0]}: exception {e}", flush=True)
         n_ok = sum(ok for _, ok in results)
         print(f"\nGRID: {n_ok}/{len(results)} cases passed", flush=True)
     if "--no-bench" not in sys.argv:
