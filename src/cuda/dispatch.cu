@@ -5,8 +5,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <type_traits>
 
@@ -131,17 +133,21 @@ Params make_params(const sinkattn_problem& p) {
   return k;
 }
 
-// Compute capability (major * 10 + minor) of a device, queried once per device.
+// Compute capability (major * 10 + minor) of a device, queried once per device. Atomic: host
+// threads driving their own GPUs call in at once (threads racing on the first query store the
+// same value).
 int device_arch(int device) {
-  static int arch[64] = {};
+  static std::atomic<int> arch[64] = {};
   if (device < 0 || device >= 64) return 0;
-  if (arch[device] == 0) {
+  int a = arch[device].load(std::memory_order_relaxed);
+  if (a == 0) {
     int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-    arch[device] = major * 10 + minor;
+    a = major * 10 + minor;
+    arch[device].store(a, std::memory_order_relaxed);
   }
-  return arch[device];
+  return a;
 }
 
 // Empty when the Hopper kernels run this problem, else why the portable ones do.
@@ -430,17 +436,18 @@ struct DeviceLimits {
 
 const DeviceLimits& device_limits(int device) {
   static DeviceLimits limits[64];
+  static std::once_flag queried[64];  // no thread reads a device's limits half written
   static const DeviceLimits none{1, 0, 0};
   if (device < 0) cudaGetDevice(&device);
   if (device < 0 || device >= 64) return none;
   DeviceLimits& l = limits[device];
-  if (l.sms == 0) {
+  std::call_once(queried[device], [&] {
     cudaDeviceGetAttribute(&l.smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
     cudaDeviceGetAttribute(&l.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     l.sms = sms > 0 ? sms : 1;
-  }
+  });
   return l;
 }
 }  // namespace
