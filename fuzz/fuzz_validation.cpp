@@ -1,8 +1,8 @@
 // libFuzzer target for the C ABI: decodes the input into forward or backward params (sizes,
 // strides, windows, dtype, flags, scale including NaN/inf, cu_seqlens contents, workspace) over
 // real host buffers sized exactly as the params claim, or deliberately too small / NULL. Calls
-// can_implement and the workspace query always, and sinkattn_fwd / sinkattn_bwd on the CPU when
-// the buffers are real and the problem small. Checks: no crash, no out-of-bounds access (ASan),
+// can_implement, the kernel query and the workspace query always, and sinkattn_fwd / sinkattn_bwd
+// on the CPU when the buffers are real and the problem small. Checks: no crash, no out-of-bounds access (ASan),
 // no undefined behaviour (UBSan), every refusal leaves a message and the outputs untouched.
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -282,9 +282,9 @@ void check_status(sinkattn_status st) {
   if (st != SINKATTN_OK && sinkattn_last_error()[0] == '\0') die("refusal without a message");
 }
 
-template <class Params, class SizeFn, class CanFn, class RunFn>
+template <class Params, class SizeFn, class CanFn, class KernelFn, class RunFn>
 void exercise(FuzzedDataProvider& in, Arena& a, Decoded& d, Params& params, SizeFn size_fn,
-              CanFn can_fn, RunFn run_fn) {
+              CanFn can_fn, KernelFn kernel_fn, RunFn run_fn) {
   size_t need = 0;
   sinkattn_status st = size_fn(&params, &need);
   check_status(st);
@@ -293,6 +293,14 @@ void exercise(FuzzedDataProvider& in, Arena& a, Decoded& d, Params& params, Size
   sinkattn_status can = can_fn(&params);
   check_status(can);
   if (!a.untouched()) die("can_implement wrote to an output");
+  // The kernel query refuses what can_implement refuses, the workspace aside (it checks none).
+  const bool workspace_refused = can != SINKATTN_OK && std::strstr(sinkattn_last_error(), "workspace");
+  const char* kernel = kernel_fn(&params);
+  if ((kernel == nullptr) != (can != SINKATTN_OK && !workspace_refused))
+    die("the kernel query and can_implement disagree");
+  if (kernel == nullptr && sinkattn_last_error()[0] == '\0') die("kernel query refused without a message");
+  if (kernel != nullptr && kernel[0] == '\0') die("empty kernel name");
+  if (!a.untouched()) die("the kernel query wrote to an output");
   // Run only on real, exactly sized host buffers and small problems (CUDA params never run).
   if (!d.real || d.work > kMaxWork || params.problem.device_type != SINKATTN_DEVICE_CPU) return;
   sinkattn_status ran = run_fn(&params);
@@ -318,7 +326,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     f.problem = p;
     tensor(f.out, rows_q, p.heads_q, true);
     f.lse = in.ConsumeBool() ? pick_floats(in, a, d, lse_count(d), true) : nullptr;
-    exercise(in, a, d, f, sinkattn_fwd_workspace_size, sinkattn_fwd_can_implement, sinkattn_fwd);
+    exercise(in, a, d, f, sinkattn_fwd_workspace_size, sinkattn_fwd_can_implement, sinkattn_fwd_kernel,
+             sinkattn_fwd);
   } else {
     sinkattn_bwd_params b{};
     b.problem = p;
@@ -331,7 +340,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (p.sinks ? in.ConsumeIntegralInRange<int>(0, 3) != 0 : in.ConsumeIntegralInRange<int>(0, 15) == 0)
       b.dsink = pick_floats(in, a, d, p.heads_q > 0 && p.heads_q <= 64 ? p.heads_q : -1, true);
     b.deterministic = in.ConsumeBool();
-    exercise(in, a, d, b, sinkattn_bwd_workspace_size, sinkattn_bwd_can_implement, sinkattn_bwd);
+    exercise(in, a, d, b, sinkattn_bwd_workspace_size, sinkattn_bwd_can_implement, sinkattn_bwd_kernel,
+             sinkattn_bwd);
   }
   return 0;
 }

@@ -160,7 +160,8 @@ SINKATTN_API sinkattn_status sinkattn_bwd_can_implement(const sinkattn_bwd_param
 
 /* Which kernel family the forward / backward runs for these params and, where a faster one exists but is
  * not used, why: "cpu", "cuda sm90 (wgmma, TMA)" or "cuda sm80 (portable; sm90 not used:
- * <reason>)". NULL when the params would be refused (the reason in sinkattn_last_error()).
+ * <reason>)". NULL when the params would be refused (the reason in sinkattn_last_error()); the
+ * workspace is not checked, so this may be asked before one is allocated.
  * Thread-local text, valid until the next call on this thread. */
 SINKATTN_API const char* sinkattn_fwd_kernel(const sinkattn_fwd_params* params);
 SINKATTN_API const char* sinkattn_bwd_kernel(const sinkattn_bwd_params* params);
