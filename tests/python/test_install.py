@@ -1,0 +1,59 @@
+"""`cmake --install` (README): the installed tree, moved to another folder, serves a C program
+through the CMake package (find_package(sinkattn) -> sinkattn::sinkattn) and through pkg-config,
+and the program (examples/c_example.c, which checks a row against a direct computation) runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_CONSUMER = """cmake_minimum_required(VERSION 3.22)
+project(consumer C)
+find_package(sinkattn 0.1 CONFIG REQUIRED)
+add_executable(c_example {src})
+target_link_libraries(c_example PRIVATE sinkattn::sinkattn m)
+"""
+
+
+def _run(*cmd, **kw):
+    return subprocess.run(list(map(str, cmd)), check=True, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The CPU library installed into one prefix, then moved to another (relocatable)."""
+    if not (shutil.which("cmake") and shutil.which("cc")):
+        pytest.skip("needs cmake and a C compiler")
+    tmp = tmp_path_factory.mktemp("install")
+    _run("cmake", "-S", ROOT, "-B", tmp / "build", "-DSINKATTN_CUDA=OFF", "-DSINKATTN_BUILD_TESTS=OFF",
+         "-DSINKATTN_BUILD_BENCH=OFF", f"-DCMAKE_INSTALL_PREFIX={tmp / 'first'}")
+    _run("cmake", "--build", tmp / "build", "-j", os.cpu_count() or 1)
+    _run("cmake", "--install", tmp / "build")
+    (tmp / "first").rename(tmp / "moved")
+    return tmp / "moved"
+
+
+def test_cmake_package(installed, tmp_path):
+    (tmp_path / "CMakeLists.txt").write_text(_CONSUMER.format(src=ROOT / "examples" / "c_example.c"))
+    _run("cmake", "-S", tmp_path, "-B", tmp_path / "b", f"-DCMAKE_PREFIX_PATH={installed}")
+    _run("cmake", "--build", tmp_path / "b")
+    out = _run(tmp_path / "b" / "c_example").stdout  # the imported target's path in its RPATH
+    assert out.rstrip().endswith("ok"), out
+
+
+@pytest.mark.skipif(not shutil.which("pkg-config"), reason="needs pkg-config")
+def test_pkg_config(installed, tmp_path):
+    pc = next(installed.glob("lib*/**/pkgconfig/sinkattn.pc"))
+    env = dict(os.environ, PKG_CONFIG_PATH=str(pc.parent))
+    flags = _run("pkg-config", "--cflags", "--libs", "sinkattn", env=env).stdout.split()
+    assert _run("pkg-config", "--modversion", "sinkattn", env=env).stdout.strip().startswith("0.")
+    _run("cc", "-o", tmp_path / "c_example", ROOT / "examples" / "c_example.c", *flags, "-lm")
+    libdir = next(f[2:] for f in flags if f.startswith("-L"))
+    out = _run(tmp_path / "c_example", env=dict(os.environ, LD_LIBRARY_PATH=libdir)).stdout
+    assert out.rstrip().endswith("ok"), out
