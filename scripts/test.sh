@@ -23,6 +23,7 @@ if [ $gtest = ON ]; then
     for san in address,undefined thread; do
       step "C++ tests under -fsanitize=$san (CPU backend)"
       flags="-fsanitize=$san -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
+      [ "$san" = thread ] || flags+=" -D_GLIBCXX_ASSERTIONS"  # bounds checks in the std containers
       build_lib "san-${san%%,*}" -DSINKATTN_CUDA=OFF -DSINKATTN_BUILD_BENCH=OFF \
         -DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++ "-DCMAKE_C_FLAGS=$flags" \
         "-DCMAKE_CXX_FLAGS=$flags" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=$san" \
