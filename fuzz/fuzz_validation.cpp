@@ -2,8 +2,9 @@
 // strides, windows, dtype, flags, scale including NaN/inf, cu_seqlens contents, workspace) over
 // real host buffers sized exactly as the params claim, or deliberately too small / NULL. Calls
 // can_implement, the kernel query and the workspace query always, and sinkattn_fwd / sinkattn_bwd
-// on the CPU when the buffers are real and the problem small. Checks: no crash, no out-of-bounds access (ASan),
-// no undefined behaviour (UBSan), every refusal leaves a message and the outputs untouched.
+// on the CPU when the buffers are real and the problem small. Checks: no crash, no out-of-bounds
+// access (ASan), no undefined behaviour (UBSan), every refusal leaves a message and the outputs
+// untouched.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>

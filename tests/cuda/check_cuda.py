@@ -329,7 +329,8 @@ def big_check(lib, results, name, d, left, rows, docs, hq=64, hkv=8, tail=100):
     """One of BIG_CASES; both backward modes (the deterministic one has its own dq kernel)."""
     packed = docs > 0
     T = rows * docs if packed else rows
-    shape_q, shape_k = ((T,) if packed else (1, T)) + (hq, d), ((T,) if packed else (1, T)) + (hkv, d)
+    lead = (T,) if packed else (1, T)
+    shape_q, shape_k = lead + (hq, d), lead + (hkv, d)
     q, k, v = rand(shape_q, torch.bfloat16), rand(shape_k, torch.bfloat16), rand(shape_k, torch.bfloat16)
     assert q.numel() > 2**31
     dout = rand(shape_q, torch.bfloat16)
@@ -352,7 +353,7 @@ def big_check(lib, results, name, d, left, rows, docs, hq=64, hkv=8, tail=100):
     torch.cuda.synchronize()
     flat = (lambda x: x) if packed else (lambda x: x[0])
     lse_rows = lse if packed else lse[0]
-    # Compared query rows [r0, T) see keys [k0, T); keys [T - (T - r0), T) are seen by those rows only.
+    # Compared query rows [r0, T) see keys [k0, T); keys [r0, T) are seen by those rows only.
     r0, k0 = (T - rows, T - rows) if packed else (T - tail, T - tail - left)
     f64 = torch.float64
     qs, ks, vs, dos = flat(q)[r0:], flat(k)[k0:], flat(v)[k0:], flat(dout)[r0:]
@@ -382,6 +383,7 @@ def big_check(lib, results, name, d, left, rows, docs, hq=64, hkv=8, tail=100):
     torch.cuda.empty_cache()
 
 
+# ---- timing ---------------------------------------------------------------------------------
 def median_ms(fn, warmup=3, iters=10, reps=5):
     """Median over iters of the mean time of reps back-to-back calls: the queue stays full, as in
     training, so a short kernel is not charged the host's launch latency (a single call timed
