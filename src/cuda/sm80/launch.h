@@ -31,6 +31,10 @@ void launch_bwd(const Params& p, cudaStream_t stream);
 // Streaming multiprocessors of a CUDA device (-1: the current one), queried once per device.
 int sm_count(int device = -1);
 
+// Blocks of `kernel` (threads per block, dynamic shared memory) one SM of the current device
+// holds, at least 1: the occupancy API's answer, kept per (device, kernel, threads, smem).
+int blocks_per_sm(const void* kernel, int threads, int smem);
+
 // Whether kernel k at head dim d launches its large tile set (tile_size.h) on the current device:
 // where it has one and the device holds it at the blocks per SM it was tuned for.
 // SINKATTN_SM80_TILES=small forces the small set (what sm_80 / sm_86 / sm_89 run) for tests.

@@ -43,19 +43,14 @@ void launch_bwd_dsink(const Params& p, cudaStream_t stream) {
 }
 
 // The dk/dv kernel, in grid.h kv_group's order: about a wave of blocks' worth of kv heads at a
-// time. The blocks an SM holds are counted once per instantiation (a process driving two kinds
-// of GPU gets the first one's count: only the launch order, not the result, depends on it).
+// time (the blocks an SM of this device holds: blocks_per_sm).
 template <typename T, int D, bool kLarge>
 void launch_bwd_dkdv(const Params& p, cudaStream_t stream) {
   constexpr TileSize t = tile_size(Kernel::kBwdDkDv, D, kLarge);
   constexpr int smem = smem_bytes(Kernel::kBwdDkDv, D, kLarge);
   const auto kernel = bwd_dkdv_kernel<T, D, kLarge>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  static const int per_sm = [&] {
-    int n = 0;
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, t.warps * 32, smem);
-    return n > 0 ? n : 1;
-  }();
+  const int per_sm = blocks_per_sm((const void*)kernel, t.warps * 32, smem);
   const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;
   Params kp = p;
   kp.bwd_kv_group = launch_kv_group(p.heads_kv, blocks, (long long)sm_count() * per_sm);
