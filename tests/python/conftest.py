@@ -35,6 +35,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Fresh inputs every run (DESIGN.md); SINKATTN_TEST_SEED=<n> replays a run.
 _SEED = int(os.environ.get("SINKATTN_TEST_SEED", random.SystemRandom().randrange(2**31)))
+os.environ["SINKATTN_TEST_SEED"] = str(_SEED)  # for modules that draw cases at import
 
 
 def pytest_report_header(config):
