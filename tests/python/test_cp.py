@@ -76,7 +76,10 @@ def _close(name, got, want, failures, tag):
         failures.append(f"{tag}: {name} max error {err:.3g} > {bound:.3g}")
 
 
-def _case(index, world, variant, varlen, mask, sinks_on, hq, hkv, failures):
+def _case(index, world, variant, varlen, mask, sinks_on, hq, hkv, failures, docs=None,
+          batch=2, rows=16):
+    """One case against the single-process result. docs: the varlen cu_seqlens (default _docs);
+    fixed length: `batch` sequences of `rows` rows per rank."""
     from sinkattn import cp
     import sinkattn
 
@@ -84,15 +87,16 @@ def _case(index, world, variant, varlen, mask, sinks_on, hq, hkv, failures):
     name, causal, window = mask
     tag = (f"W={world} {mode}/{layout}{'' if fused is None else f' fused={fused}'} "
            f"{'varlen' if varlen else 'fixed'} {name} sinks={sinks_on} Hq={hq} Hkv={hkv}")
+    tag += f" docs {docs}" if docs else "" if varlen else f" B={batch} rows/rank={rows}"
     d = 32
     g = _gen(index)
     rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731  same on every rank
     if varlen:
-        cu = _docs(world, layout)
+        cu = docs or _docs(world, layout)
         shape_q, shape_k, dim = (cu[-1], hq, d), (cu[-1], hkv, d), 0
     else:
         cu, dim = None, 1
-        shape_q, shape_k = (2, 16 * world, hq, d), (2, 16 * world, hkv, d)
+        shape_q, shape_k = (batch, rows * world, hq, d), (batch, rows * world, hkv, d)
     q, k, v = rnd(*shape_q), rnd(*shape_k), rnd(*shape_k)
     grad_out = rnd(*shape_q)
     sinks = (rnd(hq) * 2).requires_grad_() if sinks_on else None
@@ -122,6 +126,54 @@ def _case(index, world, variant, varlen, mask, sinks_on, hq, hkv, failures):
         dist.all_reduce(dsink)  # the documented reduction of the per-rank partials
         _close("dsink", dsink, ref_dsink, failures, tag)
     return 1
+
+
+def _random_cases(world, failures, count):
+    """`count` cases drawn from the run's seed (the same on every rank): any mode and layout,
+    shard sizes from 1 row up, windows shorter and longer than a shard (a halo then spans
+    several ranks), packed documents of random lengths (empty ones too) crossing shards."""
+    import random
+
+    n = 0
+    for i in range(count):
+        rng = random.Random(f"{_seed}-cp-{world}-{i}")
+        mode = rng.choice(["allgather", "ring", "halo", "ulysses"])
+        layout = rng.choice(["contiguous", "zigzag"])
+        fused = rng.choice([None, False]) if (mode, layout) == ("allgather", "zigzag") else None
+        unit = 2 * world if layout == "zigzag" else world  # the layout's divisibility
+        rows = rng.choice([1, 2, 3, 5, 8, 13, 24]) * unit // world  # per rank
+        varlen = rng.random() < 0.5
+        docs = None
+        if varlen:
+            lens, left_rows = [], rows * world
+            while left_rows > 0:
+                n_doc = min(left_rows, rng.choice([0, 1, 2, 3, 7, rows, 2 * rows + 1, left_rows]))
+                if layout == "zigzag":  # each document zigzagged on its own
+                    n_doc = n_doc // unit * unit or min(unit, left_rows)
+                lens.append(n_doc)
+                left_rows -= n_doc
+            docs = [0]
+            for n_doc in lens:
+                docs.append(docs[-1] + n_doc)
+        causal = rng.random() < 0.6
+        span = [1, 2, 3, rows, rows + 1, 2 * rows + 3, 3 * rows, rows * world]
+        if rng.random() < 0.25 and mode != "halo":
+            window = None
+        elif rng.random() < 0.5:
+            window = rng.choice(span)
+        else:  # (left, right), bounded on both sides for halo
+            right = 0 if causal else rng.choice([0, 1, rows] + [None] * (mode != "halo"))
+            window = (rng.choice(span), right)
+        hkv = rng.choice([1, 2, world])
+        hq = hkv * rng.choice([1, 2, 4])
+        if mode == "ulysses":  # the group must divide the heads
+            hq = world * rng.choice([1, 2])
+            hkv = rng.choice([h for h in (1, 2, world) if hq % h == 0])
+        name = f"window {window}" + (" causal" if causal else "")
+        n += _case(10_000 + i, world, (mode, layout, fused), varlen, (name, causal, window),
+                   rng.random() < 0.8, hq, hkv, failures, docs=docs,
+                   batch=rng.choice([1, 2]), rows=rows)
+    return n
 
 
 def _expect(exc, words, fn, failures, tag):
@@ -519,6 +571,8 @@ def _worker(rank, world, path, out_path, seed, backend="gloo"):
                             for hq, hkv in heads:
                                 cases += _case(cases, world, variant, varlen, mask, sinks_on,
                                                hq, hkv, failures)
+            cases += _random_cases(world, failures,
+                                   int(os.environ.get("SINKATTN_RANDOM_CP_CASES", "12")))
             cases += _refusals(rank, world, failures)
             cases += _fused_switches(rank, world, failures)
             cases += _extras(rank, world, failures)
