@@ -78,7 +78,10 @@ typedef struct sinkattn_tensor {
  * (batch, seqlen_k, heads_kv, head_dim). Packed variable-length batches: both cu_seqlens are set,
  * q is (total_q, heads_q, head_dim), k and v are (total_k, heads_kv, head_dim), and sequence b
  * holds rows [cu_seqlens_q[b], cu_seqlens_q[b+1]) of q and [cu_seqlens_k[b], cu_seqlens_k[b+1])
- * of k and v; seqlen_q / seqlen_k are then upper bounds on the per-sequence lengths.
+ * of k and v; seqlen_q / seqlen_k are then upper bounds on the per-sequence lengths. On the CPU
+ * the library checks the offsets; on CUDA it cannot without a device synchronisation, so the
+ * kernels clamp them to [0, total_q / total_k] (never reading out of bounds), and a sequence
+ * longer than seqlen_q / seqlen_k may have its rows past that length left unwritten.
  */
 typedef struct sinkattn_problem {
   int32_t device_type;  /* sinkattn_device_type of every pointer below */
