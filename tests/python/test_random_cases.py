@@ -163,8 +163,7 @@ def test_random_case(device, index, monkeypatch):
                             cu_seqlens_q=None if cu is None else cu[0],
                             cu_seqlens_k=None if cu is None else cu[1], **kw)
     try:
-        run_and_compare(q, k, v, s, cu=cu, max_seqlen=max_seqlen,
-                                      lse_grad=c.lse_grad, **kw)
+        run_and_compare(q, k, v, s, cu=cu, max_seqlen=max_seqlen, lse_grad=c.lse_grad, **kw)
         if c.deterministic:
             _check_repeat(q, k, v, s, cu, max_seqlen, kw)
     except AssertionError as e:
