@@ -1,8 +1,8 @@
-"""Context parallelism on the CPU: gloo process groups of 2 and 4 ranks against the single-process
-result (sinkattn on the full sequence), forward and backward, every mode and layout (the zigzag
-all-gather fused and unfused), with sinks, windows, packed varlen documents crossing shard
-boundaries, and GQA/MQA; random cases from the run's seed (any mode, layout, shard size, window
-and documents); plus the refusals and switches. With two GPUs, test_cp_nccl runs every
+"""Context parallelism on the CPU: gloo process groups of 2, 4 and 8 ranks against the
+single-process result (sinkattn on the full sequence), forward and backward, every mode and layout
+(the zigzag all-gather fused and unfused), with sinks, windows, packed varlen documents crossing
+shard boundaries, and GQA/MQA; random cases from the run's seed (any mode, layout, shard size,
+window and documents); plus the refusals and switches. With two GPUs, test_cp_nccl runs every
 mode in bf16 over NCCL under the DESIGN.md tolerance rule (scripts/gpu_cp.sh).
 
 One spawn per world size runs every case (spawning costs seconds, a case milliseconds). Workers
