@@ -2,8 +2,9 @@
 single-process result (sinkattn on the full sequence), forward and backward, every mode and layout
 (the zigzag all-gather fused and unfused), with sinks, windows, packed varlen documents crossing
 shard boundaries, and GQA/MQA; random cases from the run's seed (any mode, layout, shard size,
-window and documents); plus the refusals and switches. With two GPUs, test_cp_nccl runs every
-mode in bf16 over NCCL under the DESIGN.md tolerance rule (scripts/gpu_cp.sh).
+window and documents; also alone on 3 and 6 ranks); plus the refusals and switches. With two
+GPUs, test_cp_nccl runs every mode in bf16 over NCCL under the DESIGN.md tolerance rule
+(scripts/gpu_cp.sh).
 
 One spawn per world size runs every case (spawning costs seconds, a case milliseconds). Workers
 record failures instead of stopping, and rank 0 writes them to a file the test asserts on.
@@ -167,9 +168,10 @@ def _random_cases(world, failures, count):
             window = (rng.choice(span), right)
         hkv = rng.choice([1, 2, world])
         hq = hkv * rng.choice([1, 2, 4])
-        if mode == "ulysses":  # the group must divide the heads
+        if mode == "ulysses":  # the group divides Hq, and divides Hkv or is a multiple of it
             hq = world * rng.choice([1, 2])
-            hkv = rng.choice([h for h in (1, 2, world) if hq % h == 0])
+            hkv = rng.choice([h for h in (1, 2, world)
+                              if hq % h == 0 and (h % world == 0 or world % h == 0)])
         name = f"window {window}" + (" causal" if causal else "")
         n += _case(10_000 + i, world, (mode, layout, fused), varlen, (name, causal, window),
                    rng.random() < 0.8, hq, hkv, failures, docs=docs,
@@ -552,12 +554,15 @@ def _worker(rank, world, path, out_path, seed, backend="gloo"):
     torch.set_num_threads(1)
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"file://{path}", rank=rank, world_size=world,
+    dist.init_process_group(backend.split("-")[0], init_method=f"file://{path}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=120))
     failures, cases = [], 0
     try:
         if backend == "nccl":  # CUDA kernels: bf16 only, every case under the DESIGN.md rule
             cases += _lowp(rank, world, failures, torch.device("cuda", rank), full=True)
+        elif backend == "gloo-random":  # the random cases alone (any group size)
+            cases += _random_cases(world, failures,
+                                   int(os.environ.get("SINKATTN_RANDOM_CP_CASES", "24")))
         else:
             for variant in VARIANTS:
                 for varlen in (False, True):
@@ -610,6 +615,13 @@ def _spawn(world, tmp_path, backend):
 @pytest.mark.parametrize("world", [2, 4, 8])
 def test_cp_gloo(world, tmp_path):
     assert _spawn(world, tmp_path, "gloo")["cases"] >= 100
+
+
+@pytest.mark.parametrize("world", [3, 6])
+def test_cp_gloo_random_odd_group_sizes(world, tmp_path):
+    """Group sizes that are not powers of two: the random cases alone (the fixed grid's head
+    counts suit 2, 4 and 8)."""
+    assert _spawn(world, tmp_path, "gloo-random")["cases"] > 0
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.device_count() >= 2
