@@ -129,6 +129,38 @@ def test_padded_batch_matches_eager_at_real_positions(side):
     assert_grads_match(ours, eager)
 
 
+@pytest.mark.parametrize("trial", range(8))
+def test_random_padded_batch_matches_eager(trial):
+    """Random batch, length, window, padding side and amounts (fresh every run: conftest seeds
+    torch per test), with and without sinks: logits at real positions and every gradient. The
+    labels never ask a padding position to predict a token: its attention output is undefined
+    (0 here, as with flash_attention_2; without sinks eager gives the mean of masked values)."""
+    pick = lambda options: options[int(torch.randint(len(options), ()))]  # noqa: E731
+    family, window = pick(["gpt_oss", "mistral"]), pick([1, 2, 3, 8, 100])
+    batch, length, side = int(torch.randint(1, 5, ())), int(torch.randint(1, 25, ())), pick("lr")
+    eager = build(family, "eager", window=window, seed=trial)
+    ours = twin(eager, "sinkattn")
+    ids = tokens(batch, length, seed=trial)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    for row in range(batch):
+        pad = int(torch.randint(length, ())) if torch.rand(()) < 0.6 else 0
+        if side == "l":
+            mask[row, :pad] = 0
+        else:
+            mask[row, length - pad :] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, 1:] = labels[:, 1:].masked_fill(mask[:, :-1] == 0, -100)
+    what = f"{family} window {window} padding {side} {mask.tolist()}"
+    out_ref = eager(ids, attention_mask=mask, labels=labels)
+    out = ours(ids, attention_mask=mask, labels=labels)
+    real = mask.bool()
+    torch.testing.assert_close(out.logits[real], out_ref.logits[real], msg=lambda m: f"{what}: {m}")
+    if torch.isfinite(out_ref.loss):  # some label left
+        out_ref.loss.backward()
+        out.loss.backward()
+        assert_grads_match(ours, eager)
+
+
 @pytest.mark.parametrize("family", ["gpt_oss", "mistral"])
 def test_greedy_generate_matches_eager(family):
     eager = build(family, "eager").eval()
