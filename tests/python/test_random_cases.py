@@ -55,6 +55,7 @@ class Case:
     deterministic: bool
     lse_grad: bool
     portable: bool                       # CUDA: SINKATTN_CUDA_PATH=sm80
+    scale: Optional[float] = None        # None: 1 / sqrt(d)
     b: int = 1
     sq: int = 0
     sk: int = 0
@@ -76,7 +77,8 @@ class Case:
                 f"{'causal' if self.causal else 'not causal'}, window {self.window}, "
                 f"{'sinks' if self.sinks else 'no sinks'}"
                 f"{', deterministic' if self.deterministic else ''}"
-                f"{', lse grad' if self.lse_grad else ''}{', portable' if self.portable else ''}")
+                f"{', lse grad' if self.lse_grad else ''}{', portable' if self.portable else ''}"
+                f"{f', scale {self.scale:g}' if self.scale else ''}")
 
 
 def _length(rng, most):
@@ -112,7 +114,8 @@ def draw(device, index):
     c = Case(dtype=rng.choice(dtypes), d=d, hq=hkv * group, hkv=hkv, causal=causal,
              window=_window(rng, causal), sinks=rng.random() < 0.8,
              deterministic=rng.random() < 0.25, lse_grad=rng.random() < 0.2,
-             portable=cuda and rng.random() < 0.25)
+             portable=cuda and rng.random() < 0.25,
+             scale=d ** -0.5 * rng.choice([0.25, 0.5, 2.0, 4.0]) if rng.random() < 0.2 else None)
     most = 2049 if cuda else 385
     if rng.random() < 0.3:  # packed sequences, some empty, k lengths equal or not
         n = rng.randint(1, 6)
@@ -158,7 +161,7 @@ def test_random_case(device, index, monkeypatch):
         max_seqlen = (max(lq), max(lk)) if pass_max else None
         if pad != (0, 0):
             ops._poison_outputs = False  # padding rows are filled by the Python layer
-    kw = dict(causal=c.causal, window=c.window, deterministic=c.deterministic)
+    kw = dict(causal=c.causal, window=c.window, deterministic=c.deterministic, scale=c.scale)
     path = sinkattn.kernels(q.detach(), k.detach(), v.detach(), None if s is None else s.detach(),
                             cu_seqlens_q=None if cu is None else cu[0],
                             cu_seqlens_k=None if cu is None else cu[1], **kw)
