@@ -17,9 +17,10 @@ _FP32_FLOOR = 1e-5
 # caller's `magnitude` where larger: a kernel that reads its stored out and sums in another order
 # than torch may be ~10 ulp off where dS = P (dP - delta) cancels (P near 1: 27 queries over one
 # key, scale 4 / sqrt(128), dk 1.9e-5 off at |dk| 11, torch's fp32 4.6e-6), and a gradient that
-# cancels to exactly 0 carries the fp32 residues of all its terms (one key, no sink, 504 rows of
-# a query group: dk 1.4e-5 off 0; cases.py passes dv's scale for dk). For 16-bit results the
-# rounding term is far above it.
+# cancels to exactly 0 carries the fp32 residues of its terms (one key, no sink: dk over 504
+# rows of a query group 1.4e-5 off 0; dq at scale 4 / sqrt(128) 1.6e-5), so cases.py passes
+# the largest of the case's fp64 dq, dk, dv. Bugs (a wrong mask, scale or term) move a gradient
+# by its own size, orders above. For 16-bit results the rounding term is far above it.
 _RTOL = 1e-5
 
 
