@@ -11,7 +11,6 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "backend.h"
 #include "cuda/sm80/bwd_prep.h"
@@ -454,30 +453,6 @@ const DeviceLimits& device_limits(int device) {
 }  // namespace
 
 int sm_count(int device) { return device_limits(device).sms; }
-
-int blocks_per_sm(const void* kernel, int threads, int smem) {
-  struct Entry {
-    int device;
-    const void* kernel;
-    int threads, smem, blocks;
-  };
-  static std::mutex lock;
-  static std::vector<Entry> known;  // a few entries per device: the kernels a process launches
-  int device = 0;
-  cudaGetDevice(&device);
-  const std::lock_guard<std::mutex> hold(lock);
-  for (const Entry& e : known)
-    if (e.device == device && e.kernel == kernel && e.threads == threads && e.smem == smem)
-      return e.blocks;
-  int n = 0;
-  // A failed query answers 1 (the launch still runs), and leaves no error for check_launch.
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess) {
-    cudaGetLastError();
-    return 1;
-  }
-  known.push_back({device, kernel, threads, smem, n > 0 ? n : 1});
-  return known.back().blocks;
-}
 
 namespace {
 bool forced_small_tiles() {

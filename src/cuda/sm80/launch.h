@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <type_traits>
 
@@ -31,9 +32,27 @@ void launch_bwd(const Params& p, cudaStream_t stream);
 // Streaming multiprocessors of a CUDA device (-1: the current one), queried once per device.
 int sm_count(int device = -1);
 
-// Blocks of `kernel` (threads per block, dynamic shared memory) one SM of the current device
-// holds, at least 1: the occupancy API's answer, kept per (device, kernel, threads, smem).
-int blocks_per_sm(const void* kernel, int threads, int smem);
+// Blocks of Kernel (launched with `threads` and `smem` bytes of dynamic shared memory, the same
+// at every launch of one kernel) one SM of the current device holds, at least 1: the occupancy
+// API's answer, kept per kernel and device as device_arch keeps the arch (no lock on the launch
+// path). A failed query answers 1, is asked again next time, and leaves no error for
+// check_launch.
+template <auto Kernel>
+int blocks_per_sm(int threads, int smem) {
+  static std::atomic<int> known[64] = {};
+  int device = 0;
+  cudaGetDevice(&device);
+  const bool cached = device >= 0 && device < 64;
+  int n = cached ? known[device].load(std::memory_order_relaxed) : 0;
+  if (n > 0) return n;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, smem) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  n = n > 0 ? n : 1;
+  if (cached) known[device].store(n, std::memory_order_relaxed);
+  return n;
+}
 
 // Whether kernel k at head dim d launches its large tile set (tile_size.h) on the current device:
 // where it has one and the device holds it at the blocks per SM it was tuned for.

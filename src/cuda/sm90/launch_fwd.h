@@ -25,7 +25,7 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
   auto kernel = fwd_kernel<T, D, kShort>;
   constexpr int threads = (t.consumers + 1) * 128;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const int per_sm = sm80::blocks_per_sm((const void*)kernel, threads, smem);
+  const int per_sm = sm80::blocks_per_sm<fwd_kernel<T, D, kShort>>(threads, smem);
   // Persistent kernels: a block per SM (or SINKATTN_SM90_PERSISTENT blocks, or a block per tile
   // when it is 0); the others: the grid of sm80/grid.h, a block per tile.
   const TileSched sched{(p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q, p.batch};
