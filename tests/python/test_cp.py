@@ -547,20 +547,20 @@ def _same(t):
     return t
 
 
-def _worker(rank, world, path, out_path, seed, backend="gloo"):
+def _worker(rank, world, path, out_path, seed, backend="gloo", random_only=False):
     global _seed
     _seed = seed
     os.environ["SINKATTN_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend.split("-")[0], init_method=f"file://{path}", rank=rank, world_size=world,
+    dist.init_process_group(backend, init_method=f"file://{path}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=120))
     failures, cases = [], 0
     try:
         if backend == "nccl":  # CUDA kernels: bf16 only, every case under the DESIGN.md rule
             cases += _lowp(rank, world, failures, torch.device("cuda", rank), full=True)
-        elif backend == "gloo-random":  # the random cases alone (any group size)
+        elif random_only:  # the random cases alone (any group size)
             cases += _random_cases(world, failures,
                                    int(os.environ.get("SINKATTN_RANDOM_CP_CASES", "24")))
         else:
@@ -601,14 +601,14 @@ def _worker(rank, world, path, out_path, seed, backend="gloo"):
     os._exit(0)
 
 
-def _spawn(world, tmp_path, backend):
+def _spawn(world, tmp_path, backend, random_only=False):
     out_path = tmp_path / "result.json"
     seed = int(torch.randint(2**31, ()))  # from the run's seed (conftest)
-    mp.spawn(_worker, args=(world, str(tmp_path / "store"), str(out_path), seed, backend),
-             nprocs=world)
+    mp.spawn(_worker, args=(world, str(tmp_path / "store"), str(out_path), seed, backend,
+                            random_only), nprocs=world)
     result = json.loads(out_path.read_text())
     assert not result["failures"], f"worker seed {seed}:\n" + "\n".join(result["failures"][:40])
-    print(f"{backend} world {world}: {result['cases']} cases")
+    print(f"{backend}{' random' if random_only else ''} world {world}: {result['cases']} cases")
     return result
 
 
@@ -621,7 +621,7 @@ def test_cp_gloo(world, tmp_path):
 def test_cp_gloo_random_odd_group_sizes(world, tmp_path):
     """Group sizes that are not powers of two: the random cases alone (the fixed grid's head
     counts suit 2, 4 and 8)."""
-    assert _spawn(world, tmp_path, "gloo-random")["cases"] > 0
+    assert _spawn(world, tmp_path, "gloo", random_only=True)["cases"] > 0
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.device_count() >= 2
