@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "backend.h"
+#include "cuda/common/per_device.h"
 #include "cuda/sm80/bwd_prep.h"
 #include "cuda/sm80/launch.h"
 #include "cuda/sm80/tile_size.h"
@@ -133,21 +134,16 @@ Params make_params(const sinkattn_problem& p) {
   return k;
 }
 
-// Compute capability (major * 10 + minor) of a device, queried once per device. Atomic: host
-// threads driving their own GPUs call in at once (threads racing on the first query store the
-// same value).
+// Compute capability (major * 10 + minor) of a device, queried once per device (per_device.h);
+// 0 for a device that does not answer.
 int device_arch(int device) {
   static std::atomic<int> arch[64] = {};
-  if (device < 0 || device >= 64) return 0;
-  int a = arch[device].load(std::memory_order_relaxed);
-  if (a == 0) {
+  return per_device(arch, device, [&] {
     int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-    a = major * 10 + minor;
-    arch[device].store(a, std::memory_order_relaxed);
-  }
-  return a;
+    return major * 10 + minor;
+  });
 }
 
 // Empty when the Hopper kernels run this problem, else why the portable ones do.

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "cuda/common/per_device.h"
 #include "cuda/sm80/grid.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/tile_size.h"
@@ -34,24 +35,20 @@ int sm_count(int device = -1);
 
 // Blocks of Kernel (launched with `threads` and `smem` bytes of dynamic shared memory, the same
 // at every launch of one kernel) one SM of the current device holds, at least 1: the occupancy
-// API's answer, kept per kernel and device as device_arch keeps the arch (no lock on the launch
-// path). A failed query answers 1, is asked again next time, and leaves no error for
-// check_launch.
+// API's answer, kept per kernel and device (no lock on the launch path). A failed query answers
+// 1, is asked again next time, and leaves no error for check_launch.
 template <auto Kernel>
 int blocks_per_sm(int threads, int smem) {
   static std::atomic<int> known[64] = {};
   int device = 0;
   cudaGetDevice(&device);
-  const bool cached = device >= 0 && device < 64;
-  int n = cached ? known[device].load(std::memory_order_relaxed) : 0;
-  if (n > 0) return n;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, smem) != cudaSuccess) {
-    cudaGetLastError();
-    return 1;
-  }
-  n = n > 0 ? n : 1;
-  if (cached) known[device].store(n, std::memory_order_relaxed);
-  return n;
+  const int n = per_device(known, device, [&] {
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, threads, smem) != cudaSuccess)
+      cudaGetLastError();
+    return blocks;
+  });
+  return n > 0 ? n : 1;
 }
 
 // Whether kernel k at head dim d launches its large tile set (tile_size.h) on the current device:

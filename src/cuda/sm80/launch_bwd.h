@@ -48,9 +48,9 @@ template <typename T, int D, bool kLarge>
 void launch_bwd_dkdv(const Params& p, cudaStream_t stream) {
   constexpr TileSize t = tile_size(Kernel::kBwdDkDv, D, kLarge);
   constexpr int smem = smem_bytes(Kernel::kBwdDkDv, D, kLarge);
-  const auto kernel = bwd_dkdv_kernel<T, D, kLarge>;
+  constexpr auto kernel = bwd_dkdv_kernel<T, D, kLarge>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const int per_sm = blocks_per_sm<bwd_dkdv_kernel<T, D, kLarge>>(t.warps * 32, smem);
+  const int per_sm = blocks_per_sm<kernel>(t.warps * 32, smem);
   const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;
   Params kp = p;
   kp.bwd_kv_group = launch_kv_group(p.heads_kv, blocks, (long long)sm_count() * per_sm);

@@ -22,10 +22,10 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
   const CUtensorMap map_q = make_tile_map(p.q, q, t.block_m);
   const CUtensorMap map_k = make_tile_map(p.k, kv, t.block_n);
   const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
-  auto kernel = fwd_kernel<T, D, kShort>;
+  constexpr auto kernel = fwd_kernel<T, D, kShort>;
   constexpr int threads = (t.consumers + 1) * 128;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const int per_sm = sm80::blocks_per_sm<fwd_kernel<T, D, kShort>>(threads, smem);
+  const int per_sm = sm80::blocks_per_sm<kernel>(threads, smem);
   // Persistent kernels: a block per SM (or SINKATTN_SM90_PERSISTENT blocks, or a block per tile
   // when it is 0); the others: the grid of sm80/grid.h, a block per tile.
   const TileSched sched{(p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q, p.batch};
