@@ -135,13 +135,16 @@ Params make_params(const sinkattn_problem& p) {
 }
 
 // Compute capability (major * 10 + minor) of a device, queried once per device (per_device.h);
-// 0 for a device that does not answer.
+// 0 for a device that does not answer, leaving no error for check_launch.
 int device_arch(int device) {
   static std::atomic<int> arch[64] = {};
   return per_device(arch, device, [&] {
     int major = 0, minor = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
     return major * 10 + minor;
   });
 }
