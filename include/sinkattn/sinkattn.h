@@ -87,7 +87,7 @@ typedef struct sinkattn_problem {
   int32_t device_type;  /* sinkattn_device_type of every pointer below */
   int32_t device_index; /* CUDA ordinal of the pointers (ignored on CPU) */
   int32_t dtype;        /* sinkattn_dtype of q, k, v (and out, dout, dq, dk, dv) */
-  int32_t head_dim;     /* D: 32, 64, 96, 128 or 256 */
+  int32_t head_dim;     /* D: 32, 64, 96, 128 or 256 (the Python layer zero-pads others) */
   int64_t batch;        /* B (fixed) or number of sequences N (varlen); >= 1 */
   int64_t seqlen_q;     /* Sq (fixed) or max query length (varlen); >= 0 */
   int64_t seqlen_k;     /* Sk (fixed) or max key length (varlen); >= 0 */

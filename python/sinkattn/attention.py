@@ -11,7 +11,9 @@ def attention(q, k, v, sinks=None, *, causal=True, window=None, scale=None, retu
 
     Args:
         q: (B, Sq, Hq, D); k, v: (B, Sk, Hkv, D); same dtype (float32, float16, bfloat16; CUDA:
-            float16, bfloat16) and device; Hq % Hkv == 0; D in 32, 64, 96, 128, 256. Any strides
+            float16, bfloat16) and device; Hq % Hkv == 0; D up to 256: the kernels are built
+            for 32, 64, 96, 128 and 256, and other head dims run zero-padded to the next of
+            these (exact; the padded FLOPs plus copies of the tensors). Any strides
             (e.g. ``x.transpose(1, 2)`` of a (B, H, S, D) tensor) are read in place when the head
             dim is contiguous (on CUDA also 16-byte aligned); other layouts are copied first.
         sinks: None or (Hq,) raw sink logits of any float dtype; their gradient has their dtype.

@@ -32,6 +32,8 @@ import torch
 from . import _lib
 
 _DTYPE_CODE = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.bfloat16: _lib.BFLOAT16}
+# Head dims the kernels are built for; others up to 256 run zero-padded to the next of these
+# (_pad_dim: such calls take the slow path and leave no plan).
 _HEAD_DIMS = (32, 64, 96, 128, 256)
 _DEVICES = ("cpu", "cuda", "meta")
 
@@ -110,10 +112,11 @@ def _check_problem(q, k, v, sinks, cu_q, cu_k) -> None:
     if k.shape != v.shape:
         _fail("v", f"got shape {tuple(v.shape)}, expected the shape of k {tuple(k.shape)}")
     d = q.shape[-1]
-    if d not in _HEAD_DIMS:
-        _fail("q", f"got head_dim {d} (shape {tuple(q.shape)}), expected 32, 64, 96, 128 or 256")
     if k.shape[-1] != d:
         _fail("k", f"got head_dim {k.shape[-1]}, expected {d} (the head_dim of q)")
+    if not 0 < d <= _HEAD_DIMS[-1]:
+        _fail("q", f"got head_dim {d} (shape {tuple(q.shape)}), expected 1 to {_HEAD_DIMS[-1]} "
+              f"(the kernels' own: {', '.join(map(str, _HEAD_DIMS))}; others run padded)")
     if not varlen and k.shape[0] != q.shape[0]:
         _fail("k", f"got batch {k.shape[0]}, expected {q.shape[0]} (the batch of q)")
     hq, hkv = q.shape[-2], k.shape[-2]
@@ -153,6 +156,15 @@ def _lse_shape(q, varlen: bool):
 
 
 # ---- calling the library -------------------------------------------------------------------------
+
+
+def _pad_dim(d: int, *tensors) -> list:
+    """The tensors zero-padded from head dim d (not a kernel's) to the next of _HEAD_DIMS. Zero
+    columns add nothing to q . k, and v's (and out's, dout's) give output and gradient columns
+    that the caller cuts off: the result is exact, at (padded / d) the FLOPs plus the copies. The
+    kernels keep to a few head dims for compile time and binary size."""
+    to = next(n for n in _HEAD_DIMS if n >= d)
+    return [torch.nn.functional.pad(t, (0, to - d)) for t in tensors]
 
 
 def _usable(t: torch.Tensor, cuda: bool) -> bool:
@@ -485,6 +497,11 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
     """fwd_impl without a plan: checks everything, copies layouts the core does not accept, and
     leaves a plan for the key (None: leave none) when it ran on the tensors as given."""
     _check_problem(q, k, v, sinks, cu_q, cu_k)
+    d = q.shape[-1]
+    if d not in _HEAD_DIMS:  # zero-padded (_pad_dim): no plan, the cut is a copy
+        out, lse = _fwd_first(None, *_pad_dim(d, q, k, v), sinks, cu_q, cu_k, max_q, max_k, scale,
+                              left, right, causal, want_lse, zigzag)
+        return out[..., :d].contiguous(), lse
     varlen = cu_q is not None
     likes = (_like(q.shape, q.dtype, q.device),
              _like(_lse_shape(q, varlen), torch.float32, q.device))
@@ -511,6 +528,12 @@ def kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal
     """The kernel families the library picks for a forward and a backward of this problem (see
     sinkattn.kernels); tensors the core would not read in place are copied first, as the calls do."""
     _check_problem(q, k, v, sinks, cu_q, cu_k)
+    d = q.shape[-1]
+    if d not in _HEAD_DIMS:
+        q, k, v = _pad_dim(d, q, k, v)
+        found = kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
+                        deterministic)
+        return {n: f"{text}, head_dim {d} padded to {q.shape[-1]}" for n, text in found.items()}
     cuda = q.is_cuda
     q, k, v = (_in(t, cuda) for t in (q, k, v))
     varlen = cu_q is not None
@@ -586,6 +609,12 @@ def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, sc
                causal, deterministic, want_dsink, zigzag=(0, 0)):
     """bwd_impl without a plan (see _fwd_first)."""
     _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k)
+    d = q.shape[-1]
+    if d not in _HEAD_DIMS:  # as in _fwd_first; the gradients in the layouts of q, k and v
+        grads = _bwd_first(None, *_pad_dim(d, dout, q, k, v, out), lse, sinks, cu_q, cu_k, max_q,
+                           max_k, scale, left, right, causal, deterministic, want_dsink, zigzag)
+        cut = [torch.empty_like(x).copy_(g[..., :d]) for x, g in zip((q, k, v), grads)]
+        return (*cut, grads[3])
     varlen = cu_q is not None
     dsink_like = _dsink_like(q, want_dsink)
     dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, dsink_like)
@@ -791,7 +820,7 @@ def resolve(q, sinks, causal, window, scale, deterministic, max_seqlen_q=None, m
         left, right = int(left), int(right)
     if scale is None:
         qs = q.shape
-        scale = float(qs[-1] ** -0.5 if qs else 1.0)
+        scale = float(qs[-1] ** -0.5 if qs and qs[-1] > 0 else 1.0)  # head_dim 0: the checks
     elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         _fail("scale", f"got {scale!r}, expected a finite float > 0", TypeError)
     elif not (math.isfinite(scale) and scale > 0):

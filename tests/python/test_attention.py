@@ -8,7 +8,7 @@ import torch
 import sinkattn
 from sinkattn import ops
 
-from cases import make, make_varlen, run_and_compare
+from cases import leaf, make, make_varlen, run_and_compare
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
@@ -124,6 +124,67 @@ def test_window_past_every_position_is_unbounded(causal, window, same_as):
     got = sinkattn.attention(q, k, v, sinks, causal=causal, window=window)
     want = sinkattn.attention(q, k, v, sinks, causal=causal, window=same_as)
     assert torch.equal(got, want)
+
+
+# Head dims the kernels are not built for run zero-padded to the next one (ops.pad_head_dim); the
+# fp64 reference works at the real head dim, so the padding must change nothing but the cost.
+PADDED = [
+    # (B, Sq, Sk, Hq, Hkv, D, dtype, causal, window, sinks)
+    (1, 37, 37, 4, 2, 80, F32, True, None, True),          # 80 -> 96 (Phi-2, StableLM)
+    (2, 21, 29, 2, 1, 48, BF16, True, 8, True),            # 48 -> 64, window, Sq < Sk
+    (1, 19, 19, 3, 3, 8, F32, False, (3, 4), True),        # 8 -> 32, two-sided band
+    (1, 25, 25, 2, 2, 200, F16, True, None, False),        # 200 -> 256, no sink
+    (1, 13, 13, 2, 1, 1, F32, True, None, True),           # 1 -> 32
+    (1, 23, 23, 2, 2, 129, F32, True, None, True),         # 129 -> 256, odd
+]
+
+
+@pytest.mark.parametrize("case", PADDED, ids=_id)
+def test_padded_head_dims(case):
+    b, sq, sk, hq, hkv, d, dtype, causal, window, sinks = case
+    run_and_compare(*make(b, sq, sk, hq, hkv, d, dtype, sinks), causal=causal, window=window,
+                    lse_grad=True)
+
+
+def test_padded_head_dim_varlen_and_scale():
+    q, k, v, s, cu = make_varlen([5, 0, 13], [7, 3, 13], 4, 2, 112, F32, True)
+    run_and_compare(q, k, v, s, causal=True, window=None, cu=cu)  # default scale 1/sqrt(112)
+    run_and_compare(q, k, v, s, causal=False, window=(2, 5), cu=cu, scale=0.3)
+
+
+def test_padded_head_dim_refusals_name_the_argument():
+    q, k, v, s = make(1, 8, 8, 4, 2, 264, F32)
+    with pytest.raises(ValueError, match="q: got head_dim 264"):
+        sinkattn.attention(q, k, v, s)
+    q, k, v, s = make(1, 8, 8, 4, 2, 80, F32)
+    with pytest.raises(ValueError, match="k: got head_dim 64, expected 80"):
+        sinkattn.attention(q, k[..., :64], v[..., :64], s)
+    with pytest.raises(ValueError, match="q: got head_dim 0"):
+        sinkattn.attention(q[..., :0], k[..., :0], v[..., :0], s)
+
+
+def test_padded_head_dim_low_level_ops_and_layouts():
+    """ops.fwd / ops.bwd (what context parallelism calls) pad as well; the gradients keep the
+    layouts of q, k and v, here transposed views of (B, H, S, D) tensors."""
+    q, k, v, s = (t.detach() for t in make(2, 9, 14, 4, 2, 72, F32))
+    qt, kt, vt = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    out, lse = ops.fwd(qt, kt, vt, s, window=5, scale=0.2)
+    want, want_lse = sinkattn.attention(q, k, v, s, window=5, scale=0.2, return_lse=True)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    torch.testing.assert_close(lse, want_lse, rtol=0, atol=0)
+    dout = torch.randn_like(out)
+    dq, dk, dv, dsink = ops.bwd(dout, qt, kt, vt, out, lse, s, window=5, scale=0.2)
+    assert dq.shape == q.shape and dk.stride() == kt.stride() and dv.stride() == vt.stride()
+    qg, kg, vg, sg = (leaf(t) for t in (q, k, v, s))
+    torch.autograd.backward(sinkattn.attention(qg, kg, vg, sg, window=5, scale=0.2), dout)
+    for got, ref in ((dq, qg.grad), (dk, kg.grad), (dv, vg.grad), (dsink, sg.grad)):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def test_kernels_says_a_head_dim_is_padded():
+    q, k, v, s = make(1, 8, 8, 4, 2, 80, F32)
+    assert sinkattn.kernels(q, k, v, s) == {"fwd": "cpu, head_dim 80 padded to 96",
+                                            "bwd": "cpu, head_dim 80 padded to 96"}
 
 
 def test_kernels_names_the_path_and_refuses_like_the_call():

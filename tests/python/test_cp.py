@@ -79,9 +79,10 @@ def _close(name, got, want, failures, tag):
 
 
 def _case(index, world, variant, varlen, mask, sinks_on, hq, hkv, failures, docs=None,
-          batch=2, rows=16):
+          batch=2, rows=16, d=32):
     """One case against the single-process result. docs: the varlen cu_seqlens (default _docs);
-    fixed length: `batch` sequences of `rows` rows per rank."""
+    fixed length: `batch` sequences of `rows` rows per rank; d: the head dim (one the kernels are
+    not built for runs padded, in both)."""
     from sinkattn import cp
     import sinkattn
 
@@ -90,7 +91,7 @@ def _case(index, world, variant, varlen, mask, sinks_on, hq, hkv, failures, docs
     tag = (f"W={world} {mode}/{layout}{'' if fused is None else f' fused={fused}'} "
            f"{'varlen' if varlen else 'fixed'} {name} sinks={sinks_on} Hq={hq} Hkv={hkv}")
     tag += f" docs {docs}" if docs else "" if varlen else f" B={batch} rows/rank={rows}"
-    d = 32
+    tag += f" D={d}"
     g = _gen(index)
     rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731  same on every rank
     if varlen:
@@ -175,7 +176,7 @@ def _random_cases(world, failures, count):
         name = f"window {window}" + (" causal" if causal else "")
         n += _case(10_000 + i, world, (mode, layout, fused), varlen, (name, causal, window),
                    rng.random() < 0.8, hq, hkv, failures, docs=docs,
-                   batch=rng.choice([1, 2]), rows=rows)
+                   batch=rng.choice([1, 2]), rows=rows, d=rng.choice([32, 32, 32, 40]))
     return n
 
 
@@ -577,6 +578,10 @@ def _worker(rank, world, path, out_path, seed, backend="gloo", random_only=False
                             for hq, hkv in heads:
                                 cases += _case(cases, world, variant, varlen, mask, sinks_on,
                                                hq, hkv, failures)
+            h = max(4, world)
+            for variant in VARIANTS:  # a head dim the kernels are not built for: padded to 64
+                cases += _case(cases, world, variant, True, MASKS[1], True, h, h // 2, failures,
+                               d=48)
             cases += _random_cases(world, failures,
                                    int(os.environ.get("SINKATTN_RANDOM_CP_CASES", "12")))
             cases += _refusals(rank, world, failures)

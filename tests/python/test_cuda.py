@@ -25,6 +25,8 @@ GRID = [
     (1, 77, 77, 5, 5, 96, F16, False, (10, 3)),
     (1, 40, 90, 4, 2, 256, BF16, False, None),
     (1, 1023, 1024, 2, 1, 128, BF16, True, None),
+    (2, 300, 300, 8, 2, 80, BF16, True, 128),      # head dim 80: padded to 96
+    (1, 200, 260, 4, 4, 200, F16, False, (20, 9)),  # 200: padded to 256
 ]
 
 
@@ -35,8 +37,9 @@ def test_fixed_length(case):
                     window=window)
 
 
-def test_varlen():
-    q, k, v, s, cu = make_varlen([5, 0, 130, 1, 64], [7, 3, 130, 0, 200], 4, 2, 64, BF16,
+@pytest.mark.parametrize("d", [64, 48])
+def test_varlen(d):
+    q, k, v, s, cu = make_varlen([5, 0, 130, 1, 64], [7, 3, 130, 0, 200], 4, 2, d, BF16,
                                  device="cuda")
     run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, max_seqlen=(130, 200))
 

@@ -60,9 +60,11 @@ def test_registration_is_idempotent_and_named_safely():
     assert AttentionMaskInterface._global_mapping["sinkattn"] is flash_attention_mask
 
 
-def test_gpt_oss_logits_and_all_gradients_match_eager():
-    eager = build("gpt_oss", "eager")
+@pytest.mark.parametrize("head_dim", [32, 48])  # 48: one the kernels lack, run padded to 64
+def test_gpt_oss_logits_and_all_gradients_match_eager(head_dim):
+    eager = build("gpt_oss", "eager", head_dim=head_dim)
     ours = twin(eager, "sinkattn")
+    assert ours.model.layers[0].self_attn.q_proj.out_features == 4 * head_dim
     ids = tokens(2, 24)  # longer than the window (4) of the sliding layer
     out_ref, out = eager(ids, labels=ids), ours(ids, labels=ids)
     torch.testing.assert_close(out.logits, out_ref.logits)

@@ -137,6 +137,8 @@ def draw(device, index):
                 c.b -= 1
             else:
                 c.sq, c.sk = max(1, c.sq // 2), max(1, c.sk // 2)
+    if rng.random() < 0.1:  # a head dim the kernels lack (drawn last: the draws before stay)
+        c.d = rng.choice([48, 80, 112, 200])
     return c
 
 

@@ -76,8 +76,8 @@ def test_batch_mismatch():
 
 
 def test_head_dim():
-    with refused(ValueError, "q"):
-        sinkattn.attention(*qkv(d=48))
+    with refused(ValueError, "q"):  # up to 256 any head dim runs (padded); beyond it none does
+        sinkattn.attention(*qkv(d=264))
 
 
 def test_head_dim_mismatch():

@@ -14,11 +14,12 @@ from sinkattn import ops
 from cases import leaf, make, make_varlen
 
 
-def _fwd_args(varlen, sinks=True, dtype=torch.float32):
+def _fwd_args(varlen, sinks=True, dtype=torch.float32, d=None):
+    """d: the head dim (default 32 varlen, 64 fixed; one the kernels lack runs padded)."""
     if varlen:
-        q, k, v, s, (cu_q, cu_k) = make_varlen([3, 0, 5], [4, 2, 5], 4, 2, 32, dtype, sinks)
+        q, k, v, s, (cu_q, cu_k) = make_varlen([3, 0, 5], [4, 2, 5], 4, 2, d or 32, dtype, sinks)
         return (q, k, v, s, cu_q, cu_k, 5, 5, 0.2, -1, 0, True, False)
-    q, k, v, s = make(2, 5, 7, 4, 2, 64, dtype, sinks)
+    q, k, v, s = make(2, 5, 7, 4, 2, d or 64, dtype, sinks)
     return (q, k, v, s, None, None, -1, -1, 0.125, 3, 2, False, False)
 
 
@@ -36,9 +37,15 @@ def test_opcheck_fwd(varlen, sinks):
 
 
 @pytest.mark.parametrize("varlen", [False, True])
-def test_opcheck_bwd(varlen):
+@pytest.mark.parametrize("d", [None, 40])
+def test_opcheck_bwd(varlen, d):
     ops._poison_outputs = False  # opcheck compares runs; the library writes every element anyway
-    torch.library.opcheck(torch.ops.sinkattn.bwd.default, _bwd_args(_fwd_args(varlen)))
+    torch.library.opcheck(torch.ops.sinkattn.bwd.default, _bwd_args(_fwd_args(varlen, d=d)))
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+def test_opcheck_fwd_padded_head_dim(varlen):
+    torch.library.opcheck(torch.ops.sinkattn.fwd.default, _fwd_args(varlen, d=40))
 
 
 def test_fast_path_equals_dispatcher_path():
@@ -86,6 +93,22 @@ def test_compile_inductor_forward():
     fn = lambda q, k, v, s: sinkattn.attention(q * 2, k, v, s).sum(-1)
     torch._dynamo.reset()
     torch.testing.assert_close(torch.compile(fn, fullgraph=True)(q, k, v, s), fn(q, k, v, s))
+
+
+def test_compile_fullgraph_padded_head_dim():
+    """A head dim the kernels are not built for: the padding and the cut trace into the graph."""
+    q, k, v, s = make(1, 11, 11, 4, 2, 80, torch.float32)
+
+    def fn(q, k, v, s):
+        return sinkattn.attention(q, k, v, s, window=4).square().sum()
+
+    torch._dynamo.reset()
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(q, k, v, s)
+    want = fn(q, k, v, s)
+    torch.testing.assert_close(got, want)
+    inputs = (q, k, v, s)
+    for g, w in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(want, inputs)):
+        torch.testing.assert_close(g, w)
 
 
 def test_compile_varlen_without_max_seqlen():
