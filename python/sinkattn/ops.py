@@ -36,6 +36,8 @@ _DTYPE_CODE = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.b
 # (_pad_dim: such calls take the slow path and leave no plan).
 _HEAD_DIMS = (32, 64, 96, 128, 256)
 _DEVICES = ("cpu", "cuda", "meta")
+_INT32_MAX = 2**31 - 1
+_FP32_MAX, _FP32_TINY = 3.4028234663852886e38, 1.401298464324817e-45  # largest, smallest > 0
 
 # Tests set this to fill every output with NaN before the library writes it, so that an element
 # the library forgets to write cannot pass for a correct one.
@@ -219,14 +221,24 @@ def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
                 v.data_ptr(), *v.stride()[:3], 0 if sinks is None else sinks.data_ptr(),
                 0, 0, 0, 0, scale, causal, left, right, stream, *zigzag)
     if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
-        max_q, max_k = _max_seqlen(cu_q), _max_seqlen(cu_k)
+        max_q, max_k = _max_seqlen(cu_q, "cu_seqlens_q"), _max_seqlen(cu_k, "cu_seqlens_k")
     return (dev, idx, _DTYPE_CODE[q.dtype], qs[2], cu_q.shape[0] - 1, max_q, max_k, qs[1], ks[1],
             *_tv(q, True), *_tv(k, True), *_tv(v, True), 0 if sinks is None else sinks.data_ptr(),
             cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream, *zigzag)
 
 
-def _max_seqlen(cu: torch.Tensor) -> int:
-    return int((cu[1:] - cu[:-1]).max()) if cu.shape[0] > 1 else 0
+def _max_seqlen(cu: torch.Tensor, name: str) -> int:
+    """The longest sequence of offsets cu (a host read: a sync on CUDA). The read also shows a
+    decreasing offset, which the library checks on the CPU but not on CUDA."""
+    if cu.shape[0] <= 1:
+        return 0
+    lens = cu[1:] - cu[:-1]
+    lo, hi = torch.stack(torch.aminmax(lens)).tolist()  # one read for both
+    if lo < 0:
+        at = int(torch.nonzero(lens < 0)[0, 0]) + 1
+        _fail(name, f"[{at}] = {int(cu[at])} is below [{at - 1}] = {int(cu[at - 1])}, expected "
+              "non-decreasing offsets")
+    return hi
 
 
 def _new(t: torch.Tensor, fill=None) -> torch.Tensor:
@@ -380,7 +392,8 @@ def _patch_problem(w, plan: _Plan, qkv_ptrs, sinks, cu_q, cu_k, max_q, max_k) ->
     if cu_q is not None:
         w[_W_CU_Q], w[_W_CU_K] = cu_q.data_ptr(), cu_k.data_ptr()
         if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
-            w[_W_MAX_Q], w[_W_MAX_K] = _max_seqlen(cu_q), _max_seqlen(cu_k)
+            w[_W_MAX_Q], w[_W_MAX_K] = (_max_seqlen(cu_q, "cu_seqlens_q"),
+                                        _max_seqlen(cu_k, "cu_seqlens_k"))
     if plan.cuda:
         w[_W_STREAM] = _raw_stream(plan.device_index)
 
@@ -823,8 +836,9 @@ def resolve(q, sinks, causal, window, scale, deterministic, max_seqlen_q=None, m
         scale = float(qs[-1] ** -0.5 if qs and qs[-1] > 0 else 1.0)  # head_dim 0: the checks
     elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         _fail("scale", f"got {scale!r}, expected a finite float > 0", TypeError)
-    elif not (math.isfinite(scale) and scale > 0):
-        _fail("scale", f"got {scale!r}, expected a finite float > 0")
+    elif not (_FP32_TINY <= scale <= _FP32_MAX):  # also refuses NaN
+        _fail("scale", f"got {scale!r}, expected a finite float > 0 (the library's is fp32: "
+              f"{_FP32_TINY:.3g} to {_FP32_MAX:.4g})")
     else:
         scale = float(scale)
     if sinks is not None:
@@ -847,8 +861,8 @@ def _max_len(name, n):
         return n
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         _fail(name, f"got {n!r}, expected an int or None", TypeError)
-    if n < 0:
-        _fail(name, f"got {n}, expected >= 0")
+    if not 0 <= n <= _INT32_MAX:
+        _fail(name, f"got {n}, expected 0 to {_INT32_MAX} (the library's int32 positions)")
     return int(n)
 
 
@@ -865,7 +879,7 @@ def _bound(name, x):
 def _unbounded_past_positions(x: int) -> int:
     """Positions are int32 (the core refuses larger bounds): a bound that reaches past every
     position is the same mask as no bound."""
-    return -1 if x > 2**31 - 1 else x
+    return -1 if x > _INT32_MAX else x
 
 
 def _window(window, causal):

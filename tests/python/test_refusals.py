@@ -142,10 +142,20 @@ def test_varlen_rank():
         sinkattn.varlen_attention(q[None], k, v, cu_q, cu_k)
 
 
-def test_max_seqlen():
+@pytest.mark.parametrize("max_q,max_k,arg", [(-1, 4, "max_seqlen_q"), (4, 2**31, "max_seqlen_k")])
+def test_max_seqlen(max_q, max_k, arg):
     q, k, v, cu_q, cu_k = packed()
-    with refused(ValueError, "max_seqlen_q"):
-        sinkattn.varlen_attention(q, k, v, cu_q, cu_k, -1, 4)
+    with refused(ValueError, arg):
+        sinkattn.varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k)
+
+
+def test_decreasing_cu_seqlens_found_where_max_seqlen_is_read():
+    # Without max_seqlen the layer reads the offsets anyway (a sync on CUDA, where the library
+    # does not check them), so it refuses a decrease itself.
+    q, k, v, cu_q, _ = packed()
+    with refused(ValueError, "cu_seqlens_k") as e:
+        sinkattn.varlen_attention(q, k, v, cu_q, torch.tensor([0, 5, 4], dtype=torch.int32))
+    assert "[2] = 4 is below [1] = 5" in str(e.value)
 
 
 @pytest.mark.parametrize("window", [0, -3])
@@ -169,7 +179,7 @@ def test_window_type():
         sinkattn.attention(*qkv(), window=2.5)
 
 
-@pytest.mark.parametrize("scale", [math.nan, math.inf, -math.inf, 0.0, -0.5])
+@pytest.mark.parametrize("scale", [math.nan, math.inf, -math.inf, 0.0, -0.5, 1e300, 1e-300])
 def test_scale_not_finite_or_not_positive(scale):
     with refused(ValueError, "scale"):
         sinkattn.attention(*qkv(), scale=scale)
