@@ -237,6 +237,69 @@ def _refusals(rank, world, failures):
     return n
 
 
+def _sweep(rank, world, failures, count):
+    """Random arguments, valid and not, the same on every rank (drawn from the run's seed): every
+    call returns on every rank or raises a ValueError / TypeError naming an argument on every
+    rank, the same message everywhere, and never hangs (test_argument_sweep.py's rule for the
+    single-process functions, here for cp.attention and its backward)."""
+    import random
+
+    from sinkattn import cp
+    from test_argument_sweep import _options, _tensor
+
+    n = 0
+    for i in range(count):
+        rng = random.Random(f"{_seed}-cp-sweep-{world}-{i}")
+        hkv = rng.choice([0, 1, 2, 4])
+        hq = hkv * rng.choice([1, 2]) if rng.random() < 0.9 else 3
+        d, dtype = rng.choice([0, 8, 32, 48, 300]), rng.choice([torch.float32, torch.float64])
+        kw = _options(rng)
+        kw.update(mode=rng.choice(["allgather", "ring", "halo", "ulysses", "tree"]),
+                  layout=rng.choice(["contiguous", "zigzag", "x"]))
+        if rng.random() < 0.2:
+            kw["heads_k_stride"] = rng.choice([0, 1, 2, 3, True, "a"])
+        if rng.random() < 0.2:
+            kw["fused"] = rng.choice([True, False, (True, False), "y", (1,)])
+        sinks = None
+        if rng.random() < 0.5:
+            sinks = _tensor(rng, (rng.choice([hq, hq, hq + 1]),),
+                            rng.choice([torch.float32, torch.int32]))
+        if rng.random() < 0.3:  # packed: global offsets over `rows` local rows per rank
+            rows = rng.choice([0, 2, 4])
+            cut = sorted(rng.randint(0, rows * world) for _ in range(rng.choice([0, 1, 2])))
+            cu = [0] + cut + [rows * world + rng.choice([0, 0, 1])]
+            kw["cu_seqlens"] = rng.choice([cu, torch.tensor(cu, dtype=torch.int32), "z", cu[::-1]])
+            shape_q, shape_k = (rows, hq, d), (rows, hkv, d)
+        else:
+            b, rows = rng.choice([0, 1, 2]), rng.choice([0, 1, 2, 4])
+            shape_q, shape_k = (b, rows, hq, d), (b, rows, hkv, d)
+        q, k, v = _tensor(rng, shape_q, dtype), _tensor(rng, shape_k, dtype), _tensor(
+            rng, shape_k, dtype)
+        grad = rng.random() < 0.5
+        if grad:
+            for t in (q, k, v):
+                t.requires_grad_()
+        try:
+            out = cp.attention(q, k, v, sinks, **kw)
+            out = out[0] if isinstance(out, tuple) else out
+            if grad and out.numel():
+                out.sum().backward()
+            outcome = "ran"
+        except (ValueError, TypeError) as e:
+            outcome = f"{type(e).__name__}: {e}"
+            if not str(e).startswith("sinkattn"):
+                failures.append(f"cp sweep case {i}: {outcome} names no argument ({kw})")
+        except Exception as e:  # noqa: BLE001
+            outcome = f"{type(e).__name__}: {e}"
+            failures.append(f"cp sweep case {i}: an unchecked path raised {outcome} ({kw})")
+        everyone = [None] * world
+        dist.all_gather_object(everyone, outcome)
+        if rank == 0 and any(o != everyone[0] for o in everyone):
+            failures.append(f"cp sweep case {i}: the ranks disagree: {everyone} ({kw})")
+        n += 1
+    return n
+
+
 def _fused_switches(rank, world, failures):
     """The fused zigzag all-gather is the default; fused=False / SINKATTN_CP_FUSED=0 (and the
     per-direction flash_compat switches) take the unfused path; verify catches a wrong kernel."""
@@ -585,6 +648,8 @@ def _worker(rank, world, path, out_path, seed, backend="gloo", random_only=False
             cases += _random_cases(world, failures,
                                    int(os.environ.get("SINKATTN_RANDOM_CP_CASES", "12")))
             cases += _refusals(rank, world, failures)
+            cases += _sweep(rank, world, failures,
+                            int(os.environ.get("SINKATTN_CP_SWEEP_CASES", "150")))
             cases += _fused_switches(rank, world, failures)
             cases += _extras(rank, world, failures)
             cases += _hf(rank, world, failures)

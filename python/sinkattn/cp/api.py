@@ -73,11 +73,21 @@ def _signature(q, k, v, sinks, cu, mode, layout, causal, window, scale, stride, 
     sig["causal"] = int(bool(causal))
     w = window if isinstance(window, (tuple, list)) else (window, window)
     sig["window"] = zlib.crc32(repr(tuple(w)).encode())
-    sig["scale"] = -1 if scale is None else struct.unpack("q", struct.pack("d", float(scale)))[0]
-    sig["heads_k_stride"] = -1 if stride is None else int(stride)
+    sig["scale"] = -1 if scale is None else _code(
+        scale, lambda x: struct.unpack("q", struct.pack("d", float(x)))[0])
+    sig["heads_k_stride"] = -1 if stride is None else _code(stride, int)
     for name, f in flags.items():
         sig[name] = int(bool(f))
     return sig
+
+
+def _code(value, conv) -> int:
+    """conv(value) for the signature; a value conv cannot take gets a code from its repr (the same
+    on every rank), and the checks after the comparison refuse it naming the argument."""
+    try:
+        return conv(value)
+    except (TypeError, ValueError, OverflowError):
+        return zlib.crc32(repr(value).encode()) + (1 << 40)
 
 
 def _default_stride(hkv: int) -> int:

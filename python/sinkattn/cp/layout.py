@@ -17,6 +17,7 @@ Everything here is host-side index arithmetic on Python ints (no communication).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -150,8 +151,19 @@ def _rank_world(group, rank, world):
 def _cu_list(cu_seqlens) -> Optional[List[int]]:
     if cu_seqlens is None:
         return None
-    return [int(x) for x in (cu_seqlens.tolist() if isinstance(cu_seqlens, torch.Tensor)
-                             else cu_seqlens)]
+    try:
+        if isinstance(cu_seqlens, (str, bytes)):
+            raise TypeError
+        values = cu_seqlens.tolist() if isinstance(cu_seqlens, torch.Tensor) else list(cu_seqlens)
+        return [operator.index(x) for x in values]  # ints only: no floats, strings or lists
+    except TypeError:
+        _fail("cu_seqlens", f"got {_short(cu_seqlens)}, expected a list or 1-D integer tensor of "
+              "document offsets", TypeError)
+
+
+def _short(x) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def shard(x: torch.Tensor, layout: str = "contiguous", *, dim: int = 1, cu_seqlens=None,
