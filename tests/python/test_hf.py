@@ -74,14 +74,15 @@ def test_gpt_oss_logits_and_all_gradients_match_eager(head_dim):
     assert ours.model.layers[0].self_attn.sinks.grad.abs().min() > 0  # sinks are learned
 
 
-def test_log_line_once(caplog):
-    model = build("gpt_oss", "sinkattn")
+@pytest.mark.parametrize("head_dim,tail", [(32, ""), (80, ", head_dim 80 padded to 96")])
+def test_log_line_once(caplog, head_dim, tail):
+    model = build("gpt_oss", "sinkattn", head_dim=head_dim)
     _attention._logged = False
     with caplog.at_level(logging.INFO, logger="sinkattn"):
         model(tokens(1, 8))
         model(tokens(1, 8))
     lines = [r.getMessage() for r in caplog.records if r.name == "sinkattn"]
-    assert lines == ["[sinkattn] cpu fp32: learned sinks, window 4 / full"]
+    assert lines == ["[sinkattn] cpu fp32: learned sinks, window 4 / full" + tail]
 
 
 @pytest.mark.parametrize("how", ["position_ids", "cu_seq_lens"])

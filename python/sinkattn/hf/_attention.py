@@ -14,6 +14,7 @@ import logging
 import torch
 
 import sinkattn
+from sinkattn import ops
 
 from . import _batching
 
@@ -54,7 +55,10 @@ def _describe(module: torch.nn.Module, query: torch.Tensor, has_sinks: bool) -> 
         if kind not in kinds:
             kinds.append(kind)
     sinks = "learned sinks" if has_sinks else "no sinks"
-    return f"[sinkattn] {where} {dtype}: {sinks}, {' / '.join(kinds)}"
+    d = query.shape[-1]
+    padded = next((n for n in ops._HEAD_DIMS if n >= d), d)
+    dims = f", head_dim {d} padded to {padded}" if padded != d else ""
+    return f"[sinkattn] {where} {dtype}: {sinks}, {' / '.join(kinds)}{dims}"
 
 
 def sinkattn_attention_forward(
