@@ -132,6 +132,25 @@ def test_padded_batch_matches_eager_at_real_positions(side):
     assert_grads_match(ours, eager)
 
 
+def test_padding_with_holes_matches_eager_without_windows_and_is_refused_with_them():
+    """A mask with zeros between real tokens packs like flash_attention_2: exact for full
+    attention (the causal order holds), but a sliding window would count real tokens instead of
+    positions, so a windowed layer refuses it rather than differ from eager."""
+    ids = tokens(2, 12)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 5:7] = 0  # a hole in row 1
+    mask[0, :2] = 0  # left padding in row 0: one run, fine
+    eager = build("llama", "eager")
+    ours = twin(eager, "sinkattn")
+    real = mask.bool()
+    torch.testing.assert_close(ours(ids, attention_mask=mask).logits[real],
+                               eager(ids, attention_mask=mask).logits[real])
+    windowed = build("gpt_oss", "sinkattn")
+    with pytest.raises(ValueError, match="attention_mask: row 1 has padding between real tokens"):
+        windowed(ids, attention_mask=mask)
+    windowed(ids, attention_mask=torch.ones_like(mask))  # the cached plan is per mask tensor
+
+
 @pytest.mark.parametrize("trial", range(8))
 def test_random_padded_batch_matches_eager(trial):
     """Random batch, length, window, padding side and amounts (fresh every run: conftest seeds

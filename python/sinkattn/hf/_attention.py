@@ -129,6 +129,13 @@ def sinkattn_attention_forward(
         elif mask.shape[1] < k.shape[1]:  # static cache: slots past the mask are not filled yet
             k, v = k[:, : mask.shape[1]], v[:, : mask.shape[1]]
         plan = _batching.padding_plan(mask, q_len)
+        if plan.hole_row >= 0 and window is not None:
+            raise ValueError(
+                f"sinkattn: attention_mask: row {plan.hole_row} has padding between real tokens; "
+                f"with the sliding window ({window}) of this layer the packed tokens would count "
+                "real tokens instead of positions, and the result would differ from eager "
+                "attention; use left or right padding"
+            )
         out = sinkattn.varlen_attention(
             q[plan.q_index], k[plan.k_index], v[plan.k_index],
             plan.cu_seqlens_q, plan.cu_seqlens_k, plan.max_seqlen_q, plan.max_seqlen_k, **opts,

@@ -24,6 +24,7 @@ class VarlenPlan:
     # Padding plans only (None for packed batches, whose rows are already contiguous):
     q_index: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, row) of each real query
     k_index: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, row) of each real key
+    hole_row: int = -1  # a row with padding between real tokens (-1: none), see padding_plan
 
 
 class _IdentityCache:
@@ -62,14 +63,20 @@ def padding_plan(mask: torch.Tensor, q_len: int) -> VarlenPlan:
         q_valid = k_valid[:, -q_len:]
         len_k = k_valid.sum(-1, dtype=torch.int32)
         len_q = q_valid.sum(-1, dtype=torch.int32)
-        both = torch.stack([len_q.max(), len_k.max()]).tolist()  # one sync for both maxima
+        # Real tokens in more than one run (a hole): packing keeps the causal order, but a window
+        # would count real tokens rather than positions (see the attention function).
+        runs = (k_valid[:, 1:] & ~k_valid[:, :-1]).sum(-1) + k_valid[:, :1].sum(-1)
+        holes = torch.where(runs > 1, torch.arange(len(runs), device=runs.device), -1).max()
+        # one sync for the maxima and the last row with a hole
+        longest_q, longest_k, hole_row = torch.stack([len_q.max(), len_k.max(), holes]).tolist()
         return VarlenPlan(
             cu_seqlens_q=_cu_seqlens(len_q),
             cu_seqlens_k=_cu_seqlens(len_k),
-            max_seqlen_q=int(both[0]),
-            max_seqlen_k=int(both[1]),
+            max_seqlen_q=int(longest_q),
+            max_seqlen_k=int(longest_k),
             q_index=q_valid.nonzero(as_tuple=True),
             k_index=k_valid.nonzero(as_tuple=True),
+            hole_row=int(hole_row),
         )
 
     return _padding_plans.get(mask, (q_len,), build)
