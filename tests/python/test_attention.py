@@ -126,7 +126,7 @@ def test_window_past_every_position_is_unbounded(causal, window, same_as):
     assert torch.equal(got, want)
 
 
-# Head dims the kernels are not built for run zero-padded to the next one (ops.pad_head_dim); the
+# Head dims the kernels are not built for run zero-padded to the next one (ops._pad_dim); the
 # fp64 reference works at the real head dim, so the padding must change nothing but the cost.
 PADDED = [
     # (B, Sq, Sk, Hq, Hkv, D, dtype, causal, window, sinks)
