@@ -233,7 +233,7 @@ def _max_seqlen(cu: torch.Tensor, name: str) -> int:
     if cu.shape[0] <= 1:
         return 0
     lens = cu[1:] - cu[:-1]
-    lo, hi = torch.stack(torch.aminmax(lens)).tolist()  # one read for both
+    lo, hi = torch.stack([lens.min(), lens.max()]).tolist()  # one read for both
     if lo < 0:
         at = int(torch.nonzero(lens < 0)[0, 0]) + 1
         _fail(name, f"[{at}] = {int(cu[at])} is below [{at - 1}] = {int(cu[at - 1])}, expected "
