@@ -52,8 +52,9 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     either way: the read happens inside the op). Passed values are trusted on CUDA (checking
     them would need that read): a sequence longer than max_seqlen_q may get rows past that
     length left unwritten. On the CPU the offsets are checked. Rows of q beyond
-    cu_seqlens_q[-1] get out = 0, lse = -inf and no gradient. Other arguments as in
-    :func:`attention`; lse is (Hq, Tq).
+    cu_seqlens_q[-1] get out = 0, lse = -inf and no gradient. Any number of sequences: on CUDA
+    more than 65,535 (a launch's grid limit) run as one library call per 65,535. Other arguments
+    as in :func:`attention`; lse is (Hq, Tq).
     """
     sinks, max_q, max_k, scale, left, right = ops.resolve(q, sinks, causal, window, scale,
                                                           deterministic, max_seqlen_q, max_seqlen_k)

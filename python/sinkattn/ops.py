@@ -37,6 +37,9 @@ _DTYPE_CODE = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.b
 _HEAD_DIMS = (32, 64, 96, 128, 256)
 _DEVICES = ("cpu", "cuda", "meta")
 _INT32_MAX = 2**31 - 1
+# Sequences one library call takes, by device type (the CUDA grids' y / z limit); packed batches of
+# more run in calls of this many (_chunks). Tests lower it.
+_SEQUENCE_LIMIT = {"cuda": 65535}
 _FP32_MAX, _FP32_TINY = 3.4028234663852886e38, 1.401298464324817e-45  # largest, smallest > 0
 
 # Tests set this to fill every output with NaN before the library writes it, so that an element
@@ -167,6 +170,23 @@ def _pad_dim(d: int, *tensors) -> list:
     kernels keep to a few head dims for compile time and binary size."""
     to = next(n for n in _HEAD_DIMS if n >= d)
     return [torch.nn.functional.pad(t, (0, to - d)) for t in tensors]
+
+
+def _chunks(cu_q, cu_k):
+    """None, or for a packed batch of more sequences than one call takes (_SEQUENCE_LIMIT): per
+    call (its cu_seqlens_q / _k rebased to its first rows, its query rows, its key rows). The
+    sequences are independent, so the calls' outputs are disjoint rows (and dsink a sum); the
+    chunk edges are one host read."""
+    limit = None if cu_q is None else _SEQUENCE_LIMIT.get(cu_q.device.type)
+    if limit is None or cu_q.shape[0] - 1 <= limit:
+        return None
+    n = cu_q.shape[0] - 1
+    edges = list(range(0, n, limit)) + [n]
+    at = torch.tensor(edges, device=cu_q.device)
+    rows_q, rows_k = torch.stack([cu_q[at], cu_k[at]]).tolist()
+    return [(cu_q[a:b + 1] - rows_q[i], cu_k[a:b + 1] - rows_k[i],
+             slice(rows_q[i], rows_q[i + 1]), slice(rows_k[i], rows_k[i + 1]))
+            for i, (a, b) in enumerate(zip(edges, edges[1:]))]
 
 
 def _usable(t: torch.Tensor, cuda: bool) -> bool:
@@ -519,6 +539,15 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
     likes = (_like(q.shape, q.dtype, q.device),
              _like(_lse_shape(q, varlen), torch.float32, q.device))
     out, lse = _fwd_outputs(*likes, varlen, want_lse)
+    chunks = _chunks(cu_q, cu_k)
+    if chunks:  # more sequences than one call takes: a call per chunk, no plan
+        for cq, ck, rq, rk in chunks:
+            o, l = _fwd_first(None, q[rq], k[rk], v[rk], sinks, cq, ck, max_q, max_k, scale, left,
+                              right, causal, want_lse, zigzag)
+            out[rq] = o
+            if want_lse:
+                lse[:, rq] = l
+        return out, lse
     if out.numel() == 0 or (varlen and cu_q.shape[0] == 1):
         return out, lse
     cuda = q.is_cuda
@@ -547,6 +576,13 @@ def kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal
         found = kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
                         deterministic)
         return {n: f"{text}, head_dim {d} padded to {q.shape[-1]}" for n, text in found.items()}
+    chunks = _chunks(cu_q, cu_k)
+    if chunks:
+        cq, ck, rq, rk = chunks[0]
+        found = kernels(q[rq], k[rk], v[rk], sinks, cq, ck, max_q, max_k, scale, left, right,
+                        causal, deterministic)
+        return {n: f"{text}, in {len(chunks)} calls of at most {cq.shape[0] - 1} sequences"
+                for n, text in found.items()}
     cuda = q.is_cuda
     q, k, v = (_in(t, cuda) for t in (q, k, v))
     varlen = cu_q is not None
@@ -631,6 +667,16 @@ def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, sc
     varlen = cu_q is not None
     dsink_like = _dsink_like(q, want_dsink)
     dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, dsink_like)
+    chunks = _chunks(cu_q, cu_k)
+    if chunks:  # as in _fwd_first; dsink sums the calls' in a fixed order
+        dsink.zero_()
+        for cq, ck, rq, rk in chunks:
+            g = _bwd_first(None, dout[rq], q[rq], k[rk], v[rk], out[rq], lse[:, rq], sinks, cq, ck,
+                           max_q, max_k, scale, left, right, causal, deterministic, want_dsink,
+                           zigzag)
+            dq[rq], dk[rk], dv[rk] = g[:3]
+            dsink += g[3]
+        return dq, dk, dv, dsink
     if q.numel() == 0 or (varlen and cu_q.shape[0] == 1):
         # No query row: nothing depends on k, v or the sinks.
         for g in (dq, dk, dv, dsink):

@@ -85,6 +85,35 @@ def test_varlen(case):
     run_and_compare(q, k, v, s, causal=causal, window=window, cu=cu, max_seqlen=max_seqlen)
 
 
+@pytest.mark.parametrize("case", VARLEN[:1] + VARLEN[2:], ids=lambda c: f"d{c[4]}-w{c[7]}")
+def test_varlen_in_chunks_of_sequences(case, monkeypatch):
+    """More sequences than one call takes (CUDA: 65535, the grids' limit) run as a call per chunk
+    of sequences; here the limit is 2 on the CPU. Against the fp64 reference, and the same as one
+    call."""
+    lens_q, lens_k, hq, hkv, d, dtype, causal, window, sinks, pad, pass_max = case
+    q, k, v, s, cu = make_varlen(lens_q, lens_k, hq, hkv, d, dtype, sinks, pad)
+    max_seqlen = (max(lens_q), max(lens_k)) if pass_max else None
+    ops._poison_outputs = False  # rows outside every sequence: 0 and -inf, in both
+    whole = sinkattn.varlen_attention(q, k, v, *cu, *(max_seqlen or (None, None)), s,
+                                      causal=causal, window=window, return_lse=True)
+    grads = torch.autograd.grad(whole[0].square().sum(), [t for t in (q, k, v, s) if t is not None])
+    monkeypatch.setitem(ops._SEQUENCE_LIMIT, "cpu", 2)
+    # the calls above left plans for the whole batch, which a chunked call never would
+    monkeypatch.setattr(ops, "_fwd_plans", {})
+    monkeypatch.setattr(ops, "_bwd_plans", {})
+    run_and_compare(q, k, v, s, causal=causal, window=window, cu=cu, max_seqlen=max_seqlen,
+                    lse_grad=True)
+    chunked = sinkattn.varlen_attention(q, k, v, *cu, *(max_seqlen or (None, None)), s,
+                                        causal=causal, window=window, return_lse=True)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(chunked[0].square().sum(),
+                                        [t for t in (q, k, v, s) if t is not None]), grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    calls = (len(lens_q) + 1) // 2
+    assert sinkattn.kernels(q, k, v, s, cu_seqlens_q=cu[0], cu_seqlens_k=cu[1])["fwd"] == (
+        f"cpu, in {calls} calls of at most 2 sequences" if calls > 1 else "cpu")
+
+
 def test_varlen_lse_gradient():
     q, k, v, s, cu = make_varlen([6, 0, 11], [9, 4, 11], 4, 2, 64, F32)
     run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, lse_grad=True)

@@ -59,6 +59,30 @@ def test_decode_runs_the_packed_group_kernel(case):
     run_and_compare(qv, kv, vv, sv, causal=True, window=window, cu=cu, max_seqlen=(2, 2000))
 
 
+def test_more_sequences_than_one_launch_takes():
+    """70,000 packed sequences (the CUDA grids take 65,535 a launch): the Python layer runs them in
+    chunks of sequences; against the CPU backend on the same bf16 inputs (in fp32)."""
+    g = torch.Generator().manual_seed(7)
+    lens = torch.randint(0, 4, (70_000,), generator=g, dtype=torch.int32)
+    cu = torch.nn.functional.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
+    rows = int(cu[-1])
+    q, k, v = (torch.randn(rows, h, 64, generator=g).to(BF16) for h in (4, 2, 2))
+    s = torch.randn(4, generator=g)
+    dout = torch.randn(rows, 4, 64, generator=g).to(BF16)
+    assert "calls of at most 65535 sequences" in sinkattn.kernels(
+        q.cuda(), k.cuda(), v.cuda(), s.cuda(), cu_seqlens_q=cu.cuda(),
+        cu_seqlens_k=cu.cuda())["fwd"]
+    results = []
+    for dev, dtype in (("cuda", BF16), ("cpu", torch.float32)):
+        ins = [leaf(t.to(dev, dtype)) for t in (q, k, v)] + [leaf(s.to(dev))]
+        out, lse = sinkattn.varlen_attention(*ins[:3], cu.to(dev), cu.to(dev), None, None, ins[3],
+                                             window=2, return_lse=True)
+        grads = torch.autograd.grad(out, ins, dout.to(dev, dtype))
+        results.append([t.float().cpu() for t in (out, lse, *grads)])
+    for name, got, want in zip(("out", "lse", "dq", "dk", "dv", "dsink"), *results):
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2, msg=name)
+
+
 def test_transposed_views_and_lse_gradient():
     q = leaf(torch.randn(2, 4, 100, 64, device="cuda", dtype=BF16)).transpose(1, 2)
     k = leaf(torch.randn(2, 2, 100, 64, device="cuda", dtype=BF16)).transpose(1, 2)
