@@ -234,6 +234,10 @@ def _refusals(rank, world, failures):
                  lambda: cp.attention(q, k, k, fused=(False, True)), failures, "fused contiguous")
     n += _expect(TypeError, ["fused"], lambda: cp.attention(q, k, k, layout="zigzag", fused="yes"),
                  failures, "fused type")
+    n += _expect(ValueError, ["cu_seqlens", f"expected {8 * world}"],
+                 lambda: cp.unshard(q[0], dim=0, cu_seqlens=[0, 8 * world + 1]), failures,
+                 "unshard cu_seqlens")
+    n += _expect(ValueError, ["dim"], lambda: cp.unshard(q, dim=4), failures, "unshard dim")
     return n
 
 

@@ -121,6 +121,18 @@ def test_layout_refusals_name_the_argument():
         L.local_ranges("zigzag", 0, 2, 9, [0, 4, 9], "cu_seqlens")
     with pytest.raises(ValueError, match="layout"):
         L.check_layout("striped")
+    x = torch.zeros(1, 8, 2)
+    for kw, exc, words in [
+        (dict(dim=3, rank=0, world_size=2), ValueError, "dim: got 3, expected a dimension of"),
+        (dict(dim="1", rank=0, world_size=2), TypeError, "dim: got '1', expected an int"),
+        (dict(rank=1), TypeError, "world_size: got None, expected an int"),
+        (dict(rank=2, world_size=2), ValueError, "rank: got 2 with world_size 2"),
+        (dict(rank=0, world_size=2, cu_seqlens=[0, 4, 9]), ValueError, "cu_seqlens: ends at 9"),
+        (dict(rank=0, world_size=2, cu_seqlens="08"), TypeError, "cu_seqlens: got '08'"),
+    ]:
+        with pytest.raises(exc, match=f"^sinkattn.cp: {words}"):
+            L.shard(x, **kw)
+    assert L.shard(x, dim=-2, rank=1, world_size=2).shape == (1, 4, 2)  # negative dims count back
 
 
 def test_merge_is_exact_and_never_nan():

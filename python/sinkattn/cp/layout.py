@@ -142,10 +142,27 @@ def batch_segments(segs: List[Seg], batch: int, rows_per_batch: int, ndocs: int)
 
 
 def _rank_world(group, rank, world):
-    if rank is not None and world is not None:
-        return rank, world
-    import torch.distributed as dist
-    return dist.get_rank(group), dist.get_world_size(group)
+    if rank is None and world is None:
+        import torch.distributed as dist
+        return dist.get_rank(group), dist.get_world_size(group)
+    for name, n in (("rank", rank), ("world_size", world)):
+        if isinstance(n, bool) or not isinstance(n, int):
+            _fail(name, f"got {n!r}, expected an int (rank and world_size go together, or "
+                  "neither: then the group's)", TypeError)
+    if not 0 <= rank < world:
+        _fail("rank", f"got {rank} with world_size {world}, expected 0 <= rank < world_size")
+    return rank, world
+
+
+def _check_dim(x, dim: int) -> int:
+    """dim as an index of x's dimensions (negative ones counted from the end)."""
+    if not isinstance(x, torch.Tensor):
+        _fail("x", f"got {type(x).__name__}, expected a torch.Tensor", TypeError)
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        _fail("dim", f"got {dim!r}, expected an int", TypeError)
+    if not -x.dim() <= dim < x.dim():
+        _fail("dim", f"got {dim}, expected a dimension of the {x.dim()}-d tensor")
+    return dim % x.dim()
 
 
 def _cu_list(cu_seqlens) -> Optional[List[int]]:
@@ -170,6 +187,7 @@ def shard(x: torch.Tensor, layout: str = "contiguous", *, dim: int = 1, cu_seqle
           group=None, rank: Optional[int] = None, world_size: Optional[int] = None) -> torch.Tensor:
     """This rank's part of a full tensor along `dim` (1 for (B, S, H, D); use dim=0 with the global
     cu_seqlens for packed (T, H, D) tensors). rank/world_size default to those of `group`."""
+    dim = _check_dim(x, dim)
     rank, world = _rank_world(group, rank, world_size)
     cu = _cu_list(cu_seqlens)
     total = x.shape[dim]
@@ -186,11 +204,18 @@ def unshard(local: torch.Tensor, layout: str = "contiguous", *, dim: int = 1, cu
             group=None) -> torch.Tensor:
     """The full tensor from every rank's part (an all-gather over `group`; not differentiable)."""
     import torch.distributed as dist
+    dim = _check_dim(local, dim)
+    check_layout(layout)
+    cu = _cu_list(cu_seqlens)
     world = dist.get_world_size(group)
+    total = world * local.shape[dim]
+    if cu is not None and cu[-1] != total:
+        _fail("cu_seqlens", f"ends at {cu[-1]}, expected {total} (the group's {world} parts of "
+              f"{local.shape[dim]} rows along dim {dim})")
     parts = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(parts, local.contiguous(), group=group)
     full = torch.cat(parts, dim)
-    perm = gathered_to_global(layout, world, full.shape[dim], _cu_list(cu_seqlens))
+    perm = gathered_to_global(layout, world, full.shape[dim], cu)
     return full if perm is None else full.index_select(dim, perm.to(full.device))
 
 
