@@ -4,6 +4,7 @@ batches, KV-cache generation, add_sinks, refusals, and the no-S x S / no-K/V-cop
 
 import copy
 import logging
+import math
 
 import pytest
 import torch
@@ -286,6 +287,11 @@ def test_add_sinks_refuses_bad_arguments():
         sinkattn.hf.add_sinks(build("llama", "sdpa"), window=[4, 4, 4])
     with pytest.raises(ValueError, match="window must be an int >= 1"):
         sinkattn.hf.add_sinks(build("llama", "sdpa"), window=0)
+    for init in (math.nan, math.inf, "0"):
+        with pytest.raises(ValueError, match="init must be a float below"):
+            sinkattn.hf.add_sinks(build("llama", "sdpa"), init=init)
+    with pytest.raises(ValueError, match="add_sinks ran on this model before"):
+        sinkattn.hf.add_sinks(sinkattn.hf.add_sinks(build("llama", "sdpa")))
 
 
 def test_training_with_attention_dropout_is_refused():

@@ -4,6 +4,7 @@ attention module, so they are trained, saved and loaded with the model's state d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -43,12 +44,17 @@ def add_sinks(
     else:
         windows = [window] * len(layers)
     for w in windows:
-        if w is not None and (not isinstance(w, int) or w < 1):
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
             raise ValueError(f"add_sinks: a window must be an int >= 1 or None, got {w!r}")
+    if isinstance(init, bool) or not isinstance(init, (int, float)) or not init < math.inf:
+        raise ValueError(f"add_sinks: init must be a float below +inf (-inf: no sink), got {init!r}")
 
     for attn, w in zip(layers, windows):
         if isinstance(getattr(attn, "sinks", None), nn.Parameter):
             raise ValueError(f"add_sinks: {type(attn).__name__} already has learned sinks (`sinks`)")
+        if hasattr(attn, SINKS_PARAM):
+            raise ValueError(f"add_sinks: {type(attn).__name__} already has `{SINKS_PARAM}` "
+                             "(add_sinks ran on this model before)")
         weight = attn.q_proj.weight
         heads = attn.q_proj.out_features // attn.head_dim
         attn.register_parameter(
