@@ -16,6 +16,8 @@ def attention(q, k, v, sinks=None, *, causal=True, window=None, scale=None, retu
             these (exact; the padded FLOPs plus copies of the tensors). Any strides
             (e.g. ``x.transpose(1, 2)`` of a (B, H, S, D) tensor) are read in place when the head
             dim is contiguous (on CUDA also 16-byte aligned); other layouts are copied first.
+            Any batch size: on CUDA more than 65,535 sequences run as one library call per
+            65,535 (a launch's grid limit).
         sinks: None or (Hq,) raw sink logits of any float dtype; their gradient has their dtype.
         causal: mask keys after the query's position. With Sq != Sk the diagonal is aligned
             bottom-right: query i sits at key position i + Sk - Sq.

@@ -37,8 +37,8 @@ _DTYPE_CODE = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.b
 _HEAD_DIMS = (32, 64, 96, 128, 256)
 _DEVICES = ("cpu", "cuda", "meta")
 _INT32_MAX = 2**31 - 1
-# Sequences one library call takes, by device type (the CUDA grids' y / z limit); packed batches of
-# more run in calls of this many (_chunks). Tests lower it.
+# Sequences one library call takes, by device type (the CUDA grids' y / z limit); batches of more
+# (fixed-length or packed) run in calls of this many (_chunks). Tests lower it.
 _SEQUENCE_LIMIT = {"cuda": 65535}
 _FP32_MAX, _FP32_TINY = 3.4028234663852886e38, 1.401298464324817e-45  # largest, smallest > 0
 
@@ -172,20 +172,24 @@ def _pad_dim(d: int, *tensors) -> list:
     return [torch.nn.functional.pad(t, (0, to - d)) for t in tensors]
 
 
-def _chunks(cu_q, cu_k):
-    """None, or for a packed batch of more sequences than one call takes (_SEQUENCE_LIMIT): per
-    call (its cu_seqlens_q / _k rebased to its first rows, its query rows, its key rows). The
-    sequences are independent, so the calls' outputs are disjoint rows (and dsink a sum); the
-    chunk edges are one host read."""
-    limit = None if cu_q is None else _SEQUENCE_LIMIT.get(cu_q.device.type)
-    if limit is None or cu_q.shape[0] - 1 <= limit:
+def _chunks(q, cu_q, cu_k):
+    """None, or for more sequences than one library call takes (_SEQUENCE_LIMIT: a fixed-length
+    batch, or packed ones): per call (its cu_seqlens_q / _k rebased to its first rows, or None;
+    the index of its rows of q / out / dout, of k / v, of lse). Sequences are independent, so the
+    calls' outputs are disjoint (and dsink a sum); packed chunk edges are one host read."""
+    limit = _SEQUENCE_LIMIT.get(q.device.type)
+    n = q.shape[0] if cu_q is None else cu_q.shape[0] - 1
+    if limit is None or n <= limit:
         return None
-    n = cu_q.shape[0] - 1
     edges = list(range(0, n, limit)) + [n]
+    if cu_q is None:  # batch entries
+        return [(None, None, slice(a, b), slice(a, b), slice(a, b))
+                for a, b in zip(edges, edges[1:])]
     at = torch.tensor(edges, device=cu_q.device)
     rows_q, rows_k = torch.stack([cu_q[at], cu_k[at]]).tolist()
     return [(cu_q[a:b + 1] - rows_q[i], cu_k[a:b + 1] - rows_k[i],
-             slice(rows_q[i], rows_q[i + 1]), slice(rows_k[i], rows_k[i + 1]))
+             slice(rows_q[i], rows_q[i + 1]), slice(rows_k[i], rows_k[i + 1]),
+             (slice(None), slice(rows_q[i], rows_q[i + 1])))  # lse is (Hq, rows)
             for i, (a, b) in enumerate(zip(edges, edges[1:]))]
 
 
@@ -539,14 +543,14 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
     likes = (_like(q.shape, q.dtype, q.device),
              _like(_lse_shape(q, varlen), torch.float32, q.device))
     out, lse = _fwd_outputs(*likes, varlen, want_lse)
-    chunks = _chunks(cu_q, cu_k)
+    chunks = _chunks(q, cu_q, cu_k)
     if chunks:  # more sequences than one call takes: a call per chunk, no plan
-        for cq, ck, rq, rk in chunks:
-            o, l = _fwd_first(None, q[rq], k[rk], v[rk], sinks, cq, ck, max_q, max_k, scale, left,
+        for cq, ck, iq, ik, il in chunks:
+            o, l = _fwd_first(None, q[iq], k[ik], v[ik], sinks, cq, ck, max_q, max_k, scale, left,
                               right, causal, want_lse, zigzag)
-            out[rq] = o
+            out[iq] = o
             if want_lse:
-                lse[:, rq] = l
+                lse[il] = l
         return out, lse
     if out.numel() == 0 or (varlen and cu_q.shape[0] == 1):
         return out, lse
@@ -576,12 +580,13 @@ def kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal
         found = kernels(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal,
                         deterministic)
         return {n: f"{text}, head_dim {d} padded to {q.shape[-1]}" for n, text in found.items()}
-    chunks = _chunks(cu_q, cu_k)
+    chunks = _chunks(q, cu_q, cu_k)
     if chunks:
-        cq, ck, rq, rk = chunks[0]
-        found = kernels(q[rq], k[rk], v[rk], sinks, cq, ck, max_q, max_k, scale, left, right,
+        cq, ck, iq, ik, _ = chunks[0]
+        found = kernels(q[iq], k[ik], v[ik], sinks, cq, ck, max_q, max_k, scale, left, right,
                         causal, deterministic)
-        return {n: f"{text}, in {len(chunks)} calls of at most {cq.shape[0] - 1} sequences"
+        most = _SEQUENCE_LIMIT[q.device.type]
+        return {n: f"{text}, in {len(chunks)} calls of at most {most} sequences"
                 for n, text in found.items()}
     cuda = q.is_cuda
     q, k, v = (_in(t, cuda) for t in (q, k, v))
@@ -667,14 +672,14 @@ def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, sc
     varlen = cu_q is not None
     dsink_like = _dsink_like(q, want_dsink)
     dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, dsink_like)
-    chunks = _chunks(cu_q, cu_k)
+    chunks = _chunks(q, cu_q, cu_k)
     if chunks:  # as in _fwd_first; dsink sums the calls' in a fixed order
         dsink.zero_()
-        for cq, ck, rq, rk in chunks:
-            g = _bwd_first(None, dout[rq], q[rq], k[rk], v[rk], out[rq], lse[:, rq], sinks, cq, ck,
+        for cq, ck, iq, ik, il in chunks:
+            g = _bwd_first(None, dout[iq], q[iq], k[ik], v[ik], out[iq], lse[il], sinks, cq, ck,
                            max_q, max_k, scale, left, right, causal, deterministic, want_dsink,
                            zigzag)
-            dq[rq], dk[rk], dv[rk] = g[:3]
+            dq[iq], dk[ik], dv[ik] = g[:3]
             dsink += g[3]
         return dq, dk, dv, dsink
     if q.numel() == 0 or (varlen and cu_q.shape[0] == 1):

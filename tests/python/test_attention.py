@@ -114,6 +114,20 @@ def test_varlen_in_chunks_of_sequences(case, monkeypatch):
         f"cpu, in {calls} calls of at most 2 sequences" if calls > 1 else "cpu")
 
 
+@pytest.mark.parametrize("case", [GRID[1], GRID[7], GRID[14]], ids=_id)
+def test_fixed_length_in_chunks_of_sequences(case, monkeypatch):
+    """A batch of more sequences than one call takes (CUDA: 65535) runs as a call per chunk of
+    batch entries; here the limit is 1 on the CPU."""
+    b, sq, sk, hq, hkv, d, dtype, causal, window, sinks = case
+    assert b > 1
+    monkeypatch.setitem(ops._SEQUENCE_LIMIT, "cpu", 1)
+    monkeypatch.setattr(ops, "_fwd_plans", {})
+    monkeypatch.setattr(ops, "_bwd_plans", {})
+    q, k, v, s = make(b, sq, sk, hq, hkv, d, dtype, sinks)
+    run_and_compare(q, k, v, s, causal=causal, window=window, lse_grad=True)
+    assert sinkattn.kernels(q, k, v, s)["bwd"] == f"cpu, in {b} calls of at most 1 sequences"
+
+
 def test_varlen_lse_gradient():
     q, k, v, s, cu = make_varlen([6, 0, 11], [9, 4, 11], 4, 2, 64, F32)
     run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, lse_grad=True)

@@ -59,28 +59,46 @@ def test_decode_runs_the_packed_group_kernel(case):
     run_and_compare(qv, kv, vv, sv, causal=True, window=window, cu=cu, max_seqlen=(2, 2000))
 
 
-def test_more_sequences_than_one_launch_takes():
-    """70,000 packed sequences (the CUDA grids take 65,535 a launch): the Python layer runs them in
-    chunks of sequences; against the CPU backend on the same bf16 inputs (in fp32)."""
+@pytest.mark.parametrize("packed", [True, False])
+def test_more_sequences_than_one_launch_takes(packed):
+    """70,000 sequences (the CUDA grids take 65,535 a launch): the Python layer runs them in
+    chunks of sequences; against the CPU backend on the same bf16 inputs (in fp32). Packed: 0-3
+    tokens each; fixed length: one query over 3 keys each (decode)."""
     g = torch.Generator().manual_seed(7)
-    lens = torch.randint(0, 4, (70_000,), generator=g, dtype=torch.int32)
-    cu = torch.nn.functional.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
-    rows = int(cu[-1])
-    q, k, v = (torch.randn(rows, h, 64, generator=g).to(BF16) for h in (4, 2, 2))
+    n = 70_000
+    if packed:
+        lens = torch.randint(0, 4, (n,), generator=g, dtype=torch.int32)
+        cu = torch.nn.functional.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
+        rows = int(cu[-1])
+        shapes = [(rows, 4, 64), (rows, 2, 64), (rows, 2, 64)]
+    else:
+        cu = None
+        shapes = [(n, 1, 4, 64), (n, 3, 2, 64), (n, 3, 2, 64)]
+    q, k, v = (torch.randn(shape, generator=g).to(BF16) for shape in shapes)
     s = torch.randn(4, generator=g)
-    dout = torch.randn(rows, 4, 64, generator=g).to(BF16)
+    dout = torch.randn(shapes[0], generator=g).to(BF16)
+
+    def attend(q, k, v, s, dev):
+        if packed:
+            return sinkattn.varlen_attention(q, k, v, cu.to(dev), cu.to(dev), None, None, s,
+                                             window=2, return_lse=True)
+        return sinkattn.attention(q, k, v, s, window=2, return_lse=True)
+
+    cu_kw = dict(cu_seqlens_q=cu.cuda(), cu_seqlens_k=cu.cuda()) if packed else {}
     assert "calls of at most 65535 sequences" in sinkattn.kernels(
-        q.cuda(), k.cuda(), v.cuda(), s.cuda(), cu_seqlens_q=cu.cuda(),
-        cu_seqlens_k=cu.cuda())["fwd"]
+        q.cuda(), k.cuda(), v.cuda(), s.cuda(), **cu_kw)["fwd"]
     results = []
     for dev, dtype in (("cuda", BF16), ("cpu", torch.float32)):
         ins = [leaf(t.to(dev, dtype)) for t in (q, k, v)] + [leaf(s.to(dev))]
-        out, lse = sinkattn.varlen_attention(*ins[:3], cu.to(dev), cu.to(dev), None, None, ins[3],
-                                             window=2, return_lse=True)
+        out, lse = attend(*ins, dev)
         grads = torch.autograd.grad(out, ins, dout.to(dev, dtype))
-        results.append([t.float().cpu() for t in (out, lse, *grads)])
+        results.append([t.detach().float().cpu() for t in (out, lse, *grads)])
     for name, got, want in zip(("out", "lse", "dq", "dk", "dv", "dsink"), *results):
-        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2, msg=name)
+        # bf16 against fp32: ~2.5 units of bf16 rounding (2^-8) at the tensor's largest magnitude
+        # (the CPU backend's own bf16 run of this test is 0.34-0.38% of it off, dq the most);
+        # a chunk computed wrong or not at all is off by the values themselves
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=1e-2 * float(want.abs().max()),
+                                   msg=name)
 
 
 def test_transposed_views_and_lse_gradient():
