@@ -163,12 +163,17 @@ def _lse_shape(q, varlen: bool):
 # ---- calling the library -------------------------------------------------------------------------
 
 
+def kernel_head_dim(d: int) -> int:
+    """The head dim the kernels run for head dim d (1 to 256): d itself, or the next built one."""
+    return next(n for n in _HEAD_DIMS if n >= d)
+
+
 def _pad_dim(d: int, *tensors) -> list:
-    """The tensors zero-padded from head dim d (not a kernel's) to the next of _HEAD_DIMS. Zero
+    """The tensors zero-padded from head dim d (not a kernel's) to kernel_head_dim(d). Zero
     columns add nothing to q . k, and v's (and out's, dout's) give output and gradient columns
     that the caller cuts off: the result is exact, at (padded / d) the FLOPs plus the copies. The
     kernels keep to a few head dims for compile time and binary size."""
-    to = next(n for n in _HEAD_DIMS if n >= d)
+    to = kernel_head_dim(d)
     return [torch.nn.functional.pad(t, (0, to - d)) for t in tensors]
 
 

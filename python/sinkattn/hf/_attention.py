@@ -56,7 +56,7 @@ def _describe(module: torch.nn.Module, query: torch.Tensor, has_sinks: bool) -> 
             kinds.append(kind)
     sinks = "learned sinks" if has_sinks else "no sinks"
     d = query.shape[-1]
-    padded = next((n for n in ops._HEAD_DIMS if n >= d), d)
+    padded = ops.kernel_head_dim(d) if 0 < d <= ops._HEAD_DIMS[-1] else d  # else the call refuses
     dims = f", head_dim {d} padded to {padded}" if padded != d else ""
     return f"[sinkattn] {where} {dtype}: {sinks}, {' / '.join(kinds)}{dims}"
 
