@@ -168,14 +168,15 @@ def _check_dim(x, dim: int) -> int:
 def _cu_list(cu_seqlens) -> Optional[List[int]]:
     if cu_seqlens is None:
         return None
-    try:
-        if isinstance(cu_seqlens, (str, bytes)):
-            raise TypeError
-        values = cu_seqlens.tolist() if isinstance(cu_seqlens, torch.Tensor) else list(cu_seqlens)
-        return [operator.index(x) for x in values]  # ints only: no floats, strings or lists
-    except TypeError:
-        _fail("cu_seqlens", f"got {_short(cu_seqlens)}, expected a list or 1-D integer tensor of "
-              "document offsets", TypeError)
+    if not isinstance(cu_seqlens, (str, bytes)):  # iterable, but of characters
+        try:
+            values = (cu_seqlens.tolist() if isinstance(cu_seqlens, torch.Tensor)
+                      else list(cu_seqlens))
+            return [operator.index(x) for x in values]  # ints only: no floats, strings or lists
+        except TypeError:
+            pass
+    _fail("cu_seqlens", f"got {_short(cu_seqlens)}, expected a list or 1-D integer tensor of "
+          "document offsets", TypeError)
 
 
 def _short(x) -> str:
