@@ -364,6 +364,11 @@ def _extras(rank, world, failures):
     q, k, v = (torch.randn(1, S, h, d, generator=g) for h in (hq, hkv, hkv))
     sinks = torch.randn(hq, generator=g)
     ref, ref_lse = sinkattn.attention(q, k, v, sinks, causal=True, return_lse=True)
+    h = max(4, world)  # Ulysses: the group divides the heads
+    q0, k0 = torch.zeros(0, 8, h, d), torch.zeros(0, 8, h // 2, d)
+    for mode in cp.MODES:  # an empty batch (halo's plan once concatenated no batch entry)
+        out = cp.attention(q0, k0, k0, torch.zeros(h), mode=mode, window=4)
+        n += _check(out.shape == q0.shape, f"empty batch, {mode}: {tuple(out.shape)}", failures)
     for layout, fn in (("contiguous", cp.ring_flash_attn_func),
                        ("zigzag", cp.zigzag_ring_flash_attn_func)):
         sh = lambda t: cp.shard(t, layout).contiguous()  # noqa: E731

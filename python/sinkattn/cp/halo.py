@@ -124,7 +124,8 @@ def _plans(P: Problem):
     per_entry = torch.tensor(ext_from, dtype=torch.long)
     # batch entry bb of cat(local (B * rows), halo (B * n_halo)) rows
     local_part = per_entry < P.rows
-    index = torch.cat([torch.where(local_part, per_entry + bb * P.rows,
+    index = torch.cat([per_entry.new_empty(0)] +  # an empty batch has no entry
+                      [torch.where(local_part, per_entry + bb * P.rows,
                                    per_entry - P.rows + P.batch * P.rows + bb * n_halo)
                        for bb in range(P.batch)])
     # where my rows and the halo rows sit in the extended buffer (ext_index inverted)
