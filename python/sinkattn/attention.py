@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import ops
+from ._checks import _fail
 
 
 def attention(q, k, v, sinks=None, *, causal=True, window=None, scale=None, return_lse=False,
@@ -62,7 +63,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
                                                           deterministic, max_seqlen_q, max_seqlen_k)
     if cu_seqlens_q is None or cu_seqlens_k is None:
         name = "cu_seqlens_q" if cu_seqlens_q is None else "cu_seqlens_k"
-        ops._fail(name, "got None, expected an int32 tensor of sequence offsets", TypeError)
+        _fail(name, "got None, expected an int32 tensor of sequence offsets", TypeError)
     out, lse = ops.run_fwd(q, k, v, sinks, cu_seqlens_q, cu_seqlens_k, max_q, max_k, scale, left,
                            right, causal, deterministic, return_lse)
     return (out, lse) if return_lse else out

@@ -18,29 +18,29 @@ Eager calls on plain tensors skip the dispatcher: they run the same implementati
 autograd formula through a ``torch.autograd.Function``, which saves ~10-20 us of dispatcher time per
 call. Under torch.compile, with tensor subclasses, dispatch modes, functorch transforms or meta
 tensors the calls go through ``torch.ops.sinkattn.*`` instead. Either way a call like an earlier one
-(same shapes, strides, dtypes, devices, scalars) reuses its plan: see "plans" below.
+(same shapes, strides, dtypes, devices, scalars) reuses its plan (_plans.py). Argument checks
+and normalisation are in _checks.py.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional
 
 import torch
 
 from . import _lib
+from ._checks import (_DTYPE_CODE, _HEAD_DIMS, _check_bwd, _check_problem, _lse_shape,
+                      _max_seqlen, _zigzag, resolve)
+from ._plans import (_BWD_POINTERS, _FWD_POINTERS, _W_K, _W_Q, _W_SINKS, _W_STREAM, _W_V, _WB_DOUT,
+                     _WB_DK, _WB_DQ, _WB_DSINK, _WB_DV, _WB_LSE, _WB_OUT, _WB_WS, _WF_LSE, _WF_OUT,
+                     _WF_WS, _addressof, _bwd_plans, _bwd_words, _cuda_device, _fwd_plans,
+                     _fwd_words, _meta, _patch_problem, _problem_key, _raw_stream, _remember,
+                     _words)
 
-_DTYPE_CODE = {torch.float32: _lib.FLOAT32, torch.float16: _lib.FLOAT16, torch.bfloat16: _lib.BFLOAT16}
-# Head dims the kernels are built for; others up to 256 run zero-padded to the next of these
-# (_pad_dim: such calls take the slow path and leave no plan).
-_HEAD_DIMS = (32, 64, 96, 128, 256)
-_DEVICES = ("cpu", "cuda", "meta")
-_INT32_MAX = 2**31 - 1
 # Sequences one library call takes, by device type (the CUDA grids' y / z limit); batches of more
 # (fixed-length or packed) run in calls of this many (_chunks). Tests lower it.
 _SEQUENCE_LIMIT = {"cuda": 65535}
-_FP32_MAX, _FP32_TINY = 3.4028234663852886e38, 1.401298464324817e-45  # largest, smallest > 0
 
 # Tests set this to fill every output with NaN before the library writes it, so that an element
 # the library forgets to write cannot pass for a correct one.
@@ -53,111 +53,7 @@ _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 _functorch_level = torch._C._functorch.peek_interpreter_stack
 _Tensor = torch.Tensor
-_F32 = torch.float32
 _grad_enabled = torch.is_grad_enabled
-
-
-# ---- argument checks (raise before the C ABI is touched) -----------------------------------------
-
-
-def _fail(arg: str, why: str, exc=ValueError):
-    raise exc(f"sinkattn: {arg}: {why}")
-
-
-def _check_tensor(name: str, t, rank: int, dtype, device, dtype_why="the dtype of q") -> None:
-    if not isinstance(t, torch.Tensor):
-        _fail(name, f"got {type(t).__name__}, expected a torch.Tensor", TypeError)
-    if t.dtype != dtype:
-        _fail(name, f"got dtype {t.dtype}, expected {dtype} ({dtype_why})", TypeError)
-    if t.device != device:
-        _fail(name, f"got device {t.device}, expected {device} (the device of q)")
-    if t.dim() != rank:
-        _fail(name, f"got shape {tuple(t.shape)} ({t.dim()} dims), expected {rank} dims")
-
-
-def _problem_ok(q, k, v, sinks, cu_q, cu_k) -> bool:
-    """A quick 'everything is fine' for the common case (~0.5 us); _check_problem has the reasons."""
-    try:
-        dt, dev, qs, ks = q.dtype, q.device, q.shape, k.shape
-        d, hq, hkv = qs[-1], qs[-2], ks[-2]
-        if not (dt in _DTYPE_CODE and dev.type in _DEVICES and k.dtype is dt and v.dtype is dt
-                and k.device == dev and v.device == dev and ks == v.shape and d in _HEAD_DIMS
-                and ks[-1] == d and hkv >= 1 and hq % hkv == 0 and hq >= 1):
-            return False
-        if sinks is not None and not (sinks.dtype is torch.float32 and sinks.device == dev
-                                      and sinks.shape == (hq,)):
-            return False
-        if cu_q is None and cu_k is None:
-            return len(qs) == 4 and len(ks) == 4 and ks[0] == qs[0]
-        return (len(qs) == 3 and len(ks) == 3 and cu_q.dtype is torch.int32
-                and cu_k.dtype is torch.int32 and cu_q.device == dev and cu_k.device == dev
-                and cu_q.dim() == 1 and cu_q.shape == cu_k.shape and cu_q.shape[0] >= 1)
-    except (AttributeError, TypeError, IndexError):
-        return False
-
-
-def _check_problem(q, k, v, sinks, cu_q, cu_k) -> None:
-    """Checks the tensors every op reads; scalar arguments are checked by the public functions."""
-    if _problem_ok(q, k, v, sinks, cu_q, cu_k):
-        return
-    if not isinstance(q, torch.Tensor):
-        _fail("q", f"got {type(q).__name__}, expected a torch.Tensor", TypeError)
-    if q.dtype not in _DTYPE_CODE:
-        _fail("q", f"got dtype {q.dtype}, expected torch.float32, torch.float16 or torch.bfloat16",
-              TypeError)
-    if q.device.type not in _DEVICES:
-        _fail("q", f"got device {q.device}, expected a CPU or CUDA tensor")
-    varlen = cu_q is not None or cu_k is not None
-    rank = 3 if varlen else 4
-    layout = "(total_q, heads_q, head_dim)" if varlen else "(batch, seqlen_q, heads_q, head_dim)"
-    if q.dim() != rank:
-        _fail("q", f"got shape {tuple(q.shape)}, expected {rank} dims {layout}")
-    _check_tensor("k", k, rank, q.dtype, q.device)
-    _check_tensor("v", v, rank, q.dtype, q.device)
-    if k.shape != v.shape:
-        _fail("v", f"got shape {tuple(v.shape)}, expected the shape of k {tuple(k.shape)}")
-    d = q.shape[-1]
-    if k.shape[-1] != d:
-        _fail("k", f"got head_dim {k.shape[-1]}, expected {d} (the head_dim of q)")
-    if not 0 < d <= _HEAD_DIMS[-1]:
-        _fail("q", f"got head_dim {d} (shape {tuple(q.shape)}), expected 1 to {_HEAD_DIMS[-1]} "
-              f"(the kernels' own: {', '.join(map(str, _HEAD_DIMS))}; others run padded)")
-    if not varlen and k.shape[0] != q.shape[0]:
-        _fail("k", f"got batch {k.shape[0]}, expected {q.shape[0]} (the batch of q)")
-    hq, hkv = q.shape[-2], k.shape[-2]
-    if hq < 1:
-        _fail("q", f"got {hq} heads, expected at least 1")
-    if hkv < 1 or hq % hkv:
-        _fail("k", f"got {hkv} heads with {hq} query heads, expected a divisor of heads_q (GQA)")
-    if sinks is not None:
-        _check_tensor("sinks", sinks, 1, torch.float32, q.device, "the ops take fp32 sinks")
-        if sinks.shape[0] != hq:
-            _fail("sinks", f"got shape {tuple(sinks.shape)}, expected ({hq},): one per query head")
-    if varlen:
-        for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
-            if not isinstance(cu, torch.Tensor):
-                _fail(name, f"got {type(cu).__name__}, expected an int32 torch.Tensor (both "
-                      "cu_seqlens or neither)", TypeError)
-            if cu.dtype != torch.int32:
-                _fail(name, f"got dtype {cu.dtype}, expected torch.int32", TypeError)
-            if cu.device != q.device:
-                _fail(name, f"got device {cu.device}, expected {q.device} (the device of q)")
-            if cu.dim() != 1 or cu.shape[0] < 1:
-                _fail(name, f"got shape {tuple(cu.shape)}, expected (num_seqs + 1,)")
-        if cu_k.shape[0] != cu_q.shape[0]:
-            _fail("cu_seqlens_k", f"got length {cu_k.shape[0]}, expected {cu_q.shape[0]} "
-                  "(the length of cu_seqlens_q)")
-
-
-def _check_like(name: str, t, like) -> None:
-    """Checks a tensor that must match q's shape, dtype and device (out, dout)."""
-    _check_tensor(name, t, like.dim(), like.dtype, like.device)
-    if t.shape != like.shape:
-        _fail(name, f"got shape {tuple(t.shape)}, expected {tuple(like.shape)}")
-
-
-def _lse_shape(q, varlen: bool):
-    return (q.shape[1], q.shape[0]) if varlen else (q.shape[0], q.shape[2], q.shape[1])
 
 
 # ---- calling the library -------------------------------------------------------------------------
@@ -256,20 +152,6 @@ def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
             cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream, *zigzag)
 
 
-def _max_seqlen(cu: torch.Tensor, name: str) -> int:
-    """The longest sequence of offsets cu (a host read: a sync on CUDA). The read also shows a
-    decreasing offset, which the library checks on the CPU but not on CUDA."""
-    if cu.shape[0] <= 1:
-        return 0
-    lens = cu[1:] - cu[:-1]
-    lo, hi = torch.stack([lens.min(), lens.max()]).tolist()  # one read for both
-    if lo < 0:
-        at = int(torch.nonzero(lens < 0)[0, 0]) + 1
-        _fail(name, f"[{at}] = {int(cu[at])} is below [{at - 1}] = {int(cu[at - 1])}, expected "
-              "non-decreasing offsets")
-    return hi
-
-
 def _new(t: torch.Tensor, fill=None) -> torch.Tensor:
     """A fresh output buffer, NaN-poisoned for tests, or filled where the library may not write."""
     if _poison_outputs:
@@ -301,136 +183,11 @@ def bwd_params(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, 
     return p
 
 
-# ---- plans: what a repeated call reuses ----------------------------------------------------------
-# A call whose key (shapes, strides, dtypes and devices of every tensor, and the scalars) was seen
-# before reuses that call's packed params and workspace size: it copies them and patches the data
-# pointers and the CUDA stream, the only fields a key does not fix. The Python checks it skips are
-# functions of the key alone; the size query reads neither data pointers nor cu_seqlens contents
-# (sinkattn.h). The library itself still checks every call in full (pointers, cu_seqlens values).
-# Only calls that ran on the tensors as given (no layout copies) leave a plan. Every non-pointer
-# value that reaches the params must be part of the key (fwd_impl, bwd_impl): a new params field
-# fed from a new argument goes into the key too.
-
-_PLAN_LIMIT = 256  # distinct keys kept (varlen batches of changing lengths each make one)
-_fwd_plans: dict = {}
-_bwd_plans: dict = {}
-
-
-class _Plan:
-    __slots__ = ("words", "ws_like", "cuda", "device_index", "likes", "empty", "specs")
-
-    def __init__(self, words, ws_like, q: torch.Tensor, likes: tuple, direct: bool):
-        self.words = words  # the packed params, every pointer zeroed (a missed patch reads NULL)
-        self.ws_like = ws_like  # the workspace's _like, None when the call needs none
-        self.cuda = q.is_cuda
-        self.device_index = q.get_device() if self.cuda else 0
-        self.likes = likes  # the outputs' _likes: (out, lse) forward, (dsink,) backward
-        # For fwd_impl's inline path (direct=True): the (shape, strides, dtype) of each output
-        # and of the workspace, if any, and torch's direct allocator for them
-        # (_direct_allocator); empty None = allocate from likes.
-        allocs = likes + ((ws_like,) if ws_like is not None else ())
-        self.specs = tuple((tuple(t.shape), _empty_like(t).stride(), t.dtype)
-                           for t in allocs) if direct else None
-        self.empty = _direct_allocator(self.specs, allocs) if direct else None
-
-
-def _remember(plans: dict, key, params, pointer_words, ws_like, q, likes: tuple,
-              direct=False) -> None:
-    words = _words(params, copy=True)
-    for i in pointer_words:
-        words[i] = 0
-    if len(plans) >= _PLAN_LIMIT:
-        plans.clear()
-    plans[key] = _Plan(bytes(words), ws_like, q, likes, direct)
-
-
-# torch's allocation without the dispatcher, as inductor's generated code calls it:
-# (shape, strides, dtype) -> an uninitialised tensor on the CPU / the current CUDA device; ~0.3 us
-# less than empty_like per tensor on the CPU, and it skips more of the dispatcher's work on CUDA.
-# A private API: each plan checks once what it returns, and otherwise keeps to empty_like.
-_guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
-_EMPTY_STRIDED = {"cpu": getattr(_guards, "_empty_strided_cpu", None),
-                  "cuda": getattr(_guards, "_empty_strided_cuda", None)}
-_cuda_device = getattr(torch._C, "_cuda_getDevice", None)  # the current CUDA device
-
-
-def _direct_allocator(specs, likes):
-    """The direct allocator for these outputs, if it makes what empty_like makes; else None. (On
-    CUDA it allocates on the current device: fwd_impl uses it only when that is q's.)"""
-    kind = likes[0].device.type
-    empty = _EMPTY_STRIDED.get(kind)
-    if empty is None:
-        return None
-    try:
-        for (shape, strides, dtype), like in zip(specs, likes):
-            t = empty(shape, strides, dtype)
-            if (type(t) is not _Tensor or t.shape != like.shape or t.stride() != strides
-                    or t.dtype is not dtype or t.device.type != kind or t.requires_grad):
-                return None
-    except (TypeError, RuntimeError):
-        return None
-    return empty
-
-
-def _words(params, copy=False):
-    """params (a ctypes struct) as uint64 words: a view of it, or a copy."""
-    cls = _lib.FwdWords if isinstance(params, _lib.FwdParams) else _lib.BwdWords
-    return cls.from_buffer_copy(params) if copy else cls.from_buffer(params)
-
-
-def _meta(t) -> tuple:
-    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
-
-
-def _problem_key(q, k, v, sinks, cu_q, cu_k):
-    """Everything _check_problem and the params read from these tensors, pointers aside; None when
-    k or v differs from q in dtype or device (a call the checks refuse). Keying on q's dtype and
-    device alone is cheaper than on all three (fewer objects to hash and compare)."""
-    dt, dev = q.dtype, q.device
-    if k.dtype is not dt or v.dtype is not dt or k.device != dev or v.device != dev:
-        return None
-    return (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), dt, dev,
-            None if sinks is None else (sinks.shape, sinks.dtype, sinks.device),
-            None if cu_q is None else (cu_q.shape, cu_q.dtype, cu_q.device),
-            None if cu_k is None else (cu_k.shape, cu_k.dtype, cu_k.device))
-
-
-_P = _lib.Problem
-_W_Q, _W_K, _W_V = (_lib.word(_P, f"{t}.data") for t in "qkv")
-_W_SINKS, _W_CU_Q, _W_CU_K = (_lib.word(_P, f) for f in ("sinks", "cu_seqlens_q", "cu_seqlens_k"))
-_W_MAX_Q, _W_MAX_K, _W_STREAM = (_lib.word(_P, f) for f in ("seqlen_q", "seqlen_k", "stream"))
-assert _lib.FwdParams.problem.offset == 0 and _lib.BwdParams.problem.offset == 0
-_addressof = _lib.ctypes.addressof
-_empty_like = torch.empty_like
-_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-_fwd_words, _bwd_words = _lib.FwdWords.from_buffer_copy, _lib.BwdWords.from_buffer_copy
-_FWD_POINTERS = _lib.pointer_words(_lib.FwdParams)
-_BWD_POINTERS = _lib.pointer_words(_lib.BwdParams)
-_WF_OUT, _WF_LSE, _WF_WS = (_lib.word(_lib.FwdParams, f) for f in ("out.data", "lse", "workspace"))
-_WB_OUT, _WB_DOUT, _WB_LSE, _WB_DQ, _WB_DK, _WB_DV, _WB_DSINK, _WB_WS = (
-    _lib.word(_lib.BwdParams, f) for f in ("out.data", "dout.data", "lse", "dq.data", "dk.data",
-                                           "dv.data", "dsink", "workspace"))
-
-
-def _patch_problem(w, plan: _Plan, qkv_ptrs, sinks, cu_q, cu_k, max_q, max_k) -> None:
-    """Writes the problem's pointers (and, for varlen without given max lengths, the lengths read
-    from cu_seqlens) into the copied params words w."""
-    w[_W_Q], w[_W_K], w[_W_V] = qkv_ptrs
-    if sinks is not None:
-        w[_W_SINKS] = sinks.data_ptr()
-    if cu_q is not None:
-        w[_W_CU_Q], w[_W_CU_K] = cu_q.data_ptr(), cu_k.data_ptr()
-        if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
-            w[_W_MAX_Q], w[_W_MAX_K] = (_max_seqlen(cu_q, "cu_seqlens_q"),
-                                        _max_seqlen(cu_k, "cu_seqlens_k"))
-    if plan.cuda:
-        w[_W_STREAM] = _raw_stream(plan.device_index)
-
-
 def _call(w, ws_like, ws_word: int, entry) -> None:
     """Allocates the workspace (uint8, 255 bytes over the size, used from a 256-byte boundary) and
-    runs `entry` on the params words w (or the params struct, when there is no workspace). On CUDA the workspace is freed right after the launch: the
-    caching allocator only hands it out again in stream order."""
+    runs `entry` on the params words w (or the params struct, when there is no workspace). On CUDA
+    the workspace is freed right after the launch: the caching allocator only hands it out again
+    in stream order."""
     if ws_like is not None:
         ws = torch.empty_like(ws_like)
         w[ws_word] = (ws.data_ptr() + 255) & ~255
@@ -714,16 +471,6 @@ def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, sc
     return dq, dk, dv, dsink
 
 
-def _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k) -> None:
-    _check_problem(q, k, v, sinks, cu_q, cu_k)
-    _check_like("out", out, q)
-    _check_like("dout", dout, q)
-    _check_tensor("lse", lse, 3 - (cu_q is not None), torch.float32, q.device, "lse is fp32")
-    want = _lse_shape(q, cu_q is not None)
-    if tuple(lse.shape) != want:
-        _fail("lse", f"got shape {tuple(lse.shape)}, expected {want}")
-
-
 # ---- custom ops ----------------------------------------------------------------------------------
 
 
@@ -867,105 +614,9 @@ def run_fwd(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal
                                   causal, deterministic)
 
 
-# ---- argument normalisation shared by the public functions ----------------------------------------
-
-
-def resolve(q, sinks, causal, window, scale, deterministic, max_seqlen_q=None, max_seqlen_k=None):
-    """Checks the non-tensor arguments and returns (sinks_fp32, max_q, max_k, scale, left, right).
-
-    window: None (unbounded), an int W >= 1 (W keys including the query itself: left = W - 1; when
-    not causal also right = W - 1, a symmetric band), or an explicit (left, right) tuple whose
-    entries are >= 0 or None / -1 for unbounded (right must be 0 or unbounded when causal)."""
-    if not isinstance(q, _Tensor):
-        _fail("q", f"got {type(q).__name__}, expected a torch.Tensor", TypeError)
-    if causal is not True and causal is not False:
-        _fail("causal", f"got {causal!r}, expected a bool", TypeError)
-    if deterministic is not True and deterministic is not False:
-        _fail("deterministic", f"got {deterministic!r}, expected a bool", TypeError)
-    if window is None:  # the common case, inlined (this runs on every call)
-        left, right = -1, (0 if causal else -1)
-    else:
-        left, right = _window(window, causal)
-        left, right = int(left), int(right)
-    if scale is None:
-        qs = q.shape
-        scale = float(qs[-1] ** -0.5 if qs and qs[-1] > 0 else 1.0)  # head_dim 0: the checks
-    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        _fail("scale", f"got {scale!r}, expected a finite float > 0", TypeError)
-    elif not (_FP32_TINY <= scale <= _FP32_MAX):  # also refuses NaN
-        _fail("scale", f"got {scale!r}, expected a finite float > 0 (the library's is fp32: "
-              f"{_FP32_TINY:.3g} to {_FP32_MAX:.4g})")
-    else:
-        scale = float(scale)
-    if sinks is not None:
-        if not isinstance(sinks, _Tensor):
-            _fail("sinks", f"got {type(sinks).__name__}, expected a torch.Tensor or None", TypeError)
-        if sinks.dtype is not _F32:  # dtypes are singletons
-            if not sinks.is_floating_point():
-                _fail("sinks", f"got dtype {sinks.dtype}, expected a floating-point dtype",
-                      TypeError)
-            sinks = sinks.float()  # differentiable: dsink comes back in the sinks' dtype
-    return (sinks, -1 if max_seqlen_q is None else _max_len("max_seqlen_q", max_seqlen_q),
-            -1 if max_seqlen_k is None else _max_len("max_seqlen_k", max_seqlen_k), scale, left,
-            right)
-
-
-def _max_len(name, n):
-    if n is None:
-        return -1
-    if isinstance(n, torch.SymInt):
-        return n
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        _fail(name, f"got {n!r}, expected an int or None", TypeError)
-    if not 0 <= n <= _INT32_MAX:
-        _fail(name, f"got {n}, expected 0 to {_INT32_MAX} (the library's int32 positions)")
-    return int(n)
-
-
-def _bound(name, x):
-    if x is None:
-        return -1
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        _fail("window", f"got {name} {x!r}, expected an int >= 0 or None (unbounded)", TypeError)
-    if x < -1:
-        _fail("window", f"got {name} {x}, expected >= 0, or -1 / None for unbounded")
-    return _unbounded_past_positions(x)
-
-
-def _unbounded_past_positions(x: int) -> int:
-    """Positions are int32 (the core refuses larger bounds): a bound that reaches past every
-    position is the same mask as no bound."""
-    return -1 if x > _INT32_MAX else x
-
-
-def _window(window, causal):
-    if window is None:
-        return -1, (0 if causal else -1)
-    if isinstance(window, numbers.Integral) and not isinstance(window, bool):
-        if window < 1:
-            _fail("window", f"got {window}, expected an int >= 1 (keys including the query itself)")
-        w = _unbounded_past_positions(window - 1)
-        return w, (0 if causal else w)
-    if isinstance(window, (tuple, list)) and len(window) == 2:
-        left, right = _bound("left", window[0]), _bound("right", window[1])
-        if causal:
-            if right > 0:
-                _fail("window", f"got right {right} with causal=True, expected 0 or None "
-                      "(pass causal=False for a band that looks ahead)")
-            right = 0
-        return left, right
-    _fail("window", f"got {window!r}, expected None, an int >= 1 or a (left, right) tuple", TypeError)
 
 
 # ---- low-level functions (no autograd) for layers built on top, e.g. context parallelism ---------
-
-
-def _zigzag(z) -> tuple:
-    """(rank, world) of a fused zigzag call as ints; the library checks their values."""
-    if (not isinstance(z, (tuple, list)) or len(z) != 2
-            or any(isinstance(x, bool) or not isinstance(x, numbers.Integral) for x in z)):
-        _fail("zigzag", f"got {z!r}, expected a (rank, world) pair of ints", TypeError)
-    return int(z[0]), int(z[1])
 
 
 def fwd(q, k, v, sinks=None, *, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,

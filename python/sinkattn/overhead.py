@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from . import _lib, attention, ops
+from . import _lib, _plans, attention, ops
 
 
 # wall: time.perf_counter. thread: CPU time of this thread (time.thread_time), which on a shared
@@ -120,7 +120,7 @@ def measure(device: str = "cpu", iters: int = 2000, repeats: int = 7, shape=(1, 
 
     words = _lib.FwdWords.from_buffer(p)
     spec = (tuple(out.shape), out.stride(), out.dtype)
-    empty = ops._direct_allocator((spec,), (out,))
+    empty = _plans._direct_allocator((spec,), (out,))
     alloc = (lambda: empty(*spec)) if empty is not None else (lambda: torch.empty_like(out))
 
     def alloc_c_fwd():  # the floor plus the one allocation no Python layer can avoid

@@ -1,6 +1,6 @@
-"""Plans (ops.py): a repeated call reuses the first call's packed params with only the data pointers
-patched. Results must be bit-identical to a call without a plan, every refusal must still happen,
-and a plan must never carry a pointer of the call that made it."""
+"""Plans (_plans.py, ops.py): a repeated call reuses the first call's packed params with only the
+data pointers patched. Results must be bit-identical to a call without a plan, every refusal must
+still happen, and a plan must never carry a pointer of the call that made it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import sinkattn
-from sinkattn import _lib, ops
+from sinkattn import _lib, _plans, ops
 
 
 @pytest.fixture(autouse=True)
@@ -182,7 +182,7 @@ def test_non_contiguous_cu_seqlens_read_as_values():
 
 
 def test_plan_count_is_bounded(monkeypatch):
-    monkeypatch.setattr(ops, "_PLAN_LIMIT", 3)
+    monkeypatch.setattr(_plans, "_PLAN_LIMIT", 3)
     for sq in range(1, 8):
         sinkattn.attention(*_fixed(sq=sq))
         assert len(ops._fwd_plans) <= 3
