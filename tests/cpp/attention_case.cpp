@@ -40,6 +40,20 @@ Case Case::with_zigzag(int rank, int world) const {
   return c;
 }
 
+Case Case::with_mixed_layouts() const { Case c = *this; c.mixed = true; return c; }
+
+namespace {
+// Mixed layouts: tensor i of a group takes its group's layout moved on by kShift[i] in the
+// enum's order (q / out keep it; k, v and dout, and dq, dk and dv, differ from their neighbours).
+constexpr int kShift[4] = {0, 1, 2, 1};
+Layout rotated(Layout l, bool mixed, int i) {
+  return mixed ? static_cast<Layout>((static_cast<int>(l) + kShift[i]) % 3) : l;
+}
+}  // namespace
+
+Layout Case::in_layout(int i) const { return rotated(in, mixed, i); }
+Layout Case::out_layout(int i) const { return rotated(out, mixed, i); }
+
 float Case::softmax_scale() const {
   return scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(d));
 }
@@ -60,6 +74,7 @@ std::string Case::name() const {
   if (scale != 0.0f) s << "_scale" << static_cast<int>(std::lround(scale * 1000));
   if (in != Layout::kContiguous || out != Layout::kContiguous)
     s << '_' << layout_name(in) << '_' << layout_name(out);
+  if (mixed) s << "_mixed";
   if (zigzag_world > 0) s << "_zigzag" << zigzag_rank << "of" << zigzag_world;
   return s.str();
 }
@@ -112,14 +127,14 @@ Attention::Attention(const Case& cs, Device d, uint64_t seed) : c(cs), dev(d) {
   }
   int64_t tb = c.is_varlen() ? 1 : c.batch;
   int64_t tq = c.is_varlen() ? rows_q_ : c.sq, tk = c.is_varlen() ? rows_k_ : c.sk;
-  q = Tensor(c.dtype, tb, tq, c.hq, c.d, c.in, dev);
-  k = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.in, dev);
-  v = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.in, dev);
-  dout = Tensor(c.dtype, tb, tq, c.hq, c.d, c.in, dev);
-  out = Tensor(c.dtype, tb, tq, c.hq, c.d, c.out, dev);
-  dq = Tensor(c.dtype, tb, tq, c.hq, c.d, c.out, dev);
-  dk = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.out, dev);
-  dv = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.out, dev);
+  q = Tensor(c.dtype, tb, tq, c.hq, c.d, c.in_layout(0), dev);
+  k = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.in_layout(1), dev);
+  v = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.in_layout(2), dev);
+  dout = Tensor(c.dtype, tb, tq, c.hq, c.d, c.in_layout(3), dev);
+  out = Tensor(c.dtype, tb, tq, c.hq, c.d, c.out_layout(0), dev);
+  dq = Tensor(c.dtype, tb, tq, c.hq, c.d, c.out_layout(1), dev);
+  dk = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.out_layout(2), dev);
+  dv = Tensor(c.dtype, tb, tk, c.hkv, c.d, c.out_layout(3), dev);
   lse = FloatArray(static_cast<size_t>(c.hq * rows_q_), dev);
   dsink = FloatArray(static_cast<size_t>(c.hq), dev);
   sinks = FloatArray(static_cast<size_t>(c.hq), dev);

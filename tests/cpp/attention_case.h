@@ -24,6 +24,10 @@ struct Case {
   bool sinks = true;
   float scale = 0.0f;  // 0 = 1/sqrt(d)
   Layout in = Layout::kContiguous, out = Layout::kContiguous;  // q,k,v,dout / out,dq,dk,dv
+  // Neighbouring tensors of a group in different layouts (in_layout, out_layout), so that a
+  // kernel reading one tensor with another's strides (v with k's, dout with q's, dv with dk's)
+  // fails; otherwise the tensors of a group share their strides and such a mix-up passes.
+  bool mixed = false;
   int zigzag_rank = 0, zigzag_world = 0;  // fused zigzag CP (problem.zigzag_*); world 0 = off
 
   static Case fixed(sinkattn_dtype t, int64_t b, int64_t sq, int64_t sk, int64_t hq, int64_t hkv,
@@ -37,6 +41,10 @@ struct Case {
   Case with_scale(float s) const;
   Case with_dtype(sinkattn_dtype t) const;
   Case with_zigzag(int rank, int world) const;
+  Case with_mixed_layouts() const;
+  // The layout of input i (q, k, v, dout) or output i (out, dq, dk, dv).
+  Layout in_layout(int i) const;
+  Layout out_layout(int i) const;
 
   bool is_varlen() const { return !docs.empty(); }
   float softmax_scale() const;

@@ -64,6 +64,17 @@ std::vector<Case> cpu_grid() {
       Case::fixed(F32, 3, 45, 61, 4, 2, 64).with_causal().with_layout(kPadded, kPadded),
       Case::fixed(BF16, 2, 45, 61, 4, 2, 64).with_layout(kHeadMajor, kHeadMajor).with_window(10, 10),
       Case::fixed(F16, 2, 45, 61, 4, 2, 256).with_causal().with_layout(kPadded, kHeadMajor),
+      // q, k, v, dout (and out, dq, dk, dv) each with other strides than its neighbours
+      Case::fixed(BF16, 2, 45, 61, 8, 2, 64).with_causal().with_mixed_layouts(),
+      Case::fixed(F32, 1, 113, 203, 12, 4, 128)
+          .with_window(40, 10)
+          .with_layout(kPadded, kHeadMajor)
+          .with_mixed_layouts(),
+      Case::varlen(F16, kMixedDocs, 6, 2, 64)
+          .with_causal()
+          .with_window(7, -1)
+          .with_layout(kHeadMajor, kPadded)
+          .with_mixed_layouts(),
       // softmax scale far from 1/sqrt(D): peaked and flat distributions
       Case::fixed(F32, 1, 40, 40, 2, 1, 64).with_scale(0.5f),
       Case::fixed(BF16, 1, 40, 40, 2, 1, 64).with_scale(0.02f).with_causal(),
@@ -86,6 +97,7 @@ std::vector<Case> cpu_grid() {
       Case::fixed(F32, 1, 50, 100, 4, 2, 32).with_zigzag(0, 2),  // bidirectional: all keys
       Case::fixed(F16, 1, 90, 180, 4, 1, 64).with_window(0, -1).with_zigzag(0, 2),
       Case::fixed(F32, 1, 64, 64, 4, 4, 64).with_causal().with_zigzag(0, 1),  // W = 1: plain causal
+      Case::fixed(BF16, 1, 74, 148, 8, 2, 64).with_causal().with_zigzag(1, 2).with_mixed_layouts(),
       Case::varlen(F32, {{10, 20}, {0, 0}, {34, 68}, {2, 4}, {70, 140}}, 6, 2, 64)
           .with_causal()
           .with_zigzag(1, 2),
@@ -132,6 +144,16 @@ std::vector<Case> cuda_grid() {
   add(Case::fixed(BF16, 1, 2, 3000, 8, 1, 64).with_causal());
   add(Case::fixed(F16, 1, 1, 2000, 16, 4, 128).with_causal().with_window(700, -1).with_layout(kHeadMajor, kPadded));
   add(Case::varlen(BF16, {{1, 2500}, {0, 700}, {2, 1}, {1, 0}}, 16, 2, 64).with_causal());
+  // Mixed layouts (see Case::mixed) on the tiles and paths the large shapes take.
+  add(Case::fixed(BF16, 1, 1023, 1024, 64, 8, 64).with_causal().with_mixed_layouts());
+  add(Case::fixed(F16, 1, 1000, 1000, 8, 2, 128)
+          .with_causal()
+          .with_window(127, -1)
+          .with_mixed_layouts());
+  add(Case::varlen(BF16, {{700, 900}, {1, 1500}, {300, 300}}, 16, 2, 64)
+          .with_causal()
+          .with_mixed_layouts());
+  add(Case::fixed(BF16, 1, 1, 2000, 16, 2, 64).with_causal().with_mixed_layouts());
   return g;
 }
 

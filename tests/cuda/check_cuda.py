@@ -82,13 +82,32 @@ def reference_one(q, k, v, dout, sinks, scale, vis, mm_dtype):
 # ---- one case -------------------------------------------------------------------------------
 class Case:
     def __init__(self, name, *, B=1, sq=64, sk=64, hq=4, hkv=4, d=64, dtype=torch.bfloat16,
-                 causal=False, left=-1, right=-1, sinks=False, varlen=None, strided=False):
+                 causal=False, left=-1, right=-1, sinks=False, varlen=None, strided=False,
+                 mixed=False):
         self.__dict__.update(locals())
         del self.__dict__["self"]
 
 
 def rand(shape, dtype, scale=1.0):
     return (torch.randn(shape, device="cuda", dtype=torch.float32) * scale).to(dtype)
+
+
+def laid_out(t, how):
+    """t's values in layout `how`: "contig"; "heads", a (.., H, S, D) tensor viewed as
+    (.., S, H, D); "padded", a slice of a tensor 8 elements wider per head."""
+    if how == "heads":
+        return t.transpose(-3, -2).contiguous().transpose(-3, -2)
+    if how == "padded":
+        wide = torch.empty(t.shape[:-1] + (t.shape[-1] + 8,), dtype=t.dtype, device=t.device)
+        return wide[..., :t.shape[-1]].copy_(t)
+    return t
+
+
+# Case.mixed: neighbouring tensors in different layouts, so that a kernel reading one with
+# another's strides (v with k's, dout with q's, dv with dk's) fails; tensors that share their
+# strides let such a mix-up pass.
+MIXED = {"q": "contig", "k": "heads", "v": "padded", "dout": "heads",
+         "out": "heads", "dq": "padded", "dk": "contig", "dv": "heads"}
 
 
 def tolerance(name, ref, err_lp):
@@ -118,20 +137,22 @@ def run_case(lib, c, results):
     else:
         q, k, v = rand(shape_q, c.dtype), rand(shape_k, c.dtype), rand(shape_k, c.dtype)
     dout = rand(shape_q, c.dtype)
+    lay = (lambda name, t: laid_out(t, MIXED[name])) if c.mixed else (lambda name, t: t)
+    q, k, v, dout = lay("q", q), lay("k", k), lay("v", v), lay("dout", dout)
     sinks = (torch.randn(c.hq, device=dev) * 2).float() if c.sinks else None
     prob = Lib.problem(q, k, v, sinks=sinks, causal=c.causal, left=c.left, right=c.right,
                        cu_q=cu_q, cu_k=cu_k, max_q=max(c.varlen[0]) if c.varlen else 0,
                        max_k=max(c.varlen[1]) if c.varlen else 0)
-    out = torch.full(shape_q, float("nan"), dtype=c.dtype, device=dev)
+    out = lay("out", torch.full(shape_q, float("nan"), dtype=c.dtype, device=dev))
     lse_shape = (c.hq, shape_q[0]) if c.varlen else (c.B, c.hq, c.sq)
     lse = torch.full(lse_shape, float("nan"), dtype=torch.float32, device=dev)
     kernel = lib.fwd_kernel(prob, out, lse)
     lib.fwd(prob, out, lse)
 
     def grads(det):
-        dq = torch.full(shape_q, float("nan"), dtype=c.dtype, device=dev)
-        dk = torch.full(shape_k, float("nan"), dtype=c.dtype, device=dev)
-        dv = torch.full(shape_k, float("nan"), dtype=c.dtype, device=dev)
+        dq = lay("dq", torch.full(shape_q, float("nan"), dtype=c.dtype, device=dev))
+        dk = lay("dk", torch.full(shape_k, float("nan"), dtype=c.dtype, device=dev))
+        dv = lay("dv", torch.full(shape_k, float("nan"), dtype=c.dtype, device=dev))
         dsink = torch.full((c.hq,), float("nan"), device=dev) if c.sinks else None
         lib.bwd(prob, out, dout, lse, dq, dk, dv, dsink, det)
         return dq, dk, dv, dsink
@@ -255,6 +276,14 @@ def grid():
              varlen=([129, 0, 513], [129, 7, 513])),
         Case("strided qkv d128 causal", B=2, sq=257, sk=257, hq=8, hkv=2, d=128, causal=True, strided=True),
         Case("strided qkv d32 fp16 sinks", sq=190, sk=190, hq=4, hkv=1, d=32, causal=True, sinks=True, strided=True, dtype=fp),
+        Case("mixed layouts 1023x1024 64/8 d64 causal sinks", sq=1023, sk=1024, hq=64, hkv=8, d=64,
+             causal=True, sinks=True, mixed=True),
+        Case("mixed layouts d128 window 127 fp16", B=2, sq=600, sk=700, hq=8, hkv=2, d=128,
+             causal=True, left=127, sinks=True, mixed=True, dtype=fp),
+        Case("mixed layouts varlen d64", hq=16, hkv=2, d=64, causal=True, sinks=True, mixed=True,
+             varlen=([700, 1, 300, 0], [900, 1500, 300, 5])),
+        Case("mixed layouts decode d64", sq=1, sk=2000, hq=16, hkv=2, d=64, causal=True, sinks=True,
+             mixed=True),
         Case("fp16 1023x1024 d64 causal", sq=1023, sk=1024, hq=8, hkv=8, d=64, causal=True, dtype=fp),
         Case("d128 llama-ish 1000 noncausal", sq=1000, sk=1000, hq=8, hkv=2, d=128, sinks=True),
         # Many key blocks (stage reuse over several phases), both Hopper head dims.

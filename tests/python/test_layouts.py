@@ -60,6 +60,23 @@ def test_slices_of_a_fused_qkv_no_copy(copies):
     assert g.shape == base.shape and torch.isfinite(g).all()
 
 
+def test_mixed_layouts_no_copy(copies):
+    """q, k and v each with other strides (contiguous, a transposed view, a slice of a wider
+    tensor), fixed-length and packed: reading one with another's strides fails here, where
+    tensors that share their strides would hide it."""
+    q = leaf(torch.randn(2, 37, 4, 64))
+    k = leaf(torch.randn(2, 2, 50, 64)).transpose(1, 2)
+    v = leaf(torch.randn(2, 50, 2, 72))[..., :64]
+    s = leaf(torch.randn(4))
+    run_and_compare(q, k, v, s, causal=True, window=20)
+    qv = leaf(torch.randn(4, 90, 64)).transpose(0, 1)
+    kv = leaf(torch.randn(70, 2, 64))
+    vv = leaf(torch.randn(70, 2, 80))[..., :64]
+    cu_q, cu_k = (torch.tensor(x, dtype=torch.int32) for x in ([0, 40, 40, 90], [0, 30, 45, 70]))
+    run_and_compare(qv, kv, vv, s, causal=True, window=None, cu=(cu_q, cu_k))
+    assert copies == []
+
+
 def test_head_dim_not_contiguous_is_copied(copies):
     q = leaf(torch.randn(1, 64, 9, 4)).permute(0, 2, 3, 1)  # (1, 9, 4, 64) with stride(-1) != 1
     k = leaf(torch.randn(1, 64, 11, 2)).permute(0, 2, 3, 1)
