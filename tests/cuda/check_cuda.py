@@ -119,6 +119,20 @@ def tolerance(name, ref, err_lp):
     return 2 * err_lp + rel * ref.abs().max().item() + 1e-5
 
 
+def rounding_bias(kern, r64, dtype):
+    """(mean, count) of (kernel - fp64) / ulp toward zero over the elements that the dtype cannot
+    hold exactly and that lie within one ulp: ~0 for round to nearest, ~-0.5 for truncation, a
+    bias the max-error bound cannot see (as tests/cpp/compare.h checks it)."""
+    fin = torch.isfinite(r64) & torch.isfinite(kern) & (r64 != 0)
+    r, k = r64[fin], kern[fin]
+    bits, least = (10, 2.0**-24) if dtype == torch.float16 else (7, 0.0)
+    ulp = torch.ldexp(torch.ones_like(r), torch.frexp(r).exponent - 1 - bits).clamp_min(least)
+    e = (k - r) / ulp * torch.sign(r)
+    keep = (r.to(dtype).to(r.dtype) != r) & (e.abs() <= 1)
+    n = int(keep.sum())
+    return (e[keep].mean().item() if n else 0.0), n
+
+
 def run_case(lib, c, results):
     dev = "cuda"
     if c.varlen:
@@ -225,6 +239,11 @@ def run_case(lib, c, results):
             err_f = (fast[fin] - r64[fin]).abs().max().item()
             good = good and err_f <= tol
             line += f" fast {err_f:.2e}"
+        if name in ("out", "dq", "dk", "dv"):  # stored in the 16-bit dtype
+            bias, n = rounding_bias(kern, r64, c.dtype)
+            line += f" rounding {bias:+.3f} ulp (n {n})"
+            if n >= 256 and abs(bias) > max(0.1, 6 * 0.29 / math.sqrt(n)):
+                good = False
         if not good:
             ok = False
             line += " FAIL"
