@@ -144,6 +144,8 @@ std::vector<Rule> rules() {
       {"BatchAboveInt32", kInvalid, "problem.batch", [](P& p) { p.batch = int64_t(1) << 31; }},
       {"QElementsAbove2e48", kInvalid, "problem.seqlen_q",  // 2^12 x 2^30 x 4 x 32 = 2^49
        [](P& p) { p.batch = int64_t(1) << 12, p.seqlen_q = int64_t(1) << 30; }},
+      {"QElementsAt2e48", kInvalid, "problem.seqlen_q",  // 2^11 x 2^30 x 4 x 32: the bound itself
+       [](P& p) { p.batch = int64_t(1) << 11, p.seqlen_q = int64_t(1) << 30; }},
       {"KElementsAbove2e48", kInvalid, "problem.seqlen_k",
        [](P& p) { p.batch = int64_t(1) << 12, p.seqlen_k = int64_t(1) << 30; }},
       {"TotalQAboveInt32", kInvalid, "problem.total_q",
@@ -172,6 +174,8 @@ std::vector<Rule> rules() {
       {"WindowRightTooLarge", kInvalid, "problem.window_right",
        [](P& p) { p.causal = 0, p.window_right = INT64_MAX; }},
       {"CausalWithRightWindow", kInvalid, "problem.window_right", [](P& p) { p.window_right = 3; }},
+      {"CausalWithRightWindowOne", kInvalid, "problem.window_right",
+       [](P& p) { p.window_right = 1; }},
       // problem: tensors
       {"QNull", kInvalid, "problem.q.data", [](P& p) { p.q.data = nullptr; }},
       {"KNull", kInvalid, "problem.k.data", [](P& p) { p.k.data = nullptr; }},
