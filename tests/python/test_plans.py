@@ -62,6 +62,75 @@ def test_fixed_length_hit_matches_first_call(kw, sinks):
         torch.testing.assert_close(lse, ref_lse, rtol=0, atol=0)
 
 
+def _other_layout(t):
+    """t's values with other strides: a slice of a tensor 8 elements wider per head."""
+    wide = torch.zeros(*t.shape[:-1], t.shape[-1] + 8, dtype=t.dtype)
+    return wide[..., :t.shape[-1]].copy_(t)
+
+
+def _fwd_call(q, k, v, s, **kw):
+    return sinkattn.attention(q, k, v, s, return_lse=True, **kw)
+
+
+# Each variant differs from the base call (_fixed(), sinks, causal, no window) in one thing that
+# reaches the params; a plan the base call left must not serve it with the base call's values.
+FWD_VARIANTS = {
+    "q layout": lambda q, k, v, s: _fwd_call(_other_layout(q), k, v, s),
+    "k layout": lambda q, k, v, s: _fwd_call(q, _other_layout(k), v, s),
+    "v layout": lambda q, k, v, s: _fwd_call(q, k, _other_layout(v), s),
+    "scale": lambda q, k, v, s: _fwd_call(q, k, v, s, scale=0.3),
+    "window": lambda q, k, v, s: _fwd_call(q, k, v, s, window=3),
+    "causal": lambda q, k, v, s: _fwd_call(q, k, v, s, causal=False),
+    "no sinks": lambda q, k, v, s: _fwd_call(q, k, v, None),
+}
+
+
+@pytest.mark.parametrize("variant", FWD_VARIANTS)
+def test_fwd_plan_serves_only_its_key(variant):
+    q, k, v = _fixed()
+    s = torch.randn(4)
+    _fwd_call(q, k, v, s)  # leaves the base call's plan
+    got = FWD_VARIANTS[variant](q, k, v, s)
+    assert len(ops._fwd_plans) == 2  # its own key
+    ref = _no_plans(FWD_VARIANTS[variant], q, k, v, s)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _bwd_call(dout, q, k, v, out, lse, s, **kw):
+    return sinkattn.ops.bwd(dout, q, k, v, out, lse, s, **kw)
+
+
+BWD_VARIANTS = {
+    "dout layout": lambda d, q, k, v, o, l, s: _bwd_call(_other_layout(d), q, k, v, o, l, s),
+    "out layout": lambda d, q, k, v, o, l, s: _bwd_call(d, q, k, v, _other_layout(o), l, s),
+    "v layout": lambda d, q, k, v, o, l, s: _bwd_call(d, q, k, _other_layout(v), o, l, s),
+    # lse's strides are not in the key: a hit must still read its values, not its memory.
+    "lse strides": lambda d, q, k, v, o, l, s: _bwd_call(
+        d, q, k, v, o, l.transpose(1, 2).contiguous().transpose(1, 2), s),
+    "scale": lambda d, q, k, v, o, l, s: _bwd_call(d, q, k, v, o, l, s, scale=0.3),
+    "deterministic": lambda d, q, k, v, o, l, s: _bwd_call(d, q, k, v, o, l, s,
+                                                           deterministic=True),
+    "no sinks": lambda d, q, k, v, o, l, s: _bwd_call(d, q, k, v, o, l, None),
+}
+
+
+@pytest.mark.parametrize("variant", BWD_VARIANTS)
+def test_bwd_plan_serves_only_its_key(variant):
+    q, k, v = _fixed()
+    s = torch.randn(4)
+    out, lse = sinkattn.ops.fwd(q, k, v, s)
+    dout = torch.randn_like(out)
+    _bwd_call(dout, q, k, v, out, lse, s)  # leaves the base call's plan
+    got = BWD_VARIANTS[variant](dout, q, k, v, out, lse, s)
+    # Its own key (the CPU backward is deterministic either way: only the key tells the flag
+    # apart here), but lse's strides: the hit reads its values.
+    assert len(ops._bwd_plans) == (1 if variant == "lse strides" else 2)
+    ref = _no_plans(BWD_VARIANTS[variant], dout, q, k, v, out, lse, s)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_strided_views_hit():
     """transformers' (B, H, S, D) tensors viewed as (B, S, H, D): planned like contiguous ones."""
     def views():
