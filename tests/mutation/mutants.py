@@ -2,11 +2,12 @@
 that still passes means a class of bug no test sees. Equivalent mutants (the same behaviour by
 construction) are kept with the reason, so that nobody has to work it out again, and are skipped.
 
-    python3 tests/mutation/run.py [--set cpp|python|cp] [ID ...]
+    python3 tests/mutation/run.py [--set cpp|python|cp|hf] [ID ...]
 
-cpp: the CPU backend and src/api.cpp's checks, against the C++ tests (builds build/cpu; ~25 s a
-mutant). python: the Python layer against its fast test files (~3 s a killed mutant, ~12 s a
-survivor). cp: context parallelism against test_cp (gloo; ~90 s a survivor). Not run by CI: run it
+cpp: the CPU backend, src/api.cpp's checks and the GPU kernels' shared mask rules, against the
+C++ tests (builds build/cpu; ~5-25 s a mutant). python: the Python layer against its fast test
+files (~3 s a killed mutant, ~12 s a survivor). cp: context parallelism against test_cp (gloo;
+~90 s a survivor). hf: the transformers / VERL layer against test_hf and test_verl (~30 s). Not run by CI: run it
 after changing the code a set covers, and add a mutant for each new rule or path.
 """
 from __future__ import annotations
@@ -344,4 +345,93 @@ CP = [
     Mutant('cp_ring_steps', 'python/sinkattn/cp/ring.py',
            '                steps = t + 1\n',
            '                steps = t\n'),
+]
+
+# GPU-side mask rules (cuda/common/mask_rule.h), compiled into the C++ tests on the CPU
+CPP += [
+    Mutant('mr_key_range_lo', 'src/cuda/common/mask_rule.h',
+           'lo = left < 0 ? 0 : imax(int64_t{0}, pos(m0) - left);',
+           'lo = left < 0 ? 0 : imax(int64_t{0}, pos(m0) - left + 1);'),
+    Mutant('mr_key_range_hi', 'src/cuda/common/mask_rule.h',
+           'hi = right < 0 ? len_k : imin(len_k, pos(m1 - 1) + right + 1);',
+           'hi = right < 0 ? len_k : imin(len_k, pos(m1 - 1) + right);'),
+    Mutant('mr_query_range_hi', 'src/cuda/common/mask_rule.h',
+           'hi = left < 0 ? len_q : rows_below(n1 + left);',
+           'hi = left < 0 ? len_q : rows_below(n1 + left - 1);'),
+    Mutant('mr_row_bounds_b', 'src/cuda/common/mask_rule.h',
+           'int64_t b = imin(len_k - 1, right < 0 ? len_k - 1 : p + right) - n0;',
+           'int64_t b = imin(len_k - 1, right < 0 ? len_k - 1 : p + right - 1) - n0;'),
+    Mutant('mr_key_rows_last', 'src/cuda/common/mask_rule.h',
+           'last = j >= len_k ? -1 : left < 0 ? len_q - 1 : rows_below(j + left + 1) - 1;',
+           'last = j >= len_k ? -1 : left < 0 ? len_q - 1 : rows_below(j + left) - 1;'),
+    Mutant('mr_full_rows_first', 'src/cuda/common/mask_rule.h',
+           'first = right < 0 ? 0 : rows_below(n1 - 1 - right);',
+           'first = right < 0 ? 0 : rows_below(n1 - right);'),
+    Mutant('mr_full_rows_last', 'src/cuda/common/mask_rule.h',
+           'last = n1 > len_k ? -1 : left < 0 ? len_q - 1 : rows_below(n0 + left + 1) - 1;',
+           'last = n1 > len_k ? -1 : left < 0 ? len_q - 1 : rows_below(n0 + left + 2) - 1;'),
+    Mutant('mr_all_visible', 'src/cuda/common/mask_rule.h',
+           'return n1 <= len_k && (left < 0 || n0 >= pos(m1 - 1) - left) &&',
+           'return n1 <= len_k && (left < 0 || n0 >= pos(m1 - 1) - left - 1) &&'),
+    Mutant('mr_walk_end', 'src/cuda/common/mask_rule.h',
+           'return {first, hi > lo ? (I)((hi + bn - 1) / bn) : first};',
+           'return {first, hi > lo ? (I)(hi / bn) : first};'),
+    Mutant('mr_step_halves', 'src/cuda/common/mask_rule.h',
+           'return (m0 <= last && m0 + (half - 1) >= first ? 1 : 0) |',
+           'return (m0 <= last && m0 + half >= first ? 1 : 0) |'),
+    Mutant('mr_dq_turn_last', 'src/cuda/common/mask_rule.h',
+           'return {(int)(nb - walk.first), nb + 1 == walk.end};',
+           'return {(int)(nb - walk.first), nb + 2 == walk.end};'),
+    Mutant('mr_cuts', 'src/cuda/common/mask_rule.h',
+           'return m0 < full_first || imin(m0 + bm, len_q) - 1 > full_last;',
+           'return m0 < full_first || imin(m0 + bm, len_q) - 2 > full_last;'),
+    Mutant('mr_rowmask_kmax', 'src/cuda/common/mask_rule.h',
+           'r.kmax = (int32_t)imin(m.len_k - 1 - n0, kFar);',
+           'r.kmax = (int32_t)imin(m.len_k - n0, kFar);'),
+    Mutant('mr_rows_below', 'src/cuda/common/mask_rule.h',
+           'imin(imax(x - shift_hi, split), len_q) - split;',
+           'imin(imax(x - shift_hi + 1, split), len_q) - split;'),
+    Mutant('mr_zz_shift_hi', 'src/cuda/common/mask_rule.h',
+           'm.shift_hi = (2 * int64_t{p.zigzag_world} - 2 - p.zigzag_rank) * c;',
+           'm.shift_hi = (2 * int64_t{p.zigzag_world} - 1 - p.zigzag_rank) * c;'),
+    Mutant('mr_rowmask_split', 'src/cuda/common/mask_rule.h',
+           'r.split = (int32_t)imax(int64_t{0}, imin(m.split - m0, (int64_t)bm));',
+           'r.split = (int32_t)imax(int64_t{0}, imin(m.split - m0 + 1, (int64_t)bm));'),
+]
+
+# transformers / VERL integration (sinkattn.hf), against test_hf.py and test_verl.py
+HF = [
+    Mutant('h_window_bidir', 'python/sinkattn/hf/_attention.py',
+           'return int(window) if causal else (int(window), int(window))',
+           'return int(window) if causal else (int(window) - 1, int(window) - 1)'),
+    Mutant('h_window_causal', 'python/sinkattn/hf/_attention.py',
+           'return int(window) if causal else (int(window), int(window))',
+           'return int(window) + 1 if causal else (int(window), int(window))'),
+    Mutant('h_mask_trim', 'python/sinkattn/hf/_attention.py',
+           'mask = mask[:, -k.shape[1] :]',
+           'mask = mask[:, : k.shape[1]]'),
+    Mutant('h_causal_default', 'python/sinkattn/hf/_attention.py',
+           'getattr(module, "is_causal", True)',
+           'getattr(module, "is_causal", False)'),
+    Mutant('h_scaling', 'python/sinkattn/hf/_attention.py',
+           'window=_window_arg(window, causal), scale=scaling)',
+           'window=_window_arg(window, causal), scale=None)'),
+    Mutant('h_sinks', 'python/sinkattn/hf/_attention.py',
+           'sinks = s_aux if s_aux is not None else getattr(module, "sinkattn_sinks", None)',
+           'sinks = getattr(module, "sinkattn_sinks", None)'),
+    Mutant('h_q_valid', 'python/sinkattn/hf/_batching.py',
+           'q_valid = k_valid[:, -q_len:]',
+           'q_valid = k_valid[:, :q_len]'),
+    Mutant('h_runs', 'python/sinkattn/hf/_batching.py',
+           'runs = (k_valid[:, 1:] & ~k_valid[:, :-1]).sum(-1) + k_valid[:, :1].sum(-1)',
+           'runs = (k_valid[:, 1:] & ~k_valid[:, :-1]).sum(-1)'),
+    Mutant('h_pack_starts', 'python/sinkattn/hf/_batching.py',
+           'starts[1:] = pos[1:] != pos[:-1] + 1',
+           'starts[1:] = pos[1:] < pos[:-1]'),
+    Mutant('h_explicit_max', 'python/sinkattn/hf/_batching.py',
+           'max_k = int(max_k) if max_k is not None else int(cu_k.diff().max())',
+           'max_k = int(max_q) if max_q is not None else int(cu_q.diff().max())'),
+    Mutant('h_cache_version', 'python/sinkattn/hf/_batching.py',
+           'if t is tensor and version == tensor._version and key == extra:',
+           'if t is tensor and key == extra:'),
 ]

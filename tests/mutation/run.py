@@ -1,7 +1,7 @@
 """Runs the mutants of tests/mutation/mutants.py: applies one, runs its set's tests, restores the
 file (also on Ctrl-C), and prints killed / SURVIVED per mutant; exits 1 when one survived.
 
-    python3 tests/mutation/run.py [--set cpp|python|cp] [ID ...]
+    python3 tests/mutation/run.py [--set cpp|python|cp|hf] [ID ...]
 
 Expects build/cpu configured (scripts/test.sh does it) and the cached environment of
 scripts/setup.sh. A file with uncommitted changes is refused: a crash could mix them up.
@@ -28,6 +28,8 @@ SETS = {
                                         + [f"tests/python/{f}" for f in FAST_PY])),
     "cp": (mutants.CP, "timeout 900 {py} -m pytest -x -q -p no:cacheprovider "
                        "tests/python/test_cp.py tests/python/test_cp_plan.py"),
+    "hf": (mutants.HF, "timeout 900 {py} -m pytest -x -q -p no:cacheprovider "
+                       "tests/python/test_hf.py tests/python/test_verl.py"),
 }
 
 

@@ -358,3 +358,109 @@ def test_autocast_runs_the_kernel_in_the_autocast_dtype(monkeypatch):
     assert seen and set(seen) == {torch.bfloat16}
     # Within twice the error of eager attention under the same autocast, plus a bf16 ulp.
     assert (out - ref).abs().max() <= 2 * (out_eager - ref).abs().max() + 2**-8
+
+
+# ---- the attention function against transformers' own mask rules, one argument at a time -----------
+
+class _Layer(torch.nn.Module):
+    """What the attention functions read from an attention layer (GPT-OSS's eager one included)."""
+
+    def __init__(self, hq=4, hkv=2, causal=True):
+        super().__init__()
+        self.num_key_value_groups = hq // hkv
+        self.sinks = torch.nn.Parameter(torch.randn(hq))
+        if causal is not None:  # None: a layer without the attribute
+            self.is_causal = causal
+
+
+def _overlay_mask(sq, sk, causal, window):
+    """The additive (1, 1, sq, sk) mask of transformers' mask functions, queries at the end of
+    the keys."""
+    from transformers.masking_utils import (causal_mask_function, sliding_window_bidirectional_overlay,
+                                            sliding_window_overlay)
+    fns = [causal_mask_function] if causal else []
+    if window is not None:
+        fns.append(sliding_window_overlay(window) if causal else sliding_window_bidirectional_overlay(window))
+    i = torch.arange(sq).view(-1, 1) + (sk - sq)
+    j = torch.arange(sk).view(1, -1)
+    vis = torch.ones(sq, sk, dtype=torch.bool)
+    for f in fns:
+        vis &= torch.as_tensor(f(0, 0, i, j))
+    return torch.where(vis, 0.0, -torch.inf).view(1, 1, sq, sk)
+
+
+FUNCTION_CASES = {  # name: (layer's is_causal, sliding_window, scaling)
+    "scaling": (True, None, 0.3),
+    "causal window": (True, 3, None),
+    "bidirectional window": (False, 3, None),
+    "layer without is_causal": (None, None, None),  # causal, as transformers' decoders
+}
+
+
+@pytest.mark.parametrize("case", FUNCTION_CASES)
+def test_attention_function_matches_gpt_oss_eager(case):
+    from transformers.models.gpt_oss.modeling_gpt_oss import eager_attention_forward
+    causal, window, scaling = FUNCTION_CASES[case]
+    torch.manual_seed(0)
+    d, s = 32, 11
+    layer = _Layer(causal=causal)
+    q, k, v = torch.randn(2, 4, s, d), torch.randn(2, 2, s, d), torch.randn(2, 2, s, d)
+    scale = scaling if scaling is not None else d**-0.5
+    out, _ = _attention.sinkattn_attention_forward(layer, q, k, v, None, scaling=scale,
+                                                   sliding_window=window, s_aux=layer.sinks)
+    mask = _overlay_mask(s, s, causal is not False, window)
+    ref, _ = eager_attention_forward(layer, q, k, v, mask, scaling=scale)
+    torch.testing.assert_close(out, ref)
+
+
+def _each_alone(layer, q, k, v, cu_q, cu_k):
+    """The packed (1, H, T, D) batch as one attention call per sequence (bottom-right causal)."""
+    outs = []
+    for a, b, c, e in zip(cu_q[:-1], cu_q[1:], cu_k[:-1], cu_k[1:]):
+        o, _ = _attention.sinkattn_attention_forward(layer, q[:, :, a:b], k[:, :, c:e], v[:, :, c:e],
+                                                     None, scaling=0.25, s_aux=layer.sinks)
+        outs.append(o)
+    return torch.cat(outs, 1)
+
+
+def test_packed_position_ids_start_a_sequence_at_any_jump():
+    """INTEGRATION.md's rule: any step other than +1 starts a sequence, a jump up included."""
+    layer = _Layer()
+    q, k, v = torch.randn(1, 4, 9, 32), torch.randn(1, 2, 9, 32), torch.randn(1, 2, 9, 32)
+    pos = torch.tensor([[0, 1, 2, 3, 7, 8, 9, 4, 5]])  # three sequences: 0-3, 7-9, 4-5
+    out, _ = _attention.sinkattn_attention_forward(layer, q, k, v, None, scaling=0.25,
+                                                   s_aux=layer.sinks, position_ids=pos)
+    torch.testing.assert_close(out, _each_alone(layer, q, k, v, [0, 4, 7, 9], [0, 4, 7, 9]))
+
+
+def test_explicit_cu_seq_lens_with_more_keys_than_queries():
+    """cu_seq_lens_q / _k that differ (a cache before each sequence's queries), lengths not given."""
+    layer = _Layer()
+    cu_q, cu_k = torch.tensor([0, 2, 5]), torch.tensor([0, 4, 9])
+    q, k, v = torch.randn(1, 4, 5, 32), torch.randn(1, 2, 9, 32), torch.randn(1, 2, 9, 32)
+    out, _ = _attention.sinkattn_attention_forward(layer, q, k, v, None, scaling=0.25,
+                                                   s_aux=layer.sinks, cu_seq_lens_q=cu_q,
+                                                   cu_seq_lens_k=cu_k)
+    torch.testing.assert_close(out, _each_alone(layer, q, k, v, cu_q.tolist(), cu_k.tolist()))
+
+
+def test_mask_longer_than_the_keys_keeps_its_last_columns():
+    """A sliding-window cache holds only the last keys: the mask's columns for them are its last."""
+    layer = _Layer()
+    q, k, v = torch.randn(2, 4, 1, 32), torch.randn(2, 2, 6, 32), torch.randn(2, 2, 6, 32)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, :3] = False  # left padding, outside the cached keys
+    mask[0, 5] = False   # a padded key inside them
+    args = dict(scaling=0.25, s_aux=layer.sinks)
+    out, _ = _attention.sinkattn_attention_forward(layer, q, k, v, mask, **args)
+    ref, _ = _attention.sinkattn_attention_forward(layer, q, k, v, mask[:, -6:].clone(), **args)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_padding_plan_sees_a_mask_changed_in_place():
+    from sinkattn.hf import _batching
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    before = _batching.padding_plan(mask, 6)
+    mask[1, :2] = False
+    after = _batching.padding_plan(mask, 6)
+    assert before.cu_seqlens_k.tolist() == [0, 6, 12] and after.cu_seqlens_k.tolist() == [0, 6, 10]
