@@ -29,7 +29,8 @@ SETS = {
     "cp": (mutants.CP, "timeout 900 {py} -m pytest -x -q -p no:cacheprovider "
                        "tests/python/test_cp.py tests/python/test_cp_plan.py"),
     "hf": (mutants.HF, "timeout 900 {py} -m pytest -x -q -p no:cacheprovider "
-                       "tests/python/test_hf.py tests/python/test_verl.py"),
+                       "tests/python/test_hf.py tests/python/test_verl.py "
+                       "tests/python/test_hf_kernels_hub.py tests/python/test_flash_compat.py"),
 }
 
 

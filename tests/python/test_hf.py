@@ -252,6 +252,9 @@ def test_add_sinks_with_very_negative_init_reproduces_the_model():
 
 def test_add_sinks_matches_reference_and_trains():
     model = sinkattn.hf.add_sinks(build("qwen3", "sdpa", window=None), init=0.0, window=[4, None])
+    # The reference reads the windows add_sinks records: check them against the argument first.
+    assert [layer.self_attn.sinkattn_window for layer in model.model.layers] == [4, None]
+    assert model.config.sinkattn_windows == [4, None]
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.sinkattn_sinks.normal_(0.0, 1.0)
@@ -278,6 +281,12 @@ def test_add_sinks_matches_reference_and_trains():
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert not torch.equal(model.model.layers[0].self_attn.sinkattn_sinks, sinks_before)
+
+
+def test_add_sinks_one_window_for_every_layer():
+    model = sinkattn.hf.add_sinks(build("llama", "sdpa"), window=3)
+    layers = model.model.layers
+    assert len(layers) > 1 and [layer.self_attn.sinkattn_window for layer in layers] == [3] * len(layers)
 
 
 def test_add_sinks_refuses_bad_arguments():
