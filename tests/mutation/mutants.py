@@ -2,13 +2,15 @@
 that still passes means a class of bug no test sees. Equivalent mutants (the same behaviour by
 construction) are kept with the reason, so that nobody has to work it out again, and are skipped.
 
-    python3 tests/mutation/run.py [--set cpp|python|cp|hf] [ID ...]
+    python3 tests/mutation/run.py [--set cpp|python|cp|hf|bench] [ID ...]
 
 cpp: the CPU backend, src/api.cpp's checks and the GPU kernels' shared mask rules, against the
 C++ tests (builds build/cpu; ~5-25 s a mutant). python: the Python layer against its fast test
 files (~3 s a killed mutant, ~12 s a survivor). cp: context parallelism against test_cp (gloo;
-~90 s a survivor). hf: the transformers / VERL layer against test_hf and test_verl (~30 s). Not run by CI: run it
-after changing the code a set covers, and add a mutant for each new rule or path.
+~90 s a survivor). hf: the transformers / VERL layer against test_hf, test_verl and the
+flash-attn entry points' tests (~15 s). bench: the benchmark's work counts against test_bench.
+Not run by CI: run it after changing the code a set covers, and add a mutant for each new rule or
+path.
 """
 from __future__ import annotations
 
@@ -497,4 +499,23 @@ HF += [
     Mutant('sk_per_layer', 'python/sinkattn/hf/_sinks.py',
            '        windows = [window] * len(layers)\n',
            '        windows = [window] * len(layers)\n        windows[-1] = None\n'),
+]
+
+# benchmark work counts (the TFLOP/s and GB/s the tables report), against test_bench
+BENCH = [
+    Mutant('b_window', 'python/sinkattn/bench/flops.py',
+           'left = -1 if window is None else window - 1',
+           'left = -1 if window is None else window'),
+    Mutant('b_offset', 'python/sinkattn/bench/flops.py',
+           'offset = seqlen_k - seqlen_q',
+           'offset = 0'),
+    Mutant('b_bwd_factor', 'python/sinkattn/bench/flops.py',
+           'BWD_FACTOR = 2.5',
+           'BWD_FACTOR = 2.0'),
+    Mutant('b_fwd_flops', 'python/sinkattn/bench/flops.py',
+           'fwd = 4.0 * heads_q * pairs * head_dim',
+           'fwd = 2.0 * heads_q * pairs * head_dim'),
+    Mutant('b_min_bytes', 'python/sinkattn/bench/flops.py',
+           'return elem_bytes * head_dim * (2 * rows_q * heads_q + 2 * rows_k * heads_kv)',
+           'return elem_bytes * head_dim * (2 * rows_q * heads_q + 2 * rows_k * heads_q)'),
 ]

@@ -1,7 +1,7 @@
 """Runs the mutants of tests/mutation/mutants.py: applies one, runs its set's tests, restores the
 file (also on Ctrl-C), and prints killed / SURVIVED per mutant; exits 1 when one survived.
 
-    python3 tests/mutation/run.py [--set cpp|python|cp|hf] [ID ...]
+    python3 tests/mutation/run.py [--set cpp|python|cp|hf|bench] [ID ...]
 
 Expects build/cpu configured (scripts/test.sh does it) and the cached environment of
 scripts/setup.sh. A file with uncommitted changes is refused: a crash could mix them up.
@@ -31,6 +31,8 @@ SETS = {
     "hf": (mutants.HF, "timeout 900 {py} -m pytest -x -q -p no:cacheprovider "
                        "tests/python/test_hf.py tests/python/test_verl.py "
                        "tests/python/test_hf_kernels_hub.py tests/python/test_flash_compat.py"),
+    "bench": (mutants.BENCH, "timeout 900 {py} -m pytest -x -q -p no:cacheprovider "
+                             "tests/python/test_bench.py"),
 }
 
 

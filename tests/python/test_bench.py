@@ -61,6 +61,14 @@ def test_commit_named_by_the_caller_wins_over_git(monkeypatch):
     assert _commit() != "abc1234" and _commit()
 
 
+def test_fwd_min_bytes_are_the_tensors_bytes():
+    """q, k, v read once and out written once, K / V at their own (GQA) head count."""
+    q, out = (torch.empty(300, 64, 64, dtype=torch.bfloat16) for _ in range(2))
+    k, v = (torch.empty(500, 8, 64, dtype=torch.bfloat16) for _ in range(2))
+    want = sum(t.numel() * t.element_size() for t in (q, k, v, out))
+    assert flops.fwd_min_bytes(300, 500, 64, 8, 64, 2) == want
+
+
 def test_flops_formula():
     assert flops.attention_flops(10, 64, 64, FWD) == 4 * 64 * 10 * 64
     assert flops.attention_flops(10, 64, 64, FWD_BWD) == 3.5 * 4 * 64 * 10 * 64
