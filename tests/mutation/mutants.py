@@ -519,3 +519,27 @@ BENCH = [
            'return elem_bytes * head_dim * (2 * rows_q * heads_q + 2 * rows_k * heads_kv)',
            'return elem_bytes * head_dim * (2 * rows_q * heads_q + 2 * rows_k * heads_q)'),
 ]
+
+PYTHON += [
+    Mutant('a_det_fixed', 'python/sinkattn/attention.py',
+           '    out, lse = ops.run_fwd(q, k, v, sinks, None, None, -1, -1, scale, left, right, causal,\n                           deterministic, return_lse)',
+           '    out, lse = ops.run_fwd(q, k, v, sinks, None, None, -1, -1, scale, left, right, causal,\n                           False, return_lse)'),
+    Mutant('a_det_varlen', 'python/sinkattn/attention.py',
+           '                           right, causal, deterministic, return_lse)',
+           '                           right, causal, False, return_lse)'),
+]
+
+CP += [
+    Mutant('cp_sig_window', 'python/sinkattn/cp/api.py',
+           '    sig["window"] = zlib.crc32(repr(tuple(w)).encode())\n',
+           ''),
+    Mutant('cp_sig_scale', 'python/sinkattn/cp/api.py',
+           '    sig["scale"] = -1 if scale is None else _code(',
+           '    sig["scale_"] = -1 if True else _code('),
+    Mutant('cp_sig_cu', 'python/sinkattn/cp/api.py',
+           '    sig["cu_seqlens"] = -1 if cu is None else zlib.crc32(struct.pack(f"{len(cu)}q", *cu))\n',
+           ''),
+    Mutant('cp_dsink_partial', 'python/sinkattn/cp/api.py',
+           '            dsink = merge.dsink_partial(dout, out, lse, sinks)',
+           '            dsink = torch.zeros_like(sinks, dtype=torch.float32)'),
+]

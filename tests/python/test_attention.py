@@ -235,3 +235,28 @@ def test_kernels_names_the_path_and_refuses_like_the_call():
     assert sinkattn.kernels(q, k, v, s) == {"fwd": "cpu", "bwd": "cpu"}
     with pytest.raises(ValueError, match="sinks"):
         sinkattn.kernels(q, k, v, s[:3])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_deterministic_reaches_the_backward(monkeypatch, varlen, fast):
+    """The CPU backward is deterministic either way, so only the argument itself can show that
+    deterministic=True reaches the library (CUDA's dK / dV reduction depends on it)."""
+    monkeypatch.setattr(ops, "_eager_fast_path", fast)
+    seen = []
+    real = ops.bwd_impl
+
+    def spy(*args, **kw):
+        seen.append(args[15])  # bwd_impl's deterministic
+        return real(*args, **kw)
+    monkeypatch.setattr(ops, "bwd_impl", spy)
+    for det in (True, False):
+        q = torch.randn(6, 4, 32, requires_grad=True)
+        k, v = torch.randn(6, 2, 32), torch.randn(6, 2, 32)
+        if varlen:
+            cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+            out = sinkattn.varlen_attention(q, k, v, cu, cu, deterministic=det)
+        else:
+            out = sinkattn.attention(q[None], k[None], v[None], deterministic=det)
+        out.sum().backward()
+    assert seen == [True, False]

@@ -207,6 +207,11 @@ def _refusals(rank, world, failures):
                  lambda: cp.attention(qm, km, km), failures, "mismatched shapes")
     n += _expect(ValueError, ["window", "differs"],
                  lambda: cp.attention(q, k, k, window=4 + rank), failures, "mismatched window")
+    n += _expect(ValueError, ["scale", "differs"],
+                 lambda: cp.attention(q, k, k, scale=0.5 + rank), failures, "mismatched scale")
+    n += _expect(ValueError, ["cu_seqlens", "differs"],
+                 lambda: cp.attention(q[0], k[0], k[0], cu_seqlens=[0, 2 + rank, 8 * world]),
+                 failures, "mismatched cu_seqlens")
     # a sequence that cannot be cut as the layout needs
     q7, k7 = torch.randn(1, 7, 4, 32), torch.randn(1, 7, 2, 32)
     n += _expect(ValueError, ["q", "divisible by 2 * group size"],
