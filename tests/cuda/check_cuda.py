@@ -299,6 +299,8 @@ def grid():
              causal=True, sinks=True, mixed=True),
         Case("mixed layouts d128 window 127 fp16", B=2, sq=600, sk=700, hq=8, hkv=2, d=128,
              causal=True, left=127, sinks=True, mixed=True, dtype=fp),
+        Case("mixed layouts window 127 d64", sq=1024, sk=1024, hq=16, hkv=2, d=64, causal=True,
+             left=127, sinks=True, mixed=True),
         Case("mixed layouts varlen d64", hq=16, hkv=2, d=64, causal=True, sinks=True, mixed=True,
              varlen=([700, 1, 300, 0], [900, 1500, 300, 5])),
         Case("mixed layouts decode d64", sq=1, sk=2000, hq=16, hkv=2, d=64, causal=True, sinks=True,
