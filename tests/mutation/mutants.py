@@ -9,8 +9,9 @@ C++ tests (builds build/cpu; ~5-25 s a mutant). python: the Python layer against
 files (~3 s a killed mutant, ~12 s a survivor). cp: context parallelism against test_cp (gloo;
 ~90 s a survivor). hf: the transformers / VERL layer against test_hf, test_verl and the
 flash-attn entry points' tests (~15 s). bench: the benchmark's work counts against test_bench.
-Not run by CI: run it after changing the code a set covers, and add a mutant for each new rule or
-path.
+GPU: the CUDA kernels and their launch code, built here and checked on the GPU machine by
+tests/mutation/gpu.sh. Not run by CI: run a set after changing the code it covers, and add a
+mutant for each new rule or path.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class Mutant(NamedTuple):
     old: str  # occurs exactly once in file
     new: str
     equivalent: str = ""  # why it cannot change behaviour; such mutants are skipped
+    path: str = ""  # GPU set: SINKATTN_CUDA_PATH for the check (auto, sm80)
+    cases: str = ""  # GPU set: check_cuda.py --only substrings (comma-separated)
 
 
 CPP = [
@@ -542,4 +545,37 @@ CP += [
     Mutant('cp_dsink_partial', 'python/sinkattn/cp/api.py',
            '            dsink = merge.dsink_partial(dout, out, lse, sinks)',
            '            dsink = torch.zeros_like(sinks, dtype=torch.float32)'),
+]
+
+# CUDA kernels: built here (tests/mutation/gpu.sh build) and checked on the GPU machine
+# (tests/mutation/gpu.sh check) with check_cuda.py on the path and grid cases named last.
+GPU = [
+    Mutant('g_pack2_rz', 'src/cuda/common/ptx.h',
+           '    __nv_bfloat162 v = __floats2bfloat162_rn(x, y);',
+           '    __nv_bfloat162 v = __halves2bfloat162(__float2bfloat16_rz(x), __float2bfloat16_rz(y));',
+           path='auto', cases='1023x1024 64/8 d64 causal sinks'),
+    Mutant('g90_fwd_vmap', 'src/cuda/sm90/launch_fwd.h',
+           '  const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);',
+           '  const CUtensorMap map_v = make_tile_map(\n      sinkattn_tensor{p.v.data, p.k.batch_stride, p.k.row_stride, p.k.head_stride}, kv, t.block_n);',
+           path='auto', cases='mixed layouts'),
+    Mutant('g90_bwd_dout_map', 'src/cuda/sm90/launch_bwd.h',
+           '    const CUtensorMap map_dout = make_tile_map(p.dout, q, t.block_m);',
+           '    const CUtensorMap map_dout = make_tile_map(\n        sinkattn_tensor{p.dout.data, p.q.batch_stride, p.q.row_stride, p.q.head_stride}, q, t.block_m);',
+           path='auto', cases='mixed layouts'),
+    Mutant('g90_band_vmap', 'src/cuda/sm90/band_launch.h',
+           '  const CUtensorMap map_v = make_tile_map(p.v, kv, Smem::kKeys);',
+           '  const CUtensorMap map_v = make_tile_map(\n      sinkattn_tensor{p.v.data, p.k.batch_stride, p.k.row_stride, p.k.head_stride}, kv, Smem::kKeys);',
+           path='auto', cases='mixed layouts window 127 d64'),
+    Mutant('g80_fwd_vstride', 'src/cuda/sm80/fwd_kernel.h',
+           '    load_tile_async<BN, D, kThreads>(sV + buf * BN * kS, gV + n0 * p.v.row_stride,\n                                     p.v.row_stride, seq.len_k - n0);',
+           '    load_tile_async<BN, D, kThreads>(sV + buf * BN * kS, gV + n0 * p.k.row_stride,\n                                     p.k.row_stride, seq.len_k - n0);',
+           path='sm80', cases='mixed layouts'),
+    Mutant('g80_dv_store', 'src/cuda/sm80/bwd_dkdv_kernel.h',
+           '                              p.dv.row_stride, sV, seq.len_k - n0);',
+           '                              p.dk.row_stride, sV, seq.len_k - n0);',
+           path='sm80', cases='mixed layouts'),
+    Mutant('g_det_ignored', 'src/cuda/dispatch.cu',
+           '  k.dq_atomic = b.deterministic || ws.band ? 0 : 1;\n  k.dq_accum = (b.deterministic && !ws.handoff) || ws.band',
+           '  k.dq_atomic = ws.band ? 0 : 1;\n  k.dq_accum = ws.band',
+           path='auto', cases='1023x1024 64/8 d64 causal sinks'),
 ]
