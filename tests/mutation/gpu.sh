@@ -67,7 +67,7 @@ check)
     if grep -qE "^GRID: ([0-9]+)/\1 cases passed" "$OUT/mut-$id.log"; then
       echo "$id: SURVIVED ($summary)"; survived+=("$id")
     else
-      echo "$id: killed ($summary; $(grep -m1 -oE '(FAIL|NOT bit-identical|rounding [-+0-9.]+ ulp)[^;]*' "$OUT/mut-$id.log" | head -c 100))"
+      echo "$id: killed ($summary; $(grep -m1 -oE '(FAIL|NOT bit-identical|rounding [-+0-9.]+ ulp)[^;]*' "$OUT/mut-$id.log" | head -1 | head -c 100))"
     fi
   done < <(list "$@")
   echo "survived: ${survived[*]:-none}"
