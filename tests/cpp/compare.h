@@ -36,12 +36,6 @@ void expect_forward_close(sinkattn_dtype t, const Result& got, const Result& ref
 void expect_backward_close(sinkattn_dtype t, const Result& got, const Result& ref,
                            const Result* lowp, const DsinkCheck* own_forward);
 
-// 16-bit out, dq, dk and dv: each rounded to nearest, not in one direction. Over the elements
-// whose fp64 value the dtype cannot hold and that lie within one unit in the last place (ulp) of
-// it, the mean of (got - ref) / ulp toward zero is ~0 for round-to-nearest and ~-0.5 for
-// truncation, a bias the max-error bounds above (which allow an ulp or more) cannot see.
-void expect_rounding_unbiased(sinkattn_dtype t, const Result& got, const Result& ref);
-
 // Runs forward and backward of case c on dev and checks everything against the references: out,
 // lse, dq, dk, dv, dsink, untouched gaps and inputs. A CUDA case whose backend refuses with
 // NOT_SUPPORTED, or with no device present, is skipped with the reason. Returns the problem

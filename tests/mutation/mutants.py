@@ -1,6 +1,7 @@
 """Seeded faults the tests must catch: each mutant changes one string of the source, and a test run
-that still passes means a class of bug no test sees. Equivalent mutants (the same behaviour by
-construction) are kept with the reason, so that nobody has to work it out again, and are skipped.
+that still passes means a class of bug no test sees. Mutants that cannot fail a test (equivalent:
+the same behaviour by construction; or out of any test's reach) are kept with the reason, so that
+nobody has to work it out again, and are skipped.
 
     python3 tests/mutation/run.py [--set cpp|python|cp|hf|bench] [ID ...]
 
@@ -23,7 +24,7 @@ class Mutant(NamedTuple):
     file: str
     old: str  # occurs exactly once in file
     new: str
-    equivalent: str = ""  # why it cannot change behaviour; such mutants are skipped
+    skip: str = ""  # why it is not run: equivalent (same behaviour by construction) or out of reach
     path: str = ""  # GPU set: SINKATTN_CUDA_PATH for the check (auto, sm80)
     cases: str = ""  # GPU set: check_cuda.py --only substrings (comma-separated)
 
@@ -74,11 +75,11 @@ CPP = [
     Mutant('batch_stride', 'src/cpu/common.h',
            'if (!is_varlen(p)) off += b * t.batch_stride;',
            'if (!is_varlen(p)) off += b * t.batch_stride * (t.batch_stride > 0);',
-           equivalent='the multiplier is 1 for every stride the checks accept (>= 0; 0 only where the extent is 1)'),
+           skip='the multiplier is 1 for every stride the checks accept (>= 0; 0 only where the extent is 1)'),
     Mutant('zz_straddle', 'src/cpu/blocks.h',
            'if (!by_key && start < mask.split && mask.split < start + rows) rows = mask.split - start;',
            '',
-           equivalent='only scheduling: a block across the two zigzag chunks is masked per row all the same (it costs time under a window)'),
+           skip='only scheduling: a block across the two zigzag chunks is masked per row all the same (it costs time under a window)'),
     Mutant('blk_other1', 'src/cpu/blocks.h',
            'blk.other1 = mask.hi(start + blk.rows - 1) + 1;',
            'blk.other1 = mask.hi(start) + 1;'),
@@ -100,7 +101,7 @@ CPP = [
     Mutant('fwd_empty_row', 'src/cpu/fwd.cpp',
            'lse[r] = t.l[r] > 0.f ? t.m[r] + std::log(t.l[r]) : -kInf;',
            'lse[r] = t.m[r] + std::log(t.l[r]);',
-           equivalent='l == 0 only where m stayed -inf, and -inf + log(0) is the same -inf'),
+           skip='l == 0 only where m stayed -inf, and -inf + log(0) is the same -inf'),
     Mutant('fwd_vstride', 'src/cpu/fwd.cpp',
            'k_row(p, p.v, s, j0, hk), p.v.row_stride',
            'k_row(p, p.v, s, j0, hk), p.k.row_stride'),
@@ -110,7 +111,7 @@ CPP = [
     Mutant('bwd_dsink_fin', 'src/cpu/bwd.cpp',
            'if (std::isfinite(l)) sum +=',
            'sum +=',
-           equivalent="with sinks every lse is finite (the sink joins each row's sum), so the guard only matters for a caller's bad lse"),
+           skip="with sinks every lse is finite (the sink joins each row's sum), so the guard only matters for a caller's bad lse"),
     Mutant('bwd_dsink_sign', 'src/cpu/bwd.cpp',
            'c.bp.dsink[h] = static_cast<float>(-sum);',
            'c.bp.dsink[h] = static_cast<float>(sum);'),
@@ -123,7 +124,7 @@ CPP = [
     Mutant('bwd_padmask', 'src/cpu/bwd.cpp',
            'if (nk != nk_pad || !mask.full(i0, nq, j0, nk)) mask.apply',
            'if (!mask.full(i0, nq, j0, nk)) mask.apply',
-           equivalent="the backward's P comes from lse, not from a sum over the tile: zero K / V padding rows add nothing to dq and their dk / dv rows are not stored"),
+           skip="the backward's P comes from lse, not from a sum over the tile: zero K / V padding rows add nothing to dq and their dk / dv rows are not stored"),
     Mutant('bwd_head_reset', 'src/cpu/bwd.cpp',
            '    std::fill(t.head1, t.head1 + tile, 0.f);\n',
            ''),
@@ -136,7 +137,7 @@ CPP = [
     Mutant('bwd_ws', 'src/cpu/bwd.cpp',
            'if (bp.workspace_size < delta_bytes(p) ||',
            'if (bp.workspace_size + 256 < delta_bytes(p) ||',
-           equivalent='src/api.cpp checks the workspace size first (a_ws)'),
+           skip='src/api.cpp checks the workspace size first (a_ws)'),
     Mutant('k_alpha', 'src/cpu/kernels.cpp',
            'const float alpha = m[r] == m_new ? 1.f : std::exp(m[r] - m_new);',
            'const float alpha = m[r] == m_new ? 1.f : std::exp(m_new - m[r]);'),
@@ -146,7 +147,7 @@ CPP = [
     Mutant('k_zero_cols', 'src/cpu/kernels.cpp',
            '    for (int c = d; c < ldd; ++c) o[c] = 0.f;\n',
            '',
-           equivalent='every built head dim is a multiple of the 32-column padding, so there are no pad columns'),
+           skip='every built head dim is a multiple of the 32-column padding, so there are no pad columns'),
     Mutant('k_zero_rows', 'src/cpu/kernels.cpp',
            '    std::memset(dst + static_cast<int64_t>(r) * ldd, 0, sizeof(float) * ldd);',
            '    ;'),
@@ -156,7 +157,7 @@ CPP = [
     Mutant('k_bf16_nan', 'src/cpu/kernels.cpp',
            'return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);',
            'return static_cast<uint16_t>(rounded);',
-           equivalent='arithmetic NaNs carry high payload bits, which the rounding keeps a NaN'),
+           skip='arithmetic NaNs carry high payload bits, which the rounding keeps a NaN'),
     Mutant('k_fp16_sub', 'src/cpu/kernels.cpp',
            'uint32_t bits = em < 0x0400u ? sub : (em >= 0x7c00u ? special : normal);',
            'uint32_t bits = em >= 0x7c00u ? special : normal;'),
@@ -166,14 +167,14 @@ CPP = [
     Mutant('k_fp16_ovf', 'src/cpu/kernels.cpp',
            'uint32_t o = f >= 0x47800000u ? special :',
            'uint32_t o = f > 0x47800000u ? special :',
-           equivalent='65536 rounds to fp16 infinity on the normal path too'),
+           skip='65536 rounds to fp16 infinity on the normal path too'),
     Mutant('k_exp_lo', 'src/cpu/kernels.cpp',
            'return in < lo ? splat<V>(0.f) : y;',
            'return y;'),
     Mutant('k_transpose_tail', 'src/cpu/kernels.cpp',
            'for (int c = (r < r8 ? c8 : 0); c < cols; ++c)',
            'for (int c = (r < r8 ? c8 : 0); c < cols - (cols > c8); ++c)',
-           equivalent='tiles are padded to multiples of 8 in both dimensions, so the tail loop never runs'),
+           skip='tiles are padded to multiples of 8 in both dimensions, so the tail loop never runs'),
     Mutant('k_grad_delta', 'src/cpu/kernels.cpp',
            'store(drow + c, p * (load<V>(drow + c) - dr));',
            'store(drow + c, p * load<V>(drow + c));'),
@@ -317,7 +318,7 @@ PYTHON = [
     Mutant('o_fkey_causal', 'python/sinkattn/ops.py',
            'key = (key, max_q, max_k, scale, left, right, causal, zigzag)',
            'key = (key, max_q, max_k, scale, left, right, zigzag)',
-           equivalent='causal is window_right = 0 (sinkattn.h), and right is in the key'),
+           skip='causal is window_right = 0 (sinkattn.h), and right is in the key'),
     Mutant('p_key_qstride', 'python/sinkattn/_plans.py',
            'return (q.shape, q.stride(), k.shape',
            'return (q.shape, q.shape, k.shape'),
@@ -463,7 +464,7 @@ CP += [
     Mutant('cp_covers', 'python/sinkattn/cp/plan.py',
            'return c.q0 == 0 and c.q1 == rows and sum(b - a for a, b in c.pieces) == rows',
            'return c.q0 == 0 and c.q1 == rows',
-           equivalent="with one call, the gaps are sequences without keys: with the sinks in the "
+           skip="with one call, the gaps are sequences without keys: with the sinks in the "
                       "call the kernel gives them out 0 and lse = the sink, what sink_only fills, and "
                       "their dsink terms are 0 (out 0)"),
     Mutant('cp_ulysses_heads', 'python/sinkattn/cp/ulysses.py',
@@ -547,13 +548,31 @@ CP += [
            '            dsink = torch.zeros_like(sinks, dtype=torch.float32)'),
 ]
 
+# the CPU thread pool
+CPP += [
+    Mutant('pp_generation', 'src/cpu/parallel.cpp',
+           'if (static_cast<uint32_t>(c >> 32) != gen || static_cast<int64_t>(c & 0xffffffffu) >= n)',
+           'if (static_cast<int64_t>(c & 0xffffffffu) >= n)'),
+    Mutant('pp_error', 'src/cpu/parallel.cpp',
+           '        if (!error_) error_ = std::current_exception();',
+           '        ;'),
+    Mutant('pp_fork', 'src/cpu/parallel.cpp',
+           'if (threads_ == 1 || getpid() != pid_ || n >= (int64_t(1) << 32)) return false;',
+           'if (threads_ == 1 || n >= (int64_t(1) << 32)) return false;',
+           skip="out of reach: a forked child runs the job on its own thread either way; the guard "
+                "keeps it off the pool's mutexes, which a fork in mid-job may leave locked"),
+    Mutant('pp_nested', 'src/cpu/parallel.cpp',
+           'if (n > 1 && work >= kMinParallelFlops && !in_pool_job && num_threads() > 1) {',
+           'if (n > 1 && work >= kMinParallelFlops && num_threads() > 1) {'),
+]
+
 # CUDA kernels: built here (tests/mutation/gpu.sh build) and checked on the GPU machine
 # (tests/mutation/gpu.sh check) with check_cuda.py on the path and grid cases named last.
 GPU = [
     Mutant('g_pack2_rz', 'src/cuda/common/ptx.h',
            '    __nv_bfloat162 v = __floats2bfloat162_rn(x, y);',
            '    __nv_bfloat162 v = __halves2bfloat162(__float2bfloat16_rz(x), __float2bfloat16_rz(y));',
-           path='auto', cases='1023x1024 64/8 d64 causal sinks'),
+           path='auto', cases='exact rounding'),
     Mutant('g90_fwd_vmap', 'src/cuda/sm90/launch_fwd.h',
            '  const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);',
            '  const CUtensorMap map_v = make_tile_map(\n      sinkattn_tensor{p.v.data, p.k.batch_stride, p.k.row_stride, p.k.head_stride}, kv, t.block_n);',

@@ -56,8 +56,8 @@ def main() -> int:
     for m in todo:
         if args.ids and m.id not in args.ids:
             continue
-        if m.equivalent and not args.ids:
-            print(f"{m.id}: equivalent ({m.equivalent})")
+        if m.skip and not args.ids:
+            print(f"{m.id}: skipped ({m.skip})")
             continue
         path = os.path.join(ROOT, m.file)
         if run(f"git diff --quiet -- {m.file}", env).returncode:
