@@ -600,3 +600,20 @@ GPU = [
            '  k.dq_atomic = ws.band ? 0 : 1;\n  k.dq_accum = ws.band',
            path='auto', cases='1023x1024 64/8 d64 causal sinks'),
 ]
+
+CP += [
+    Mutant('cp_local_det', 'python/sinkattn/cp/local.py',
+           '                                deterministic=deterministic, **_args(c, q.device, scale))',
+           '                                deterministic=False, **_args(c, q.device, scale))'),
+    Mutant('cp_local_sink_only', 'python/sinkattn/cp/local.py',
+           '        lse.copy_(sinks.detach().float().unsqueeze(1).expand(hq, T))\n',
+           '        pass\n',
+           skip="equivalent: in self-attention every query row sees at least its own key, so a "
+                "call covers it and overwrites the fill"),
+    Mutant('cp_local_dv', 'python/sinkattn/cp/local.py',
+           '        dv[c.k0:c.k1] += gv',
+           '        dv[c.k0:c.k1] = gv'),
+    Mutant('cp_local_zigzag', 'python/sinkattn/cp/local.py',
+           '        args["zigzag"] = c.zigzag',
+           '        args["zigzag"] = (c.zigzag[0], c.zigzag[1] + 0 * 1)\n        args.pop("zigzag")'),
+]

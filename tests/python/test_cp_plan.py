@@ -220,3 +220,22 @@ def test_fused_zigzag_refusals_name_the_argument():
         ops.fwd(q, k, k, zigzag=(2, 2), **kw)
     with pytest.raises(ValueError, match=r"problem.cu_seqlens_k\[1\]"):
         ops.fwd(q, k, k, zigzag=(0, 3), **kw)  # 16 keys, expected 3 x 8
+
+
+def test_local_backward_hands_deterministic_to_the_kernel(monkeypatch):
+    """The CPU backward is deterministic either way: only the argument shows it reaches ops.bwd."""
+    from sinkattn import ops
+    from sinkattn.cp import local
+
+    seen = []
+    real = ops.bwd
+    monkeypatch.setattr(ops, "bwd", lambda *a, **kw: seen.append(kw["deterministic"]) or real(*a, **kw))
+    T, hq, hkv, d = 8, 4, 2, 32
+    q, dout = torch.randn(T, hq, d), torch.randn(T, hq, d)
+    k, v = torch.randn(T, hkv, d), torch.randn(T, hkv, d)
+    (call,) = plan.build([L.Seg(0, T, 0, 0)], [L.Seg(0, T, 0, 0)], -1, 0)  # causal, one call
+    out, lse = local.run_one(call, q, k, v, None, d ** -0.5)
+    for det in (True, False):
+        grads = [torch.zeros(t.shape) for t in (q, k, v)]
+        local.backward([call], dout, q, k, v, out, lse, d ** -0.5, det, *grads)
+    assert seen == [True, False]
