@@ -325,14 +325,21 @@ class _Shapes(TorchDispatchMode):
         return out
 
 
-class _Attn(torch.nn.Module):
-    is_causal = True
+class _Layer(torch.nn.Module):
+    """What the attention functions read from an attention layer (GPT-OSS's eager one included)."""
+
+    def __init__(self, hq=4, hkv=2, causal=True):
+        super().__init__()
+        self.num_key_value_groups = hq // hkv
+        self.sinks = torch.nn.Parameter(torch.randn(hq))
+        if causal is not None:  # None: a layer without the attribute
+            self.is_causal = causal
 
 
 @pytest.mark.parametrize("padded", [False, True])
 def test_no_square_scores_and_no_kv_repetition(padded):
     d = 32
-    module = _Attn()
+    module = _Layer()  # its sinks are GPT-OSS's, which sinkattn reads only as s_aux
     # Prefill, Sq = Sk = 512, one head: any S x S tensor would hold 262144 elements.
     q, k, v = (torch.randn(1, 1, 512, d, requires_grad=True) for _ in range(3))
     mask = torch.ones(1, 512, dtype=torch.bool)
@@ -370,17 +377,6 @@ def test_autocast_runs_the_kernel_in_the_autocast_dtype(monkeypatch):
 
 
 # ---- the attention function against transformers' own mask rules, one argument at a time -----------
-
-class _Layer(torch.nn.Module):
-    """What the attention functions read from an attention layer (GPT-OSS's eager one included)."""
-
-    def __init__(self, hq=4, hkv=2, causal=True):
-        super().__init__()
-        self.num_key_value_groups = hq // hkv
-        self.sinks = torch.nn.Parameter(torch.randn(hq))
-        if causal is not None:  # None: a layer without the attribute
-            self.is_causal = causal
-
 
 def _overlay_mask(sq, sk, causal, window):
     """The additive (1, 1, sq, sk) mask of transformers' mask functions, queries at the end of
