@@ -1,15 +1,24 @@
 // 16-bit outputs are rounded to nearest (even), not truncated: a problem whose arithmetic is exact
 // in fp32 must store the correctly rounded exact values. The grid's max-error bounds allow an ulp
-// or more, so a truncating store passes them; here it cannot.
-//
-// q = 0 makes every score 0, so without sinks each row's probabilities are exactly 1 / Sk (a power
-// of two, exact in bf16 and fp16 too, where a kernel rounds P). v and dout hold values
-// 1 + m / 128 (m < 128): a sum of up to 2^9 of them needs at most 17 significant bits, so
-// out = mean_j v_j and dv = (1 / Sk) sum over the group's heads and rows of dout are exact before
-// their one rounding. dv's P comes from the stored fp32 lse (log Sk, not exact): off by ~1e-7
-// relative, which can only decide exact ties between two dtype values, so those take either.
+// or more, so a truncating store passes them; here it cannot. The inputs, column by column (the
+// "q half" is x < d/2, the "k half" the rest; scale 1/8, no sinks):
+//   q     1 + m/16 in the q half, 0 in the k half;  k  0 in the q half, 1 + m/16 in the k half
+//   v     column 0: 1 and 2, Sk/2 of each per (batch, kv head), mean 1.5; odd columns: one
+//         value 1 + m/128 per column, in every row; even columns from 2: 1 + m/128 per row
+//   dout  1 + m/16 in column 0 and the odd columns, 0 in the other even columns
+// Every score is 0, so every probability is exactly 1 / Sk (a power of two, exact in bf16 and
+// fp16 too, where a kernel rounds P). The constant columns cancel in dP - delta, which is
+// dout[i][0] (v[j][0] - 1.5) = +-dout[i][0] / 2 exactly, so dS is exact in 16 bits as well, and
+// each output is a short sum that needs at most 20 significant bits (fp32 holds 24):
+//   out[i][x] = mean_j v[j][x]                        dv[j][x] = (1/Sk) sum_{h,i} dout[i][x]
+//   dq[i][x] = scale/Sk dout[i][0] sum_j (v[j][0] - 1.5) k[j][x]                (k half)
+//   dk[j][x] = scale/Sk (v[j][0] - 1.5) sum_{h,i} dout[i][0] q[i][x]            (q half)
+// The backward's P comes from the stored fp32 lse (log Sk, ~1e-7 off): a kernel that keeps P or
+// dS in fp32 (the CPU's) is off by that much, which can only decide exact ties between two dtype
+// values, so dv, dq and dk may take either neighbour there.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -24,8 +33,8 @@ std::vector<Case> rounding_cases() {
   std::vector<Case> out;
   for (sinkattn_dtype t : {BF16, F16})
     for (int d : {32, 64, 96, 128, 256}) {
-      out.push_back(Case::fixed(t, 1, 64, 64, 4, 2, d).without_sinks());
-      out.push_back(Case::fixed(t, 2, 256, 256, 8, 2, d).without_sinks());
+      out.push_back(Case::fixed(t, 1, 64, 64, 4, 2, d).without_sinks().with_scale(0.125f));
+      out.push_back(Case::fixed(t, 2, 256, 256, 8, 2, d).without_sinks().with_scale(0.125f));
     }
   return out;
 }
@@ -59,42 +68,73 @@ Neighbours neighbours(sinkattn_dtype t, double x) {
 void check_rounding(const Case& c, Device dev) {
   Attention a(c, dev, test_seed());
   std::mt19937_64 rng(test_seed());
-  std::uniform_int_distribution<int> m(0, 127);
+  std::uniform_int_distribution<int> m16(0, 15), m128(0, 127);
+  const auto draw16 = [&] { return 1.0f + m16(rng) / 16.0f; };
+  const auto draw128 = [&] { return 1.0f + m128(rng) / 128.0f; };
+  const int64_t half = c.d / 2;
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t h = 0; h < c.hq; ++h)
-      for (int64_t x = 0; x < c.d; ++x) {
-        for (int64_t i = 0; i < c.sq; ++i) {
-          a.q.set(b, i, h, x, 0.0f);
-          a.dout.set(b, i, h, x, 1.0f + m(rng) / 128.0f);
+      for (int64_t i = 0; i < c.sq; ++i)
+        for (int64_t x = 0; x < c.d; ++x) {
+          a.q.set(b, i, h, x, x < half ? draw16() : 0.0f);
+          a.dout.set(b, i, h, x, x == 0 || x % 2 ? draw16() : 0.0f);
         }
-        if (h < c.hkv)
-          for (int64_t j = 0; j < c.sk; ++j) a.v.set(b, j, h, x, 1.0f + m(rng) / 128.0f);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t hk = 0; hk < c.hkv; ++hk) {
+      std::vector<float> ones_twos(c.sk, 1.0f);
+      std::fill(ones_twos.begin() + c.sk / 2, ones_twos.end(), 2.0f);
+      std::shuffle(ones_twos.begin(), ones_twos.end(), rng);
+      for (int64_t x = 0; x < c.d; ++x) {
+        const float column_value = draw128();
+        for (int64_t j = 0; j < c.sk; ++j) {
+          a.k.set(b, j, hk, x, x < half ? 0.0f : draw16());
+          a.v.set(b, j, hk, x, x == 0 ? ones_twos[j] : x % 2 ? column_value : draw128());
+        }
       }
-  for (Tensor* t : {&a.q, &a.v, &a.dout}) t->blob().upload();
+    }
+  for (Tensor* t : {&a.q, &a.k, &a.v, &a.dout}) t->blob().upload();
   ASSERT_EQ(a.forward(), SINKATTN_OK) << sinkattn_last_error();
   ASSERT_EQ(a.backward(), SINKATTN_OK) << sinkattn_last_error();
 
   const int64_t group = c.hq / c.hkv;
+  const double scale = c.scale;
   int failures = 0;
+  const auto check = [&](const char* name, double exact, float got, bool any_tie, int64_t b,
+                         int64_t row, int64_t head, int64_t x) {
+    if (failures >= 5) return;
+    const auto r = rounded(c.dtype, exact, got, any_tie);
+    failures += !r;
+    EXPECT_TRUE(r) << name << "[" << b << ", " << row << ", " << head << ", " << x << "]";
+  };
   for (int64_t b = 0; b < c.batch; ++b)
-    for (int64_t hk = 0; hk < c.hkv; ++hk)
-      for (int64_t x = 0; x < c.d && failures < 5; ++x) {
-        double v_sum = 0.0, dout_sum = 0.0;
+    for (int64_t hk = 0; hk < c.hkv; ++hk) {
+      const int64_t h0 = hk * group, h1 = h0 + group;
+      for (int64_t x = 0; x < c.d; ++x) {
+        double v_sum = 0.0, dout_sum = 0.0, dout_q = 0.0;
         for (int64_t j = 0; j < c.sk; ++j) v_sum += a.v.get(b, j, hk, x);
-        for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
-          for (int64_t i = 0; i < c.sq; ++i) dout_sum += a.dout.get(b, i, h, x);
-        for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
+        for (int64_t h = h0; h < h1; ++h)
           for (int64_t i = 0; i < c.sq; ++i) {
-            const auto r = rounded(c.dtype, v_sum / c.sk, a.out.get(b, i, h, x), false);
-            failures += !r;
-            EXPECT_TRUE(r) << "out[" << b << ", " << i << ", " << h << ", " << x << "]";
+            dout_sum += a.dout.get(b, i, h, x);
+            dout_q += double(a.dout.get(b, i, h, 0)) * a.q.get(b, i, h, x);
           }
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t i = 0; i < c.sq; ++i)
+            check("out", v_sum / c.sk, a.out.get(b, i, h, x), false, b, i, h, x);
         for (int64_t j = 0; j < c.sk; ++j) {
-          const auto r = rounded(c.dtype, dout_sum / c.sk, a.dv.get(b, j, hk, x), true);
-          failures += !r;
-          EXPECT_TRUE(r) << "dv[" << b << ", " << j << ", " << hk << ", " << x << "]";
+          check("dv", dout_sum / c.sk, a.dv.get(b, j, hk, x), true, b, j, hk, x);
+          const double sign = a.v.get(b, j, hk, 0) - 1.5;
+          check("dk", scale / c.sk * sign * dout_q, a.dk.get(b, j, hk, x), true, b, j, hk, x);
         }
+        double signed_k = 0.0;
+        for (int64_t j = 0; j < c.sk; ++j)
+          signed_k += (a.v.get(b, j, hk, 0) - 1.5) * a.k.get(b, j, hk, x);
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t i = 0; i < c.sq; ++i) {
+            const double exact = scale / c.sk * a.dout.get(b, i, h, 0) * signed_k;
+            check("dq", exact, a.dq.get(b, i, h, x), true, b, i, h, x);
+          }
       }
+    }
 }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) { return info.param.name(); }
