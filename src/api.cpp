@@ -23,15 +23,16 @@ std::string cat(Args&&... args) {
   return os.str();
 }
 
-// Every refusal reads "<entry>: <argument>: got <value>, <what is accepted>".
+// Every refusal reads "<entry>: <argument>: got <value>, <what is accepted>". The argument's name
+// is taken as given (a literal stays a pointer): a passing check builds no string.
 struct Checker {
   const char* entry;
-  template <class... Args>
-  [[noreturn]] void fail(sinkattn_status status, const std::string& arg, Args&&... why) const {
+  template <class Arg, class... Args>
+  [[noreturn]] void fail(sinkattn_status status, const Arg& arg, Args&&... why) const {
     throw Error(status, cat(entry, ": ", arg, ": ", std::forward<Args>(why)...));
   }
-  template <class... Args>
-  void require(bool ok, const std::string& arg, Args&&... why) const {
+  template <class Arg, class... Args>
+  void require(bool ok, const Arg& arg, Args&&... why) const {
     if (!ok) fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, std::forward<Args>(why)...);
   }
 };
@@ -127,14 +128,21 @@ void check_array(const Checker& c, const std::string& name, const void* ptr, int
 
 // Fused zigzag CP: the query rows of a sequence are two equal chunks and its keys are all 2W
 // chunks (see sinkattn_problem). Lengths are named by the caller: fields or cu_seqlens entries.
+// seq: the packed sequence whose lengths these are, or -1 for seqlen_q / seqlen_k. The names are
+// built only for a refusal (this runs once per sequence).
 void check_zigzag_lengths(const Checker& c, const sinkattn_problem& p, int64_t len_q,
-                          int64_t len_k, const std::string& q_name, const std::string& k_name,
-                          const std::string& where) {
-  c.require(len_q % 2 == 0, q_name, "got a query length of ", len_q, where, " with zigzag_world ",
-            p.zigzag_world, ", expected an even length (two zigzag chunks)");
-  c.require(len_k == int64_t{p.zigzag_world} * len_q, k_name, "got a key length of ", len_k, where,
-            ", expected zigzag_world x query length = ", p.zigzag_world, " x ", len_q, " = ",
-            int64_t{p.zigzag_world} * len_q, " (the gathered sequence)");
+                          int64_t len_k, int64_t seq) {
+  const auto name = [&](const char* which) {
+    return seq < 0 ? cat("problem.seqlen_", which) : cat("problem.cu_seqlens_", which, "[", seq + 1, "]");
+  };
+  const auto where = [&] { return seq < 0 ? std::string() : cat(" (sequence ", seq, ")"); };
+  if (len_q % 2 != 0)
+    c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, name("q"), "got a query length of ", len_q, where(),
+           " with zigzag_world ", p.zigzag_world, ", expected an even length (two zigzag chunks)");
+  if (len_k != int64_t{p.zigzag_world} * len_q)
+    c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, name("k"), "got a key length of ", len_k, where(),
+           ", expected zigzag_world x query length = ", p.zigzag_world, " x ", len_q, " = ",
+           int64_t{p.zigzag_world} * len_q, " (the gathered sequence)");
 }
 
 void check_zigzag(const Checker& c, const sinkattn_problem& p) {
@@ -145,7 +153,7 @@ void check_zigzag(const Checker& c, const sinkattn_problem& p) {
             p.zigzag_rank, ", expected 0..", p.zigzag_world - 1, " (zigzag_world is ",
             p.zigzag_world, ")");
   if (p.cu_seqlens_q == nullptr)
-    check_zigzag_lengths(c, p, p.seqlen_q, p.seqlen_k, "problem.seqlen_q", "problem.seqlen_k", "");
+    check_zigzag_lengths(c, p, p.seqlen_q, p.seqlen_k, -1);
 }
 
 // read_offsets: also check the contents of CPU cu_seqlens (the size queries do not read them).
@@ -218,25 +226,27 @@ void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offset
       } lists[2] = {{"problem.cu_seqlens_q", p.cu_seqlens_q, p.total_q, p.seqlen_q},
                     {"problem.cu_seqlens_k", p.cu_seqlens_k, p.total_k, p.seqlen_k}};
       for (const auto& l : lists) {
-        c.require(l.cu[0] >= 0, cat(l.name, "[0]"), "got ", l.cu[0], ", expected >= 0");
+        const auto at = [&](int64_t i) { return cat(l.name, "[", i, "]"); };  // refusals only
+        constexpr sinkattn_status kInvalid = SINKATTN_ERROR_INVALID_ARGUMENT;
+        if (l.cu[0] < 0) c.fail(kInvalid, at(0), "got ", l.cu[0], ", expected >= 0");
         for (int64_t b = 0; b < p.batch; ++b) {
           const int64_t len = int64_t(l.cu[b + 1]) - l.cu[b];
-          c.require(len >= 0, cat(l.name, "[", b + 1, "]"), "got ", l.cu[b + 1], " after ",
-                    l.cu[b], ", expected non-decreasing offsets");
-          c.require(len <= l.max_len, cat(l.name, "[", b + 1, "]"), "got a sequence of length ",
-                    len, ", expected at most the max length ", l.max_len,
-                    " (problem.seqlen_q / seqlen_k)");
+          if (len < 0)
+            c.fail(kInvalid, at(b + 1), "got ", l.cu[b + 1], " after ", l.cu[b],
+                   ", expected non-decreasing offsets");
+          if (len > l.max_len)
+            c.fail(kInvalid, at(b + 1), "got a sequence of length ", len,
+                   ", expected at most the max length ", l.max_len,
+                   " (problem.seqlen_q / seqlen_k)");
         }
-        c.require(l.cu[p.batch] <= l.total, cat(l.name, "[", p.batch, "]"), "got ",
-                  l.cu[p.batch], ", expected at most the row count ", l.total,
-                  " (problem.total_q / total_k)");
+        if (l.cu[p.batch] > l.total)
+          c.fail(kInvalid, at(p.batch), "got ", l.cu[p.batch], ", expected at most the row count ",
+                 l.total, " (problem.total_q / total_k)");
       }
       if (p.zigzag_world > 0)
         for (int64_t b = 0; b < p.batch; ++b)
           check_zigzag_lengths(c, p, int64_t(p.cu_seqlens_q[b + 1]) - p.cu_seqlens_q[b],
-                               int64_t(p.cu_seqlens_k[b + 1]) - p.cu_seqlens_k[b],
-                               cat("problem.cu_seqlens_q[", b + 1, "]"),
-                               cat("problem.cu_seqlens_k[", b + 1, "]"), cat(" (sequence ", b, ")"));
+                               int64_t(p.cu_seqlens_k[b + 1]) - p.cu_seqlens_k[b], b);
     }
   }
   const TensorCheck tensor{c, p};

@@ -1,6 +1,7 @@
 """`cmake --install` (README): the installed tree, moved to another folder, serves a C program
 through the CMake package (find_package(sinkattn) -> sinkattn::sinkattn) and through pkg-config,
-and the program (examples/c_example.c, which checks a row against a direct computation) runs."""
+and the program (examples/c_example.c, which checks a row against a direct computation) runs.
+The library exports the C API only, even with libstdc++ linked into it statically."""
 
 from __future__ import annotations
 
@@ -25,14 +26,25 @@ def _run(*cmd, **kw):
     return subprocess.run(list(map(str, cmd)), check=True, capture_output=True, text=True, **kw)
 
 
+def _static_libstdcxx() -> bool:
+    """Whether the C++ compiler can link libstdc++ statically (has libstdc++.a)."""
+    cxx = shutil.which(os.environ.get("CXX", "c++"))
+    if cxx is None:
+        return False
+    found = subprocess.run([cxx, "-print-file-name=libstdc++.a"], capture_output=True, text=True)
+    return os.path.isabs(found.stdout.strip())
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The CPU library installed into one prefix, then moved to another (relocatable)."""
+    """The CPU library installed into one prefix, then moved to another (relocatable); libstdc++
+    linked in statically where the compiler can (as the GPU machine's g++ does by default)."""
     if not (shutil.which("cmake") and shutil.which("cc")):
         pytest.skip("needs cmake and a C compiler")
     tmp = tmp_path_factory.mktemp("install")
+    static = ["-DCMAKE_SHARED_LINKER_FLAGS=-static-libstdc++"] if _static_libstdcxx() else []
     _run("cmake", "-S", ROOT, "-B", tmp / "build", "-DSINKATTN_CUDA=OFF", "-DSINKATTN_BUILD_TESTS=OFF",
-         "-DSINKATTN_BUILD_BENCH=OFF", f"-DCMAKE_INSTALL_PREFIX={tmp / 'first'}")
+         "-DSINKATTN_BUILD_BENCH=OFF", f"-DCMAKE_INSTALL_PREFIX={tmp / 'first'}", *static)
     _run("cmake", "--build", tmp / "build", "-j", os.cpu_count() or 1)
     _run("cmake", "--install", tmp / "build")
     (tmp / "first").rename(tmp / "moved")
@@ -57,3 +69,17 @@ def test_pkg_config(installed, tmp_path):
     libdir = next(f[2:] for f in flags if f.startswith("-L"))
     out = _run(tmp_path / "c_example", env=dict(os.environ, LD_LIBRARY_PATH=libdir)).stdout
     assert out.rstrip().endswith("ok"), out
+
+
+@pytest.mark.skipif(not (shutil.which("nm") and shutil.which("readelf")), reason="needs binutils")
+def test_exports_only_the_c_api(installed):
+    """Only sinkattn_* symbols are dynamic (cmake/sinkattn.map). A libstdc++ linked in statically
+    exported its own before: they interposed with the process's libstdc++ (torch's), and on the
+    GPU machine every refusal with a number in it crashed inside the ostream that formats it."""
+    lib = next(installed.glob("lib*/libsinkattn.so"))
+    needed = _run("readelf", "-d", lib).stdout
+    if _static_libstdcxx():  # the case that matters is the one built here
+        assert "libstdc++" not in needed, needed
+    names = [line.split()[-1] for line in _run("nm", "-D", "--defined-only", lib).stdout.splitlines()]
+    assert "sinkattn_fwd" in names and "sinkattn_last_error" in names, names
+    assert [n for n in names if not n.startswith("sinkattn_")] == []
