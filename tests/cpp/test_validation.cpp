@@ -216,7 +216,7 @@ std::vector<Rule> rules() {
        nullptr, nullptr, true, false, false, true},
       {"CuSeqlensDecreasing", kInvalid, "problem.cu_seqlens_k[2]",
        [](P& p) {
-         static const int32_t cu[] = {0, 4, 2, 11};
+         static const int32_t cu[] = {0, 4, 3, 11};  // down by one: the boundary
          p.cu_seqlens_k = cu;
        },
        nullptr, nullptr, true, false, false, true},
