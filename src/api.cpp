@@ -63,13 +63,22 @@ struct Dim {
   const char* name;
 };
 
+// A tensor's field ("problem.q" and "row_stride"), joined only when a refusal prints it.
+struct Field {
+  const char* tensor;
+  const char* field;
+};
+std::ostream& operator<<(std::ostream& os, const Field& f) {
+  return os << f.tensor << "." << f.field;
+}
+
 // Layout of a (batch, row, head, head_dim) tensor of the problem, checked the same way for
 // inputs and outputs; outputs must in addition not overlap themselves.
 struct TensorCheck {
   const Checker& c;
   const sinkattn_problem& p;
 
-  void operator()(const std::string& name, const sinkattn_tensor& t, int64_t rows, int64_t heads,
+  void operator()(const char* name, const sinkattn_tensor& t, int64_t rows, int64_t heads,
                   bool is_output) const {
     const bool varlen = is_varlen(p);
     Dim dims[3] = {{varlen ? 1 : p.batch, t.batch_stride, "batch_stride"},
@@ -77,20 +86,20 @@ struct TensorCheck {
                    {heads, t.head_stride, "head_stride"}};
     const int64_t numel = dims[0].extent * rows * heads * p.head_dim;
     if (numel == 0) return;  // nothing is read or written
-    c.require(t.data != nullptr, name + ".data", "got NULL, expected a pointer to ", numel,
+    c.require(t.data != nullptr, Field{name, "data"}, "got NULL, expected a pointer to ", numel,
               " elements");
     const int64_t elem = dtype_bytes(p.dtype);
     // CUDA kernels move 16-byte vectors: the base and every stride that is used must keep them
     // aligned. Strides of extent-1 dimensions are never used, so they are not checked.
     const int64_t align = p.device_type == SINKATTN_DEVICE_CUDA ? 16 : elem;
-    c.require(aligned(t.data, align), name + ".data", "got address ", t.data, ", expected ",
+    c.require(aligned(t.data, align), Field{name, "data"}, "got address ", t.data, ", expected ",
               align, "-byte alignment");
     __int128 last = p.head_dim - 1;  // offset of the last element
     for (const Dim& d : dims) {
       if (d.extent <= 1) continue;
-      c.require(d.stride >= 0, name + "." + d.name, "got ", d.stride,
+      c.require(d.stride >= 0, Field{name, d.name}, "got ", d.stride,
                 ", expected a non-negative stride");
-      c.require(static_cast<__int128>(d.stride) * elem % align == 0, name + "." + d.name, "got ", d.stride,
+      c.require(static_cast<__int128>(d.stride) * elem % align == 0, Field{name, d.name}, "got ", d.stride,
                 ", expected a multiple of ", align / elem, " elements (", align,
                 "-byte alignment) for ", dtype_name(p.dtype), " on this device");
       last += static_cast<__int128>(d.extent - 1) * d.stride;
@@ -101,7 +110,7 @@ struct TensorCheck {
 
   // Sufficient test: with the used dimensions sorted by stride, each stride must step past
   // everything the smaller dimensions (head_dim included) span.
-  void check_no_self_overlap(const std::string& name, Dim (&dims)[3]) const {
+  void check_no_self_overlap(const char* name, Dim (&dims)[3]) const {
     Dim sorted[4] = {{p.head_dim, 1, "head_dim"}, dims[0], dims[1], dims[2]};
     int n = 0;
     for (const Dim& d : sorted)
@@ -111,7 +120,7 @@ struct TensorCheck {
         std::swap(sorted[j], sorted[j - 1]);
     __int128 span = 0;
     for (int i = 0; i < n; ++i) {
-      c.require(sorted[i].stride > span, name + "." + sorted[i].name, "got ", sorted[i].stride,
+      c.require(sorted[i].stride > span, Field{name, sorted[i].name}, "got ", sorted[i].stride,
                 ", which makes the output overlap itself (expected more than ",
                 static_cast<int64_t>(span), ")");
       span += static_cast<__int128>(sorted[i].extent - 1) * sorted[i].stride;
@@ -120,7 +129,7 @@ struct TensorCheck {
 };
 
 // fp32 arrays (lse, sinks, dsink) and int32 cu_seqlens: non-null, 4-byte aligned.
-void check_array(const Checker& c, const std::string& name, const void* ptr, int64_t count) {
+void check_array(const Checker& c, const char* name, const void* ptr, int64_t count) {
   if (count == 0) return;
   c.require(ptr != nullptr, name, "got NULL, expected ", count, " 4-byte elements");
   c.require(aligned(ptr, 4), name, "got address ", ptr, ", expected 4-byte alignment");
