@@ -136,13 +136,14 @@ void check_array(const Checker& c, const char* name, const void* ptr, int64_t co
 }
 
 // Fused zigzag CP: the query rows of a sequence are two equal chunks and its keys are all 2W
-// chunks (see sinkattn_problem). Lengths are named by the caller: fields or cu_seqlens entries.
-// seq: the packed sequence whose lengths these are, or -1 for seqlen_q / seqlen_k. The names are
-// built only for a refusal (this runs once per sequence).
+// chunks (see sinkattn_problem). seq: the packed sequence whose lengths these are (named as
+// cu_seqlens entries), or -1 for seqlen_q / seqlen_k. Names are built only for a refusal: this
+// runs once per sequence.
 void check_zigzag_lengths(const Checker& c, const sinkattn_problem& p, int64_t len_q,
                           int64_t len_k, int64_t seq) {
   const auto name = [&](const char* which) {
-    return seq < 0 ? cat("problem.seqlen_", which) : cat("problem.cu_seqlens_", which, "[", seq + 1, "]");
+    return seq < 0 ? cat("problem.seqlen_", which)
+                   : cat("problem.cu_seqlens_", which, "[", seq + 1, "]");
   };
   const auto where = [&] { return seq < 0 ? std::string() : cat(" (sequence ", seq, ")"); };
   if (len_q % 2 != 0)
