@@ -63,13 +63,40 @@ struct Dim {
   const char* name;
 };
 
-// A tensor's field ("problem.q" and "row_stride"), joined only when a refusal prints it.
+// Names that a passing check never prints, so they are kept as parts and joined only by a
+// refusal's message (the per-sequence checks run once per packed sequence).
+// A tensor's field: "problem.q" and "row_stride".
 struct Field {
   const char* tensor;
   const char* field;
 };
 std::ostream& operator<<(std::ostream& os, const Field& f) {
   return os << f.tensor << "." << f.field;
+}
+// An array's entry: "problem.cu_seqlens_q" and 3.
+struct Entry {
+  const char* array;
+  int64_t index;
+};
+std::ostream& operator<<(std::ostream& os, const Entry& e) {
+  return os << e.array << "[" << e.index << "]";
+}
+// A sequence's query or key length (side "q" / "k"): seqlen_q / seqlen_k of a fixed-length
+// problem (seq < 0), or the cu_seqlens entry that ends packed sequence seq.
+struct Length {
+  const char* side;
+  int64_t seq;
+};
+std::ostream& operator<<(std::ostream& os, const Length& l) {
+  if (l.seq < 0) return os << "problem.seqlen_" << l.side;
+  return os << "problem.cu_seqlens_" << l.side << "[" << l.seq + 1 << "]";
+}
+// " (sequence seq)" after a packed sequence's length; nothing for a fixed-length problem.
+struct InSequence {
+  int64_t seq;
+};
+std::ostream& operator<<(std::ostream& os, const InSequence& s) {
+  return s.seq < 0 ? os : os << " (sequence " << s.seq << ")";
 }
 
 // Layout of a (batch, row, head, head_dim) tensor of the problem, checked the same way for
@@ -136,23 +163,15 @@ void check_array(const Checker& c, const char* name, const void* ptr, int64_t co
 }
 
 // Fused zigzag CP: the query rows of a sequence are two equal chunks and its keys are all 2W
-// chunks (see sinkattn_problem). seq: the packed sequence whose lengths these are (named as
-// cu_seqlens entries), or -1 for seqlen_q / seqlen_k. Names are built only for a refusal: this
-// runs once per sequence.
+// chunks (see sinkattn_problem). seq: the packed sequence whose lengths these are, or -1 for
+// seqlen_q / seqlen_k (Length).
 void check_zigzag_lengths(const Checker& c, const sinkattn_problem& p, int64_t len_q,
                           int64_t len_k, int64_t seq) {
-  const auto name = [&](const char* which) {
-    return seq < 0 ? cat("problem.seqlen_", which)
-                   : cat("problem.cu_seqlens_", which, "[", seq + 1, "]");
-  };
-  const auto where = [&] { return seq < 0 ? std::string() : cat(" (sequence ", seq, ")"); };
-  if (len_q % 2 != 0)
-    c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, name("q"), "got a query length of ", len_q, where(),
-           " with zigzag_world ", p.zigzag_world, ", expected an even length (two zigzag chunks)");
-  if (len_k != int64_t{p.zigzag_world} * len_q)
-    c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, name("k"), "got a key length of ", len_k, where(),
-           ", expected zigzag_world x query length = ", p.zigzag_world, " x ", len_q, " = ",
-           int64_t{p.zigzag_world} * len_q, " (the gathered sequence)");
+  c.require(len_q % 2 == 0, Length{"q", seq}, "got a query length of ", len_q, InSequence{seq},
+            " with zigzag_world ", p.zigzag_world, ", expected an even length (two zigzag chunks)");
+  c.require(len_k == int64_t{p.zigzag_world} * len_q, Length{"k", seq}, "got a key length of ",
+            len_k, InSequence{seq}, ", expected zigzag_world x query length = ", p.zigzag_world,
+            " x ", len_q, " = ", int64_t{p.zigzag_world} * len_q, " (the gathered sequence)");
 }
 
 void check_zigzag(const Checker& c, const sinkattn_problem& p) {
@@ -236,22 +255,17 @@ void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offset
       } lists[2] = {{"problem.cu_seqlens_q", p.cu_seqlens_q, p.total_q, p.seqlen_q},
                     {"problem.cu_seqlens_k", p.cu_seqlens_k, p.total_k, p.seqlen_k}};
       for (const auto& l : lists) {
-        const auto at = [&](int64_t i) { return cat(l.name, "[", i, "]"); };  // refusals only
-        constexpr sinkattn_status kInvalid = SINKATTN_ERROR_INVALID_ARGUMENT;
-        if (l.cu[0] < 0) c.fail(kInvalid, at(0), "got ", l.cu[0], ", expected >= 0");
+        c.require(l.cu[0] >= 0, Entry{l.name, 0}, "got ", l.cu[0], ", expected >= 0");
         for (int64_t b = 0; b < p.batch; ++b) {
           const int64_t len = int64_t(l.cu[b + 1]) - l.cu[b];
-          if (len < 0)
-            c.fail(kInvalid, at(b + 1), "got ", l.cu[b + 1], " after ", l.cu[b],
-                   ", expected non-decreasing offsets");
-          if (len > l.max_len)
-            c.fail(kInvalid, at(b + 1), "got a sequence of length ", len,
-                   ", expected at most the max length ", l.max_len,
-                   " (problem.seqlen_q / seqlen_k)");
+          c.require(len >= 0, Entry{l.name, b + 1}, "got ", l.cu[b + 1], " after ", l.cu[b],
+                    ", expected non-decreasing offsets");
+          c.require(len <= l.max_len, Entry{l.name, b + 1}, "got a sequence of length ", len,
+                    ", expected at most the max length ", l.max_len,
+                    " (problem.seqlen_q / seqlen_k)");
         }
-        if (l.cu[p.batch] > l.total)
-          c.fail(kInvalid, at(p.batch), "got ", l.cu[p.batch], ", expected at most the row count ",
-                 l.total, " (problem.total_q / total_k)");
+        c.require(l.cu[p.batch] <= l.total, Entry{l.name, p.batch}, "got ", l.cu[p.batch],
+                  ", expected at most the row count ", l.total, " (problem.total_q / total_k)");
       }
       if (p.zigzag_world > 0)
         for (int64_t b = 0; b < p.batch; ++b)
