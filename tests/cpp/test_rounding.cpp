@@ -39,7 +39,7 @@ std::vector<Case> rounding_cases() {
   return out;
 }
 
-// The dtype's neighbours below and above |x| (x exact in double), and whether x is halfway.
+// The dtype's neighbours below and above x (exact in double), and whether x is halfway.
 struct Neighbours {
   double below, above;
   bool tie;
@@ -97,7 +97,7 @@ void check_rounding(const Case& c, Device dev) {
   ASSERT_EQ(a.backward(), SINKATTN_OK) << sinkattn_last_error();
 
   const int64_t group = c.hq / c.hkv;
-  const double scale = c.scale;
+  const double scale = c.softmax_scale();
   int failures = 0;
   const auto check = [&](const char* name, double exact, float got, bool any_tie, int64_t b,
                          int64_t row, int64_t head, int64_t x) {

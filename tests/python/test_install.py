@@ -5,6 +5,7 @@ The library exports the C API only, even with libstdc++ linked into it staticall
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ def _run(*cmd, **kw):
     return subprocess.run(list(map(str, cmd)), check=True, capture_output=True, text=True, **kw)
 
 
+@functools.lru_cache(maxsize=None)
 def _static_libstdcxx() -> bool:
     """Whether the C++ compiler can link libstdc++ statically (has libstdc++.a)."""
     cxx = shutil.which(os.environ.get("CXX", "c++"))
