@@ -135,6 +135,11 @@ def _max_seqlen(cu: torch.Tensor, name: str) -> int:
     return hi
 
 
+def _max_seqlens(cu_q: torch.Tensor, cu_k: torch.Tensor) -> tuple[int, int]:
+    """(max_seqlen_q, max_seqlen_k) read from the offsets (a sync on CUDA)."""
+    return _max_seqlen(cu_q, "cu_seqlens_q"), _max_seqlen(cu_k, "cu_seqlens_k")
+
+
 def _check_bwd(dout, q, k, v, out, lse, sinks, cu_q, cu_k) -> None:
     _check_problem(q, k, v, sinks, cu_q, cu_k)
     _check_like("out", out, q)

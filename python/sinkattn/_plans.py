@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import _lib
-from ._checks import _max_seqlen
+from ._checks import _max_seqlens
 
 _Tensor = torch.Tensor
 
@@ -129,7 +129,6 @@ def _patch_problem(w, plan: _Plan, qkv_ptrs, sinks, cu_q, cu_k, max_q, max_k) ->
     if cu_q is not None:
         w[_W_CU_Q], w[_W_CU_K] = cu_q.data_ptr(), cu_k.data_ptr()
         if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
-            w[_W_MAX_Q], w[_W_MAX_K] = (_max_seqlen(cu_q, "cu_seqlens_q"),
-                                        _max_seqlen(cu_k, "cu_seqlens_k"))
+            w[_W_MAX_Q], w[_W_MAX_K] = _max_seqlens(cu_q, cu_k)
     if plan.cuda:
         w[_W_STREAM] = _raw_stream(plan.device_index)

@@ -31,7 +31,7 @@ import torch
 
 from . import _lib
 from ._checks import (_DTYPE_CODE, _HEAD_DIMS, _check_bwd, _check_problem, _lse_shape,
-                      _max_seqlen, _zigzag, resolve)
+                      _max_seqlens, _zigzag, resolve)
 from ._plans import (_BWD_POINTERS, _FWD_POINTERS, _W_K, _W_Q, _W_SINKS, _W_STREAM, _W_V, _WB_DOUT,
                      _WB_DK, _WB_DQ, _WB_DSINK, _WB_DV, _WB_LSE, _WB_OUT, _WB_WS, _WF_LSE, _WF_OUT,
                      _WF_WS, _addressof, _bwd_plans, _bwd_words, _cuda_device, _fwd_plans,
@@ -146,7 +146,7 @@ def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
                 v.data_ptr(), *v.stride()[:3], 0 if sinks is None else sinks.data_ptr(),
                 0, 0, 0, 0, scale, causal, left, right, stream, *zigzag)
     if max_q < 0 or max_k < 0:  # host read of cu_seqlens (a sync on CUDA)
-        max_q, max_k = _max_seqlen(cu_q, "cu_seqlens_q"), _max_seqlen(cu_k, "cu_seqlens_k")
+        max_q, max_k = _max_seqlens(cu_q, cu_k)
     return (dev, idx, _DTYPE_CODE[q.dtype], qs[2], cu_q.shape[0] - 1, max_q, max_k, qs[1], ks[1],
             *_tv(q, True), *_tv(k, True), *_tv(v, True), 0 if sinks is None else sinks.data_ptr(),
             cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream, *zigzag)

@@ -41,13 +41,14 @@ TEST(ThreadPool, BackToBackJobsRunOnlyTheirOwnTasks) {
   // as a count off by one rather than as a crash.
   constexpr int kJobs = 4000, kMaxTasks = 8;
   std::vector<std::array<std::atomic<int>, kMaxTasks>> runs(kJobs);
+  const auto task_count = [](int j) { return 2 + j % (kMaxTasks - 1); };  // 2..kMaxTasks
   std::vector<std::function<void(int64_t)>> tasks;
   for (int j = 0; j < kJobs; ++j) tasks.push_back([&runs, j](int64_t i) { runs[j][i].fetch_add(1); });
-  for (int j = 0; j < kJobs; ++j) parallel_for(2 + j % (kMaxTasks - 1), kBig, tasks[j]);
+  for (int j = 0; j < kJobs; ++j) parallel_for(task_count(j), kBig, tasks[j]);
   int wrong = 0;
   for (int j = 0; j < kJobs; ++j)
     for (int i = 0; i < kMaxTasks; ++i) {
-      const int want = i < 2 + j % (kMaxTasks - 1) ? 1 : 0;
+      const int want = i < task_count(j) ? 1 : 0;
       if (runs[j][i].load() != want && ++wrong <= 5)
         ADD_FAILURE() << "job " << j << " task " << i << " ran " << runs[j][i].load() << " times";
     }
