@@ -315,17 +315,20 @@ def _fused_switches(rank, world, failures):
     from dataclasses import replace
 
     from sinkattn import cp
-    from sinkattn.cp import allgather
+    from sinkattn.cp import allgather, problem
 
     n, real = 0, allgather.fused_call
     g = _gen(-5)
     calls = []
 
-    def spy(P):  # records that the fused path was planned (plans are cached per shape: new sizes)
+    def spy(P):  # records that the fused path was planned
         calls.append(P.rows)
         return real(P)
 
     def attend(S, **kw):
+        # Plans are cached per shape, and the cases before may have planned this one: forget them,
+        # so that each call plans anew through the switches and the patched fused_call.
+        problem._CACHE.clear()
         q, k, v = (torch.randn(1, S, h, 32, generator=g) for h in (4, 2, 2))
         sh = lambda t: cp.shard(t, "zigzag").contiguous()  # noqa: E731
         return cp.attention(sh(q), sh(k), sh(v), torch.randn(4, generator=g), layout="zigzag", **kw)
