@@ -448,6 +448,21 @@ def test_summary_and_markdown():
     assert table.splitlines()[-1].startswith("skipped: flash-attn2")
 
 
+def test_error_status_keeps_the_cause_and_the_table_its_columns():
+    # Inductor announces a subprocess failure on its first line; the cause ends the traceback.
+    e = RuntimeError("SubprocException: An exception occurred in a subprocess:\n\nTraceback "
+                     "(most recent call last):\n  File \"x.py\", line 1\n"
+                     "ValueError: index 4294967296 overflows int32\n\n"
+                     "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace.")
+    assert runner._short(e) == ("RuntimeError: SubprocException: An exception occurred in a "
+                                "subprocess: ... ValueError: index 4294967296 overflows int32")
+    assert runner._short(ValueError("bad\nsecond line")) == "ValueError: bad"
+    assert runner._short(ValueError()) == "ValueError: "
+    rows = [dict(r, status="error: TypeError: got int | None") for r in _rows()[:2]]
+    line = next(x for x in report.markdown(rows, {}, []).splitlines() if "got int" in x)
+    assert line.count(" | ") == 12 and "got int \\| None" in line
+
+
 def test_varlen_ratio_line():
     rows = []
     for wl, ms in ((suites.varlen(32768, 256, 8192), 4.0), (suites.gptoss(32768), 2.0)):

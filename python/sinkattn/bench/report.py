@@ -178,7 +178,7 @@ def markdown(rows: List[dict], meta: dict, plots: List[str]) -> str:
                 _fmt(r.get("fwd_tflops")), _fmt(r.get("gbps")), _fmt(r.get("fb_ms")),
                 _fmt(r.get("bwd_tflops")), _fmt(r.get("fwd_mib")), _fmt(r.get("fb_mib")),
                 r.get("check_err") or "-", _fmt(r.get("compile_s") or None, 2),
-                r["status"] + (f" ({r['note']})" if r["note"] else ""),
+                (r["status"] + (f" ({r['note']})" if r["note"] else "")).replace("|", "\\|"),
             ]) + " |")
         if _quiet_line(recs):
             out.append("\nNot run: " + _quiet_line(recs) + ".")

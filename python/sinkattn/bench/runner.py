@@ -10,6 +10,7 @@ import gc
 import json
 import math
 import os
+import re
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
@@ -42,9 +43,19 @@ class Settings:
     max_cell_s: float = math.inf  # a cell estimated above this is skipped as too slow
 
 
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
+
+
 def _short(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {msg}"[:160]
+    """The exception's first line and, where that only announces a traceback (Inductor's "An
+    exception occurred in a subprocess:"), the traceback's last exception line: the cause."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    msg = lines[0] if lines else ""
+    if msg.endswith(":"):
+        causes = [line for line in lines[1:] if _RAISED.match(line)]
+        if causes:
+            msg += " ... " + causes[-1][:160]
+    return f"{type(e).__name__}: {msg}"[:260]
 
 
 def _sig(x: float) -> float:
