@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -269,6 +270,15 @@ def test_budget_bounds_the_whole_run_even_when_a_cell_hangs(tmp_path):
     st = {(r["impl"], r["mode"]): r["status"] for r in report.read_csv(str(out / "results.csv"))}
     assert st[("sinkattn", FWD)] == "ok"
     assert st[("sdpa-flash", FWD)] == "skipped: budget (not reached)"
+    assert "used ? s" not in (out / "PERFORMANCE.md").read_text()  # the run's time is kept
+    # A CUDA run's report is rewritten on a machine without a GPU as well.
+    if not torch.cuda.is_available():
+        meta = json.loads((out / "meta.json").read_text())
+        (out / "meta.json").write_text(json.dumps(dict(meta, device="cuda:0")))
+        p = _bench_cmd(["--suite", "quick", "--device", "cuda", "--out", str(out), "--no-plots",
+                        "--report-only"], 100)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "(cuda:0)" in (out / "PERFORMANCE.md").read_text()
 
 
 # ---- the check: a wrong implementation is reported as wrong -------------------------------------

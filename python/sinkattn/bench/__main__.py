@@ -201,8 +201,10 @@ class _Finisher:
 def _write_outputs(args, rows, meta_path: str, run_s: Optional[float], cut: bool) -> int:
     with open(meta_path) as f:
         meta = json.load(f)
-    if run_s is not None:  # unknown for --report-only: the run was another process
+    if run_s is not None:  # kept for a later --report-only, which does not know it
         meta["run_s"] = round(run_s)
+        with open(meta_path, "w") as f:
+            json.dump(meta, f, indent=1)
     if cut:
         print("\n[bench] budget spent while a cell was running: writing what was measured",
               file=sys.stderr, flush=True)
@@ -230,7 +232,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = float(os.environ.get(_START, time.time())) if args.resume else time.time()
     device, err = _device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                          need_gpu=not (args.list or args.dry_run))
+                          need_gpu=not (args.list or args.dry_run or args.report_only))
     if device is None:
         print(err, file=sys.stderr)
         return 2
