@@ -198,13 +198,17 @@ class _Finisher:
             return _write_outputs(self.args, rows, self.meta_path, run_s, cut)
 
 
+def _save_meta(path: str, meta: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(meta, f, indent=1)
+
+
 def _write_outputs(args, rows, meta_path: str, run_s: Optional[float], cut: bool) -> int:
     with open(meta_path) as f:
         meta = json.load(f)
     if run_s is not None:  # kept for a later --report-only, which does not know it
         meta["run_s"] = round(run_s)
-        with open(meta_path, "w") as f:
-            json.dump(meta, f, indent=1)
+        _save_meta(meta_path, meta)
     if cut:
         print("\n[bench] budget spent while a cell was running: writing what was measured",
               file=sys.stderr, flush=True)
@@ -267,8 +271,7 @@ def main(argv=None) -> int:
     if not args.resume or not os.path.exists(meta_path):
         meta = _meta(args, device, argv)
         meta["budget_s"] = round(bud.end - t0)
-        with open(meta_path, "w") as f:
-            json.dump(meta, f, indent=1)
+        _save_meta(meta_path, meta)
 
     warnings.filterwarnings("ignore", category=UserWarning)  # backend-selection chatter
 
