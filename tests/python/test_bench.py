@@ -276,9 +276,13 @@ def test_budget_bounds_the_whole_run_even_when_a_cell_hangs(tmp_path):
         meta = json.loads((out / "meta.json").read_text())
         (out / "meta.json").write_text(json.dumps(dict(meta, device="cuda:0")))
         p = _bench_cmd(["--suite", "quick", "--device", "cuda", "--out", str(out), "--no-plots",
-                        "--report-only"], 100)
+                        "--impls", "sinkattn", "--workloads", "gptoss-4k", "--report-only"], 100)
         assert p.returncode == 0, p.stderr[-2000:]
         assert "(cuda:0)" in (out / "PERFORMANCE.md").read_text()
+        st = {(r["workload"], r["impl"], r["mode"]): r["status"]
+              for r in report.read_csv(str(out / "results.csv"))}
+        assert st[("gptoss-512", "sinkattn", FWD)] == "ok"  # the measured rows are kept
+        assert st[("gptoss-4k", "sinkattn", FWD)] == "skipped: budget (not reached)"
 
 
 # ---- the check: a wrong implementation is reported as wrong -------------------------------------
