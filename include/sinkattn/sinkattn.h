@@ -78,10 +78,14 @@ typedef struct sinkattn_tensor {
  * (batch, seqlen_k, heads_kv, head_dim). Packed variable-length batches: both cu_seqlens are set,
  * q is (total_q, heads_q, head_dim), k and v are (total_k, heads_kv, head_dim), and sequence b
  * holds rows [cu_seqlens_q[b], cu_seqlens_q[b+1]) of q and [cu_seqlens_k[b], cu_seqlens_k[b+1])
- * of k and v; seqlen_q / seqlen_k are then upper bounds on the per-sequence lengths. On the CPU
- * the library checks the offsets; on CUDA it cannot without a device synchronisation, so the
- * kernels clamp them to [0, total_q / total_k] (never reading out of bounds), and a sequence
- * longer than seqlen_q / seqlen_k may have its rows past that length left unwritten.
+ * of k and v; seqlen_q / seqlen_k are then upper bounds on the per-sequence lengths. Rows outside
+ * every sequence (before cu_seqlens[0], from cu_seqlens[batch] on) are written too: out, dq, dk and
+ * dv 0, lse -inf, so callers need not clear the outputs first. On the CPU the library checks the
+ * offsets; on CUDA it cannot without a device synchronisation, so the kernels clamp them to [0,
+ * total_q / total_k] (never reading out of bounds) and a check in the call's stream, after its
+ * kernels, fills every output (out and lse; dq, dk, dv and dsink) with NaN where the offsets break
+ * a rule the CPU checks: a sequence longer than seqlen_q / seqlen_k, decreasing offsets, offsets
+ * past total_q / total_k, or the zigzag lengths below.
  */
 typedef struct sinkattn_problem {
   int32_t device_type;  /* sinkattn_device_type of every pointer below */

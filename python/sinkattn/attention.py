@@ -52,9 +52,10 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     q's device, non-decreasing (zero-length sequences are fine). max_seqlen_q/k: the longest
     sequence, or None to compute it from cu_seqlens — a host read, i.e. a device synchronisation
     for CUDA tensors on every forward and backward; pass them to avoid it (torch.compile works
-    either way: the read happens inside the op). Passed values are trusted on CUDA (checking
-    them would need that read): a sequence longer than max_seqlen_q may get rows past that
-    length left unwritten. On the CPU the offsets are checked. Rows of q beyond
+    either way: the read happens inside the op). On CUDA, passed values are checked against the
+    offsets on the device after the call's kernels: where a sequence is longer than its max,
+    the offsets decrease or run past q's / k's rows, every output (out, lse, and the backward's
+    gradients) is NaN instead of an error. On the CPU the offsets are checked. Rows of q beyond
     cu_seqlens_q[-1] get out = 0, lse = -inf and no gradient. Any number of sequences: on CUDA
     more than 65,535 (a launch's grid limit) run as one library call per 65,535. Other arguments
     as in :func:`attention`; lse is (Hq, Tq).

@@ -152,11 +152,9 @@ def _problem(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
             cu_q.data_ptr(), cu_k.data_ptr(), qs[0], ks[0], scale, causal, left, right, stream, *zigzag)
 
 
-def _new(t: torch.Tensor, fill=None) -> torch.Tensor:
-    """A fresh output buffer, NaN-poisoned for tests, or filled where the library may not write."""
-    if _poison_outputs:
-        return t.fill_(math.nan)
-    return t if fill is None else t.fill_(fill)
+def _new(t: torch.Tensor) -> torch.Tensor:
+    """A fresh output buffer, NaN-poisoned for tests."""
+    return t.fill_(math.nan) if _poison_outputs else t
 
 
 def fwd_params(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, out, lse,
@@ -221,17 +219,26 @@ def _like(shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _fwd_outputs(out_like, lse_like, varlen: bool, want_lse: bool):
+def _fwd_outputs(out_like, lse_like, want_lse: bool):
     """out contiguous in q's shape and dtype, lse fp32 contiguous or None (not wanted: the library
-    skips it). Varlen rows outside every sequence (cu_seqlens[-1] < total) are not written by the
-    library: they read out = 0 and lse = -inf."""
+    skips it). The library writes every row, those outside every packed sequence too (out = 0,
+    lse = -inf)."""
     out = torch.empty_like(out_like)
     lse = torch.empty_like(lse_like) if want_lse else None
-    if _poison_outputs or varlen:
-        _new(out, 0.0 if varlen else None)
-        if want_lse:
-            _new(lse, -math.inf if varlen else None)
-    return out, lse
+    if want_lse:
+        _new(lse)
+    return _new(out), lse
+
+
+def _clear_outside(varlen: bool, zeros, lse=None) -> None:
+    """Where the library is not called for every row (no sequence, or a call per chunk of
+    sequences, which leaves out the rows outside all of them): the outputs 0 and lse -inf, as the
+    library writes the rows outside every sequence."""
+    if varlen:
+        for t in zeros:
+            t.zero_()
+        if lse is not None:
+            lse.fill_(-math.inf)
 
 
 def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causal, deterministic,
@@ -265,7 +272,7 @@ def fwd_impl(q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right, causa
         varlen = cu_q is not None
         if varlen:
             cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()
-        out, lse = _fwd_outputs(*plan.likes, varlen, want_lse)
+        out, lse = _fwd_outputs(*plan.likes, want_lse)
         _patch_problem(w, plan, ptrs, sinks, cu_q, cu_k, max_q, max_k)
     else:  # the common case (fixed length), inlined: it runs on every call
         out_spec, lse_spec = plan.specs[:2]
@@ -304,9 +311,10 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
     varlen = cu_q is not None
     likes = (_like(q.shape, q.dtype, q.device),
              _like(_lse_shape(q, varlen), torch.float32, q.device))
-    out, lse = _fwd_outputs(*likes, varlen, want_lse)
+    out, lse = _fwd_outputs(*likes, want_lse)
     chunks = _chunks(q, cu_q, cu_k)
     if chunks:  # more sequences than one call takes: a call per chunk, no plan
+        _clear_outside(varlen, (out,), lse)
         for cq, ck, iq, ik, il in chunks:
             o, l = _fwd_first(None, q[iq], k[ik], v[ik], sinks, cq, ck, max_q, max_k, scale, left,
                               right, causal, want_lse, zigzag)
@@ -315,6 +323,7 @@ def _fwd_first(key, q, k, v, sinks, cu_q, cu_k, max_q, max_k, scale, left, right
                 lse[il] = l
         return out, lse
     if out.numel() == 0 or (varlen and cu_q.shape[0] == 1):
+        _clear_outside(varlen, (out,), lse)
         return out, lse
     cuda = q.is_cuda
     given = (q, k, v)
@@ -387,8 +396,7 @@ def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, le
     if plan is None:
         return _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale,
                           left, right, causal, deterministic, want_dsink, zigzag)
-    varlen = cu_q is not None
-    dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, *plan.likes)
+    dq, dk, dv, dsink = _bwd_outputs(q, k, v, *plan.likes)
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr())
     rest = (out.data_ptr(), dout.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr())
     if plan.cuda and (ptrs[0] | ptrs[1] | ptrs[2] | rest[0] | rest[1] | rest[2] | rest[3]
@@ -407,14 +415,11 @@ def bwd_impl(dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, scale, le
     return dq, dk, dv, dsink
 
 
-def _bwd_outputs(q, k, v, varlen: bool, dsink_like):
-    """Gradients in the layouts of q, k, v (empty_like keeps dense strides); varlen rows outside
-    every sequence are not written by the library and get 0. dsink fp32 (Hq,), or (0,) when not
-    wanted: see _dsink_like."""
-    fill = 0.0 if varlen else None
-    dq, dk, dv = _new(torch.empty_like(q), fill), _new(torch.empty_like(k), fill), _new(
-        torch.empty_like(v), fill)
-    return dq, dk, dv, _new(torch.empty_like(dsink_like))
+def _bwd_outputs(q, k, v, dsink_like):
+    """Gradients in the layouts of q, k, v (empty_like keeps dense strides; the library writes
+    every row, 0 outside every packed sequence). dsink fp32 (Hq,), or (0,) when not wanted: see
+    _dsink_like."""
+    return tuple(_new(torch.empty_like(t)) for t in (q, k, v, dsink_like))
 
 
 def _dsink_like(q, want_dsink: bool):
@@ -433,9 +438,10 @@ def _bwd_first(key, dout, q, k, v, out, lse, sinks, cu_q, cu_k, max_q, max_k, sc
         return (*cut, grads[3])
     varlen = cu_q is not None
     dsink_like = _dsink_like(q, want_dsink)
-    dq, dk, dv, dsink = _bwd_outputs(q, k, v, varlen, dsink_like)
+    dq, dk, dv, dsink = _bwd_outputs(q, k, v, dsink_like)
     chunks = _chunks(q, cu_q, cu_k)
     if chunks:  # as in _fwd_first; dsink sums the calls' in a fixed order
+        _clear_outside(varlen, (dq, dk, dv))
         dsink.zero_()
         for cq, ck, iq, ik, il in chunks:
             g = _bwd_first(None, dout[iq], q[iq], k[ik], v[ik], out[iq], lse[il], sinks, cq, ck,

@@ -201,6 +201,9 @@ void bwd(const sinkattn_bwd_params& bp) {
                [&](int64_t t) { dq_block(c, qblocks[t / hq], t % hq); });
   parallel_for(nkt, 8.0 * k_pairs * hq * d,
                [&](int64_t t) { dkdv_block(c, kblocks[t / hkv], t % hkv); });
+  write_outside_rows(p, bp.dq, hq, /*keys=*/false);
+  write_outside_rows(p, bp.dk, hkv, /*keys=*/true);
+  write_outside_rows(p, bp.dv, hkv, /*keys=*/true);
 }
 
 }  // namespace cpu

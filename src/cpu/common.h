@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include "backend.h"
 
@@ -75,6 +77,23 @@ inline int64_t lse_offset(const sinkattn_problem& p, const Seq& s, int64_t h) {
 // Elements of an lse-shaped array.
 inline int64_t lse_elements(const sinkattn_problem& p) {
   return is_varlen(p) ? p.heads_q * p.total_q : p.batch * p.heads_q * p.seqlen_q;
+}
+
+// Packed calls: the rows no sequence covers, [0, cu[0]) and [cu[batch], total), get out and the
+// gradients 0 (keys: rows of k / v; else of q) and lse -inf (lse may be NULL), as the CUDA
+// backend's guard writes them (cuda/offsets_guard.h).
+inline void write_outside_rows(const sinkattn_problem& p, const sinkattn_tensor& t, int64_t heads,
+                               bool keys, float* lse = nullptr) {
+  if (!is_varlen(p)) return;
+  const int32_t* cu = keys ? p.cu_seqlens_k : p.cu_seqlens_q;
+  const int64_t total = keys ? p.total_k : p.total_q;
+  const size_t bytes = element_size(p.dtype) * static_cast<size_t>(p.head_dim);
+  for (const auto [from, to] : {std::pair<int64_t, int64_t>{0, cu[0]}, {cu[p.batch], total}})
+    for (int64_t r = from; r < to; ++r)
+      for (int64_t h = 0; h < heads; ++h) {
+        std::memset(row_ptr(p, t, 0, r, h), 0, bytes);
+        if (lse) lse[h * total + r] = -kInf;
+      }
 }
 
 // Visible keys of query row i: [lo(i), hi(i)] (empty when lo > hi). Query i sits at key position

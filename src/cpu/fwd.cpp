@@ -83,6 +83,7 @@ void fwd(const sinkattn_fwd_params& fp) {
   // Task = block * Hq + head: the heads of one block run next to each other and share K/V in cache.
   parallel_for(static_cast<int64_t>(blocks.size()) * hq, 4.0 * pairs * hq * p.head_dim,
                [&](int64_t task) { fwd_block(fp, blocks[task / hq], task % hq, dp); });
+  write_outside_rows(p, fp.out, hq, /*keys=*/false, fp.lse);
 }
 
 }  // namespace cpu

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "cuda/common/per_device.h"
+#include "cuda/offsets_guard.h"
 #include "cuda/sm80/bwd_prep.h"
 #include "cuda/sm80/launch.h"
 #include "cuda/sm80/tile_size.h"
@@ -351,10 +352,10 @@ size_t fwd_workspace_size(const sinkattn_fwd_params& f) {
 
 size_t bwd_workspace_size(const sinkattn_bwd_params& p) { return BwdWorkspace(p).total; }
 
-void fwd(const sinkattn_fwd_params& f) {
+namespace {
+
+void launch_fwd_kernels(const sinkattn_fwd_params& f) {
   const sinkattn_problem& p = f.problem;
-  if (p.seqlen_q == 0) return;  // no query rows, nothing to write
-  DeviceGuard guard(p.device_index);
   Params k = make_params(p);
   k.out = f.out;
   k.lse = f.lse;
@@ -382,9 +383,8 @@ void fwd(const sinkattn_fwd_params& f) {
   });
 }
 
-void bwd(const sinkattn_bwd_params& b) {
+void launch_bwd_kernels(const sinkattn_bwd_params& b) {
   const sinkattn_problem& p = b.problem;
-  DeviceGuard guard(p.device_index);
   Params k = make_params(p);
   k.out = b.out;
   k.dout = b.dout;
@@ -417,6 +417,50 @@ void bwd(const sinkattn_bwd_params& b) {
   dispatch(p, [&](auto type, auto dim) {
     sm80::launch_bwd<decltype(type), decltype(dim)::value>(k, stream);
   });
+}
+
+// The packed call's guard (offsets_guard.h), without its outputs.
+OffsetsGuard offsets_guard(const sinkattn_problem& p) {
+  OffsetsGuard g;
+  g.cu_q = p.cu_seqlens_q;
+  g.cu_k = p.cu_seqlens_k;
+  g.batch = p.batch;
+  g.max_q = p.seqlen_q;
+  g.max_k = p.seqlen_k;
+  g.total_q = p.total_q;
+  g.total_k = p.total_k;
+  g.zigzag_world = p.zigzag_world;
+  g.head_dim = p.head_dim;
+  g.nan = p.dtype == SINKATTN_BFLOAT16 ? 0x7fc0 : 0x7e00;
+  g.heads_q = p.heads_q;
+  return g;
+}
+
+}  // namespace
+
+void fwd(const sinkattn_fwd_params& f) {
+  const sinkattn_problem& p = f.problem;
+  if (p.seqlen_q == 0 && !is_varlen(p)) return;  // no query rows, nothing to write
+  DeviceGuard guard(p.device_index);
+  if (p.seqlen_q > 0) launch_fwd_kernels(f);
+  if (!is_varlen(p)) return;
+  OffsetsGuard g = offsets_guard(p);
+  g.rows[0] = {f.out, p.heads_q, false};
+  g.lse = f.lse;
+  launch_offsets_guard(g, sm80::sm_count(p.device_index), static_cast<cudaStream_t>(p.stream));
+}
+
+void bwd(const sinkattn_bwd_params& b) {
+  const sinkattn_problem& p = b.problem;
+  DeviceGuard guard(p.device_index);
+  launch_bwd_kernels(b);
+  if (!is_varlen(p)) return;
+  OffsetsGuard g = offsets_guard(p);
+  g.rows[0] = {b.dq, p.heads_q, false};
+  g.rows[1] = {b.dk, p.heads_kv, true};
+  g.rows[2] = {b.dv, p.heads_kv, true};
+  g.dsink = p.sinks ? b.dsink : nullptr;
+  launch_offsets_guard(g, sm80::sm_count(p.device_index), static_cast<cudaStream_t>(p.stream));
 }
 
 }  // namespace cuda

@@ -114,10 +114,12 @@ def make(b, sq, sk, hq, hkv, d, dtype, sinks=True, sink_dtype=torch.float32, dev
     return q, k, v, s
 
 
-def make_varlen(lens_q, lens_k, hq, hkv, d, dtype, sinks=True, pad=(0, 0), device="cpu"):
-    """Packed inputs for per-sequence lengths; `pad` extra rows after the last sequence."""
-    cu_q = torch.tensor([0] + lens_q, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-    cu_k = torch.tensor([0] + lens_k, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+def make_varlen(lens_q, lens_k, hq, hkv, d, dtype, sinks=True, pad=(0, 0), device="cpu",
+                lead=(0, 0)):
+    """Packed inputs for per-sequence lengths; `lead` / `pad` extra rows (of q, of k and v) before
+    the first sequence / after the last."""
+    cu_q = torch.tensor([lead[0]] + lens_q, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    cu_k = torch.tensor([lead[1]] + lens_k, dtype=torch.int32).cumsum(0, dtype=torch.int32)
     tq, tk = int(cu_q[-1]) + pad[0], int(cu_k[-1]) + pad[1]
     cu_q, cu_k = cu_q.to(device), cu_k.to(device)
     q = leaf(torch.randn(tq, hq, d, dtype=dtype, device=device))

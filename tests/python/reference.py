@@ -55,18 +55,20 @@ def attention(q, k, v, sinks=None, *, causal=True, left=-1, right=-1, scale=None
 
 def varlen_attention(q, k, v, cu_q, cu_k, sinks=None, **kw):
     """Packed: q (Tq, Hq, D), k/v (Tk, Hkv, D) -> out (Tq, Hq, D), lse (Hq, Tq), one sequence at a
-    time through attention(). Rows outside every sequence: out 0, lse -inf."""
+    time through attention(). Rows outside every sequence (before cu_q[0], from cu_q[-1] on): out 0,
+    lse -inf."""
     dtype = kw.get("dtype") or q.dtype
-    outs, lses = [], []
     cu_q, cu_k = cu_q.tolist(), cu_k.tolist()
+    out_dtype = q.dtype if dtype != torch.float64 else dtype
+    lse_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    outs = [q.new_zeros(cu_q[0], q.shape[1], q.shape[2], dtype=out_dtype)]
+    lses = [torch.full((q.shape[1], cu_q[0]), float("-inf"), dtype=lse_dtype, device=q.device)]
     for b in range(len(cu_q) - 1):
         qs, ks = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
         o, l = attention(q[None, qs], k[None, ks], v[None, ks], sinks, **kw)
         outs.append(o[0])
         lses.append(l[0])
     pad = q.shape[0] - cu_q[-1]
-    out_dtype = q.dtype if dtype != torch.float64 else dtype
-    lse_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     outs.append(q.new_zeros(pad, q.shape[1], q.shape[2], dtype=out_dtype))
     lses.append(torch.full((q.shape[1], pad), float("-inf"), dtype=lse_dtype, device=q.device))
     return torch.cat(outs), torch.cat(lses, dim=1)

@@ -80,9 +80,16 @@ def test_varlen(case):
     lens_q, lens_k, hq, hkv, d, dtype, causal, window, sinks, pad, pass_max = case
     q, k, v, s, cu = make_varlen(lens_q, lens_k, hq, hkv, d, dtype, sinks, pad)
     max_seqlen = (max(lens_q), max(lens_k)) if pass_max else None
-    if pad != (0, 0):
-        ops._poison_outputs = False  # padding rows are filled by the Python layer, not poisoned
     run_and_compare(q, k, v, s, causal=causal, window=window, cu=cu, max_seqlen=max_seqlen)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_varlen_rows_outside_every_sequence(window):
+    """Rows before the first sequence and after the last (cu_seqlens[0] > 0, cu_seqlens[-1] below
+    the row count) are written by the library, in outputs the tests poison with NaN: out 0, lse
+    -inf, their gradients 0."""
+    q, k, v, s, cu = make_varlen([5, 0, 13], [7, 3, 13], 4, 2, 64, F32, lead=(3, 2), pad=(2, 4))
+    run_and_compare(q, k, v, s, causal=True, window=window, cu=cu, max_seqlen=(13, 13))
 
 
 @pytest.mark.parametrize("case", VARLEN[:1] + VARLEN[2:], ids=lambda c: f"d{c[4]}-w{c[7]}")
@@ -93,7 +100,6 @@ def test_varlen_in_chunks_of_sequences(case, monkeypatch):
     lens_q, lens_k, hq, hkv, d, dtype, causal, window, sinks, pad, pass_max = case
     q, k, v, s, cu = make_varlen(lens_q, lens_k, hq, hkv, d, dtype, sinks, pad)
     max_seqlen = (max(lens_q), max(lens_k)) if pass_max else None
-    ops._poison_outputs = False  # rows outside every sequence: 0 and -inf, in both
     whole = sinkattn.varlen_attention(q, k, v, *cu, *(max_seqlen or (None, None)), s,
                                       causal=causal, window=window, return_lse=True)
     grads = torch.autograd.grad(whole[0].square().sum(), [t for t in (q, k, v, s) if t is not None])

@@ -44,6 +44,55 @@ def test_varlen(d):
     run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, max_seqlen=(130, 200))
 
 
+def test_varlen_rows_outside_every_sequence():
+    """As on the CPU (test_attention.py): rows before the first sequence and after the last are
+    written by the library's guard (out 0, lse -inf, gradients 0), the outputs poisoned first."""
+    q, k, v, s, cu = make_varlen([5, 0, 130], [7, 3, 200], 4, 2, 64, BF16, lead=(3, 2),
+                                 pad=(2, 4), device="cuda")
+    run_and_compare(q, k, v, s, causal=True, window=None, cu=cu, max_seqlen=(130, 200))
+
+
+@pytest.mark.parametrize("broken", ["max_q", "max_k", "decreasing", "past_rows"])
+def test_broken_offsets_fill_every_output_with_nan(broken):
+    """Passed max lengths are not checked against cu_seqlens on the host (that read would be a
+    sync). A call whose offsets break the contract gets every output NaN from the offsets guard
+    (src/cuda/offsets_guard.h), where the kernels alone would leave rows unwritten or overlap
+    sequences; the same call with sound offsets is exact, so the guard is what fills."""
+    lens_q, lens_k = [5, 0, 130, 1, 64], [7, 3, 130, 0, 200]
+    q, k, v, s, (cu_q, cu_k) = make_varlen(lens_q, lens_k, 4, 2, 64, BF16, pad=(0, 1),
+                                           device="cuda")
+    run_and_compare(q, k, v, s, causal=True, window=None, cu=(cu_q, cu_k), max_seqlen=(130, 201))
+    max_q, max_k = 130, 201
+    if broken == "max_q":
+        max_q = 129  # sequence 2 has 130 rows: its last row would be left unwritten
+    elif broken == "max_k":
+        max_k = 199  # sequence 4 has 200 keys
+    elif broken == "decreasing":
+        cu_q = cu_q.clone()
+        cu_q[2] = cu_q[1] - 1  # sequences 1 and 2 would overlap
+    else:
+        cu_k, max_k = cu_k.clone(), 202
+        cu_k[-1] += 2  # past k's 341 rows (the kernels would clamp it to 201 keys)
+    out, lse = sinkattn.varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k, s, return_lse=True)
+    assert out.isnan().all() and lse.isnan().all()
+    grads = torch.autograd.grad(out, (q, k, v, s), torch.randn_like(out))
+    for name, g in zip(("dq", "dk", "dv", "dsink"), grads):
+        assert g.isnan().all(), name
+
+
+def test_broken_zigzag_lengths_fill_with_nan():
+    """The fused zigzag rules (each query length even, keys = world x queries), checked by the
+    guard as the CPU backend checks them."""
+    q, k, v, s, (cu_q, cu_k) = make_varlen([4, 6], [8, 12], 4, 2, 64, BF16, device="cuda")
+    out, lse = sinkattn.ops.fwd(q, k, v, s, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=6,
+                                max_seqlen_k=12, zigzag=(0, 2))
+    assert out.isfinite().all() and lse.isfinite().all()
+    _, _, _, _, (cu_q, cu_k) = make_varlen([4, 5], [8, 12], 4, 2, 64, BF16, device="cuda")
+    out, lse = sinkattn.ops.fwd(q[:9], k, v, s, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                                max_seqlen_q=6, max_seqlen_k=12, zigzag=(0, 2))
+    assert out.isnan().all() and lse.isnan().all()
+
+
 @pytest.mark.parametrize("case", [(2, 1, 3000, 8, 1, 64, None), (1, 2, 600, 16, 2, 128, 100),
                                   (3, 1, 40, 4, 4, 64, None)], ids=str)
 def test_decode_runs_the_packed_group_kernel(case):

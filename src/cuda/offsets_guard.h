@@ -1,0 +1,47 @@
+// The last step of a packed (varlen) call on CUDA, in its stream after the kernels: the rows
+// outside every sequence, and the check of cu_seqlens that the host cannot make without a device
+// synchronisation.
+//
+// The kernels clamp the offsets, so bad ones never index out of bounds; but a sequence longer
+// than the max length the grid was sized by would leave rows unwritten and decreasing offsets
+// would overlap sequences: a wrong answer. So the guard checks the rules the CPU backend enforces
+// (api.cpp) and, where one is broken, fills every output with NaN. Where they hold, it writes
+// the rows no sequence covers ([0, cu[0]) and [cu[batch], total)): out and the gradients 0,
+// lse -inf, so that callers need not clear whole outputs before each call.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "sinkattn/sinkattn.h"
+
+namespace sinkattn::cuda {
+
+struct OffsetsGuard {
+  const int32_t* cu_q = nullptr;  // (batch + 1,) on the device
+  const int32_t* cu_k = nullptr;
+  int64_t batch = 0;
+  int64_t max_q = 0, max_k = 0;      // the lengths the call was sized by (problem.seqlen_q / _k)
+  int64_t total_q = 0, total_k = 0;  // rows of q and of k / v
+  int32_t zigzag_world = 0;          // > 0: each len_q even, len_k = zigzag_world * len_q
+
+  // Outputs with a row per q row (keys == false) or k row: (total, heads, head_dim) tensors of
+  // 2-byte elements (head_dim contiguous, 16-byte aligned rows, as api.cpp requires on CUDA).
+  // Unused entries have t.data == nullptr.
+  struct Rows {
+    sinkattn_tensor t{};
+    int64_t heads = 0;
+    bool keys = false;
+  } rows[3];
+  int32_t head_dim = 0;
+  uint16_t nan = 0;        // the dtype's quiet NaN (bf16 0x7fc0, fp16 0x7e00)
+  float* lse = nullptr;    // (heads_q, total_q) fp32, or nullptr
+  int64_t heads_q = 0;
+  float* dsink = nullptr;  // (heads_q,) fp32, or nullptr: NaN where the offsets are broken
+};
+
+// Launches the guard in stream: a few microseconds where the offsets hold and cover every row.
+void launch_offsets_guard(const OffsetsGuard& g, int sms, cudaStream_t stream);
+
+}  // namespace sinkattn::cuda
