@@ -88,7 +88,7 @@ inline void write_outside_rows(const sinkattn_problem& p, const sinkattn_tensor&
   const int32_t* cu = keys ? p.cu_seqlens_k : p.cu_seqlens_q;
   const int64_t total = keys ? p.total_k : p.total_q;
   const size_t bytes = element_size(p.dtype) * static_cast<size_t>(p.head_dim);
-  for (const auto [from, to] : {std::pair<int64_t, int64_t>{0, cu[0]}, {cu[p.batch], total}})
+  for (const auto& [from, to] : {std::pair<int64_t, int64_t>{0, cu[0]}, {cu[p.batch], total}})
     for (int64_t r = from; r < to; ++r)
       for (int64_t h = 0; h < heads; ++h) {
         std::memset(row_ptr(p, t, 0, r, h), 0, bytes);

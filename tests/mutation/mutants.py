@@ -54,6 +54,12 @@ CPP = [
     Mutant('last_row', 'src/cpu/common.h',
            'rows_below(j1 + left) - 1',
            'rows_below(j1 + left)'),
+    Mutant('outside_lead', 'src/cpu/common.h',
+           '{std::pair<int64_t, int64_t>{0, cu[0]}, {cu[p.batch], total}}',
+           '{std::pair<int64_t, int64_t>{0, 0}, {cu[p.batch], total}}'),
+    Mutant('outside_keys', 'src/cpu/bwd.cpp',
+           'write_outside_rows(p, bp.dv, hkv, /*keys=*/true);',
+           'write_outside_rows(p, bp.dv, hkv, /*keys=*/false);'),
     Mutant('zz_shift_b', 'src/cpu/common.h',
            '(2 * int64_t{p.zigzag_world} - 2 - p.zigzag_rank) * c',
            '(2 * int64_t{p.zigzag_world} - 1 - p.zigzag_rank) * c'),
@@ -252,6 +258,12 @@ CPP = [
            'const int64_t align = p.device_type == SINKATTN_DEVICE_CUDA ? 8 : elem;'),
 ]
 PYTHON = [
+    Mutant('py_clear_chunks', 'python/sinkattn/ops.py',
+           '        _clear_outside(varlen, (out,), lse)\n        for cq, ck, iq, ik, il in chunks:',
+           '        for cq, ck, iq, ik, il in chunks:'),
+    Mutant('py_clear_bwd_chunks', 'python/sinkattn/ops.py',
+           '_clear_outside(varlen, (dq, dk, dv))',
+           '_clear_outside(False, (dq, dk, dv))'),
     Mutant('p_key_vstride', 'python/sinkattn/_plans.py',
            'k.shape, k.stride(), v.shape, v.stride(), dt, dev',
            'k.shape, k.stride(), v.shape, k.stride(), dt, dev'),
@@ -577,6 +589,11 @@ CPP += [
 # CUDA kernels: built here (tests/mutation/gpu.sh build) and checked on the GPU machine
 # (tests/mutation/gpu.sh check) with check_cuda.py on the path and grid cases named last.
 GPU = [
+    Mutant('g_guard_max_q', 'src/cuda/offsets_guard.cu',
+           'len_q > g.max_q ||', 'len_q > g.max_q + 1 ||',
+           skip='out of gpu.sh\'s reach: the guard is checked by tests/python/test_cuda.py '
+                '(test_broken_offsets_fill_every_output_with_nan, max_q), which check_cuda.py '
+                'does not run'),
     Mutant('g_pack2_rz', 'src/cuda/common/ptx.h',
            '    __nv_bfloat162 v = __floats2bfloat162_rn(x, y);',
            '    __nv_bfloat162 v = __halves2bfloat162(__float2bfloat16_rz(x), __float2bfloat16_rz(y));',
