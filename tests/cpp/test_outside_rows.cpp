@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "buffers.h"
 #include "sinkattn/sinkattn.h"
 
 namespace sinkattn_test {
@@ -21,15 +22,6 @@ constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 
 struct Results {
   std::vector<float> out, lse, dq, dk, dv, dsink;
-};
-
-// Buffers with 16-byte aligned data (the library's rule on CUDA; harmless here).
-struct Workspace {
-  std::vector<float> buf;
-  void* at(size_t bytes) {
-    buf.assign(bytes / sizeof(float) + 4, 0.f);
-    return bytes ? buf.data() : nullptr;
-  }
 };
 
 sinkattn_tensor view(std::vector<float>& t, int64_t heads) {
@@ -81,9 +73,9 @@ Results run(const std::vector<float>& q_in, const std::vector<float>& k_in,
   f.problem = p;
   f.out = view(r.out, kHq);
   f.lse = r.lse.data();
-  Workspace fws;
   EXPECT_EQ(sinkattn_fwd_workspace_size(&f, &f.workspace_size), SINKATTN_OK);
-  f.workspace = fws.at(f.workspace_size);
+  Blob fws(f.workspace_size, Device::kCpu);  // 256-byte aligned, as the library asks 16
+  f.workspace = f.workspace_size ? fws.data() : nullptr;
   EXPECT_EQ(sinkattn_fwd(&f), SINKATTN_OK) << sinkattn_last_error();
 
   r.dq.assign(q.size(), kNan), r.dk.assign(k.size(), kNan), r.dv.assign(v.size(), kNan);
@@ -93,9 +85,9 @@ Results run(const std::vector<float>& q_in, const std::vector<float>& k_in,
   b.out = view(r.out, kHq), b.dout = view(dout, kHq), b.lse = r.lse.data();
   b.dq = view(r.dq, kHq), b.dk = view(r.dk, kHkv), b.dv = view(r.dv, kHkv);
   b.dsink = r.dsink.data();
-  Workspace bws;
   EXPECT_EQ(sinkattn_bwd_workspace_size(&b, &b.workspace_size), SINKATTN_OK);
-  b.workspace = bws.at(b.workspace_size);
+  Blob bws(b.workspace_size, Device::kCpu);
+  b.workspace = b.workspace_size ? bws.data() : nullptr;
   EXPECT_EQ(sinkattn_bwd(&b), SINKATTN_OK) << sinkattn_last_error();
   return r;
 }
