@@ -342,6 +342,41 @@ void check_bwd(const Checker& c, const sinkattn_bwd_params* params) {
   }
 }
 
+// A packed CUDA call's broken offsets, found by its offsets guard on the device after the call
+// had returned (backend.h): the next CUDA call on any thread, or sinkattn_deferred_error, fails
+// with it, worded as the CPU's check of the same rule.
+void report_offsets_fault(const Checker& c) {
+  cuda::OffsetsFault f;
+  if (!cuda::take_offsets_fault(&f)) return;
+  const char* list = f.keys ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q";
+  const std::string arg = cat(Entry{list, f.entry}, " of a packed call enqueued earlier on CUDA device ",
+                              f.device, " (checked on the device after that call, whose outputs "
+                              "are NaN)");
+  using R = cuda::OffsetsRule;
+  switch (f.rule) {
+    case R::kNegativeStart: c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, ", expected >= 0");
+    case R::kDecreasing:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, " after ", f.bound,
+             ", expected non-decreasing offsets");
+    case R::kTooLong:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a sequence of length ", f.got,
+             ", expected at most the max length ", f.bound, " (problem.seqlen_q / seqlen_k)");
+    case R::kPastRows:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, ", expected at most the row count ",
+             f.bound, " (problem.total_q / total_k)");
+    case R::kOddQueryLength:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a query length of ", f.got,
+             InSequence{f.entry - 1}, " with zigzag_world ", f.world,
+             ", expected an even length (two zigzag chunks)");
+    case R::kZigzagKeys:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a key length of ", f.got,
+             InSequence{f.entry - 1}, ", expected zigzag_world x query length = ", f.world, " x ",
+             f.bound, " = ", f.world * f.bound, " (the gathered sequence)");
+    case R::kNone: break;
+  }
+  c.fail(SINKATTN_ERROR_INTERNAL, arg, "an offsets fault of unknown rule ", int(f.rule));
+}
+
 template <class F>
 sinkattn_status guarded(F&& f) {
   try {
@@ -372,6 +407,10 @@ int sinkattn_version(void) {
 int sinkattn_abi_version(void) { return SINKATTN_ABI_VERSION; }
 const char* sinkattn_last_error(void) { return g_last_error.c_str(); }
 int sinkattn_has_cuda(void) { return cuda::compiled() ? 1 : 0; }
+
+sinkattn_status sinkattn_deferred_error(void) {
+  return guarded([] { report_offsets_fault(Checker{"sinkattn_deferred_error"}); });
+}
 
 sinkattn_status sinkattn_fwd_can_implement(const sinkattn_fwd_params* params) {
   return guarded([&] {
@@ -435,10 +474,12 @@ sinkattn_status sinkattn_fwd(const sinkattn_fwd_params* params) {
     const Checker c{"sinkattn_fwd"};
     check_fwd(c, params);
     check_workspace(c, params->workspace, params->workspace_size, fwd_workspace(*params));
-    if (params->problem.device_type == SINKATTN_DEVICE_CUDA)
+    if (params->problem.device_type == SINKATTN_DEVICE_CUDA) {
+      report_offsets_fault(c);
       cuda::fwd(*params);
-    else
+    } else {
       cpu::fwd(*params);
+    }
   });
 }
 
@@ -447,10 +488,12 @@ sinkattn_status sinkattn_bwd(const sinkattn_bwd_params* params) {
     const Checker c{"sinkattn_bwd"};
     check_bwd(c, params);
     check_workspace(c, params->workspace, params->workspace_size, bwd_workspace(*params));
-    if (params->problem.device_type == SINKATTN_DEVICE_CUDA)
+    if (params->problem.device_type == SINKATTN_DEVICE_CUDA) {
+      report_offsets_fault(c);
       cuda::bwd(*params);
-    else
+    } else {
       cpu::bwd(*params);
+    }
   });
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -37,6 +38,30 @@ void bwd(const sinkattn_bwd_params& p);  // synchronous
 }  // namespace cpu
 
 namespace cuda {
+// Broken cu_seqlens of a packed CUDA call: the CUDA backend cannot read the offsets without a
+// device synchronisation, so its offsets guard (src/cuda/offsets_guard.h) checks them on the
+// device after the call has returned, fills the call's outputs with NaN and keeps the first rule
+// broken here until a later call reports it (api.cpp words it as the CPU's check would).
+enum class OffsetsRule : int32_t {
+  kNone = 0,
+  kNegativeStart,   // cu[0] < 0: got cu[0]
+  kDecreasing,      // cu[entry] < cu[entry - 1]: got cu[entry], bound cu[entry - 1]
+  kTooLong,         // a sequence longer than seqlen_q / _k: got its length, bound the max
+  kPastRows,        // cu[batch] > total_q / _k: got cu[batch], bound the total
+  kOddQueryLength,  // zigzag: an odd query length: got it
+  kZigzagKeys,      // zigzag: keys != world x queries: got the key length, bound the query length
+};
+struct OffsetsFault {
+  OffsetsRule rule = OffsetsRule::kNone;
+  int32_t keys = 0;    // 1: in cu_seqlens_k, 0: in cu_seqlens_q
+  int32_t device = 0;  // CUDA ordinal of the call
+  int32_t world = 0;   // the call's zigzag_world (the zigzag rules)
+  int64_t entry = 0;   // index into cu_seqlens of the offset that breaks the rule
+  int64_t got = 0, bound = 0;
+};
+// Claims the fault kept for the host, if any: true once per fault.
+bool take_offsets_fault(OffsetsFault* fault);
+
 // Built from src/cuda/ when nvcc is available, else from src/cuda_stub.cpp (refuses).
 bool compiled();
 // Checks what only the CUDA backend knows (device arch, pointer residency, head dim and dtype

@@ -1,5 +1,6 @@
 // The CUDA backend of a build without nvcc: api.cpp refuses CUDA params before reaching these,
-// so only compiled() is ever called; the rest keep the linker and the interface honest.
+// so only compiled() and take_offsets_fault() are ever called; the rest keep the linker and the
+// interface honest.
 #include "backend.h"
 
 namespace sinkattn {
@@ -12,6 +13,7 @@ namespace {
 }  // namespace
 
 bool compiled() { return false; }
+bool take_offsets_fault(OffsetsFault*) { return false; }  // no CUDA call, no fault
 void check_supported(const sinkattn_problem&) { unavailable(); }
 size_t fwd_workspace_size(const sinkattn_fwd_params&) { unavailable(); }
 size_t bwd_workspace_size(const sinkattn_bwd_params&) { unavailable(); }

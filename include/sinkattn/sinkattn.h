@@ -85,7 +85,10 @@ typedef struct sinkattn_tensor {
  * total_q / total_k] (never reading out of bounds) and a check in the call's stream, after its
  * kernels, fills every output (out and lse; dq, dk, dv and dsink) with NaN where the offsets break
  * a rule the CPU checks: a sequence longer than seqlen_q / seqlen_k, decreasing offsets, offsets
- * past total_q / total_k, or the zigzag lengths below.
+ * past total_q / total_k, or the zigzag lengths below. That check also keeps the first rule broken
+ * (in host memory the device writes): the next sinkattn_fwd / sinkattn_bwd on CUDA, on any thread,
+ * fails with it (SINKATTN_ERROR_INVALID_ARGUMENT, naming the offset), as does
+ * sinkattn_deferred_error, which asks without running anything.
  */
 typedef struct sinkattn_problem {
   int32_t device_type;  /* sinkattn_device_type of every pointer below */
@@ -183,6 +186,12 @@ SINKATTN_API sinkattn_status sinkattn_bwd_workspace_size(const sinkattn_bwd_para
 /* Run. CPU: returns when done. CUDA: enqueues on problem.stream and returns. */
 SINKATTN_API sinkattn_status sinkattn_fwd(const sinkattn_fwd_params* params);
 SINKATTN_API sinkattn_status sinkattn_bwd(const sinkattn_bwd_params* params);
+
+/* The error of a packed CUDA call whose cu_seqlens its device-side check found broken (see
+ * sinkattn_problem) and no call has reported yet: SINKATTN_ERROR_INVALID_ARGUMENT with the offset
+ * and the rule in sinkattn_last_error(), reported once; SINKATTN_OK when there is none. It sees the
+ * calls whose check has run: synchronise their streams first to ask about every call enqueued. */
+SINKATTN_API sinkattn_status sinkattn_deferred_error(void);
 
 /* Where this build can run: nonzero if CUDA kernels were compiled in. */
 SINKATTN_API int sinkattn_has_cuda(void);

@@ -199,6 +199,7 @@ for _name, _args, _res in [
     ("sinkattn_abi_version", [], ctypes.c_int),
     ("sinkattn_last_error", [], ctypes.c_char_p),
     ("sinkattn_has_cuda", [], ctypes.c_int),
+    ("sinkattn_deferred_error", [], ctypes.c_int),
     ("sinkattn_fwd_workspace_size", [_P, _P], ctypes.c_int),
     ("sinkattn_bwd_workspace_size", [_P, _P], ctypes.c_int),
     ("sinkattn_fwd_can_implement", [_P], ctypes.c_int),
@@ -230,6 +231,7 @@ fwd_can_implement = LIB.sinkattn_fwd_can_implement
 bwd_can_implement = LIB.sinkattn_bwd_can_implement
 fwd_kernel = LIB.sinkattn_fwd_kernel
 bwd_kernel = LIB.sinkattn_bwd_kernel
+deferred_error = LIB.sinkattn_deferred_error
 
 
 def raise_for(status: int) -> None:

@@ -55,7 +55,9 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     either way: the read happens inside the op). On CUDA, passed values are checked against the
     offsets on the device after the call's kernels: where a sequence is longer than its max,
     the offsets decrease or run past q's / k's rows, every output (out, lse, and the backward's
-    gradients) is NaN instead of an error. On the CPU the offsets are checked. Rows of q beyond
+    gradients) is NaN, and the next sinkattn call on CUDA raises the ValueError naming the
+    offset (:func:`check_deferred_error` asks for it without a call). On the CPU the offsets are
+    checked before the call. Rows of q beyond
     cu_seqlens_q[-1] get out = 0, lse = -inf and no gradient. Any number of sequences: on CUDA
     more than 65,535 (a launch's grid limit) run as one library call per 65,535. Other arguments
     as in :func:`attention`; lse is (Hq, Tq).

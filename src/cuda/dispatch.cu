@@ -433,6 +433,8 @@ OffsetsGuard offsets_guard(const sinkattn_problem& p) {
   g.head_dim = p.head_dim;
   g.nan = p.dtype == SINKATTN_BFLOAT16 ? 0x7fc0 : 0x7e00;
   g.heads_q = p.heads_q;
+  g.fault = fault_record();
+  g.device = p.device_index;
   return g;
 }
 
@@ -447,7 +449,7 @@ void fwd(const sinkattn_fwd_params& f) {
   OffsetsGuard g = offsets_guard(p);
   g.rows[0] = {f.out, p.heads_q, false};
   g.lse = f.lse;
-  launch_offsets_guard(g, sm80::sm_count(p.device_index), static_cast<cudaStream_t>(p.stream));
+  launch_offsets_guard(g, static_cast<cudaStream_t>(p.stream));
 }
 
 void bwd(const sinkattn_bwd_params& b) {
@@ -460,7 +462,7 @@ void bwd(const sinkattn_bwd_params& b) {
   g.rows[1] = {b.dk, p.heads_kv, true};
   g.rows[2] = {b.dv, p.heads_kv, true};
   g.dsink = p.sinks ? b.dsink : nullptr;
-  launch_offsets_guard(g, sm80::sm_count(p.device_index), static_cast<cudaStream_t>(p.stream));
+  launch_offsets_guard(g, static_cast<cudaStream_t>(p.stream));
 }
 
 }  // namespace cuda

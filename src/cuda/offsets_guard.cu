@@ -1,6 +1,10 @@
 // The packed-call guard (offsets_guard.h).
 #include "cuda/offsets_guard.h"
 
+#include <atomic>
+#include <cstring>
+#include <mutex>
+
 #include "cuda/sm80/launch.h"
 
 namespace sinkattn::cuda {
@@ -8,14 +12,77 @@ namespace {
 
 constexpr int kThreads = 1024;  // a long list (65,535 sequences) in 16 rounds of 4 entries a thread
 
-// Whether entry b of the offsets breaks a rule the CPU backend checks.
-__device__ bool broken(const OffsetsGuard& g, int64_t b) {
-  const int64_t q0 = g.cu_q[b], k0 = g.cu_k[b];
-  if (b == 0 && (q0 < 0 || k0 < 0)) return true;
-  if (b == g.batch) return q0 > g.total_q || k0 > g.total_k;
-  const int64_t len_q = int64_t{g.cu_q[b + 1]} - q0, len_k = int64_t{g.cu_k[b + 1]} - k0;
-  if (len_q < 0 || len_k < 0 || len_q > g.max_q || len_k > g.max_k) return true;
-  return g.zigzag_world > 0 && (len_q % 2 != 0 || len_k != g.zigzag_world * len_q);
+constexpr unsigned long long kNoFault = ~0ull;
+
+// The rank of the first rule entry b of the offsets breaks, in the CPU's order of checks (api.cpp:
+// cu_seqlens_q's first offset, its sequences' lengths in order, its last offset; the same for
+// cu_seqlens_k; then the zigzag lengths), or kNoFault. decode() turns the lowest rank back into
+// the fault.
+__device__ unsigned long long fault_rank(const OffsetsGuard& g, int64_t b) {
+  const unsigned long long span = g.batch + 2;  // a list's ranks: 0, 1..batch, batch + 1
+  for (int keys = 0; keys < 2; ++keys) {
+    const int32_t* cu = keys ? g.cu_k : g.cu_q;
+    const int64_t at = cu[b];
+    if (b == 0 && at < 0) return keys * span;
+    if (b == g.batch) {
+      if (at > (keys ? g.total_k : g.total_q)) return keys * span + b + 1;
+      continue;
+    }
+    const int64_t len = int64_t{cu[b + 1]} - at;
+    if (len < 0 || len > (keys ? g.max_k : g.max_q)) return keys * span + b + 1;
+  }
+  if (g.zigzag_world > 0 && b < g.batch) {
+    const int64_t len_q = int64_t{g.cu_q[b + 1]} - g.cu_q[b];
+    const int64_t len_k = int64_t{g.cu_k[b + 1]} - g.cu_k[b];
+    if (len_q % 2 != 0 || len_k != g.zigzag_world * len_q) return 2 * span + b;
+  }
+  return kNoFault;
+}
+
+// The fault of a rank fault_rank gave, re-read from the offsets.
+__device__ OffsetsFault decode(const OffsetsGuard& g, unsigned long long rank) {
+  OffsetsFault f;
+  f.device = g.device;
+  f.world = g.zigzag_world;
+  const int64_t span = g.batch + 2, list = rank / span, pos = rank % span;
+  if (list < 2) {
+    const int32_t* cu = list ? g.cu_k : g.cu_q;
+    f.keys = (int32_t)list;
+    f.entry = pos == span - 1 ? g.batch : pos;
+    if (pos == 0) {
+      f.rule = OffsetsRule::kNegativeStart;
+      f.got = cu[0];
+    } else if (pos == span - 1) {
+      f.rule = OffsetsRule::kPastRows;
+      f.got = cu[g.batch];
+      f.bound = list ? g.total_k : g.total_q;
+    } else if (cu[pos] < cu[pos - 1]) {
+      f.rule = OffsetsRule::kDecreasing;
+      f.got = cu[pos];
+      f.bound = cu[pos - 1];
+    } else {
+      f.rule = OffsetsRule::kTooLong;
+      f.got = int64_t{cu[pos]} - cu[pos - 1];
+      f.bound = list ? g.max_k : g.max_q;
+    }
+    return f;
+  }
+  const int64_t len_q = int64_t{g.cu_q[pos + 1]} - g.cu_q[pos];
+  f.entry = pos + 1;
+  f.rule = len_q % 2 != 0 ? OffsetsRule::kOddQueryLength : OffsetsRule::kZigzagKeys;
+  f.keys = len_q % 2 != 0 ? 0 : 1;
+  f.got = len_q % 2 != 0 ? len_q : int64_t{g.cu_k[pos + 1]} - g.cu_k[pos];
+  f.bound = len_q;
+  return f;
+}
+
+// Keeps a fault for the host unless one is already kept (FaultRecord).
+__device__ void publish(FaultRecord* record, const OffsetsFault& f) {
+  volatile uint64_t* published = &record->published;
+  if (*published != 0) return;
+  record->fault = f;
+  __threadfence_system();
+  *published = 1;
 }
 
 // The rows to write: [0, first) and [last, total). (Checked offsets: 0 <= first <= last <= total.)
@@ -26,10 +93,19 @@ struct Outside {
 };
 
 __global__ void __launch_bounds__(kThreads) offsets_guard_kernel(const OffsetsGuard g) {
-  bool bad = false;  // every block reads the whole list; no early exit, so the loads overlap
-#pragma unroll 4
-  for (int64_t b = threadIdx.x; b <= g.batch; b += kThreads) bad |= broken(g, b);
-  bad = __syncthreads_or(bad);
+  __shared__ unsigned long long lowest;
+  if (threadIdx.x == 0) lowest = kNoFault;
+  __syncthreads();
+  unsigned long long mine = kNoFault;  // every block reads the whole list; no early exit, so the
+#pragma unroll 4                       // loads overlap
+  for (int64_t b = threadIdx.x; b <= g.batch; b += kThreads) {
+    const unsigned long long rank = fault_rank(g, b);
+    mine = rank < mine ? rank : mine;
+  }
+  if (mine != kNoFault) atomicMin(&lowest, mine);
+  const bool bad = __syncthreads_or(mine != kNoFault);
+  if (bad && blockIdx.x == 0 && threadIdx.x == 0 && g.fault != nullptr)
+    publish(g.fault, decode(g, lowest));
 
   // Broken: everything, NaN (a cold path). Else the rows outside the sequences: 0, lse -inf.
   const Outside q = bad ? Outside{0, 0, g.total_q} : Outside{g.cu_q[0], g.cu_q[g.batch], g.total_q};
@@ -57,12 +133,44 @@ __global__ void __launch_bounds__(kThreads) offsets_guard_kernel(const OffsetsGu
     for (int64_t i = first; i < g.heads_q; i += stride) g.dsink[i] = __int_as_float(0x7fc00000);
 }
 
+std::atomic<FaultRecord*> g_record{nullptr};  // fault_record()'s allocation
+
 }  // namespace
 
-void launch_offsets_guard(const OffsetsGuard& g, int sms, cudaStream_t stream) {
+FaultRecord* fault_record() {
+  static std::once_flag allocated;
+  std::call_once(allocated, [] {
+    // Allowed while the caller captures a CUDA graph: the thread's capture mode relaxed around it.
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    void* p = nullptr;
+    // Mapped and portable: with unified addressing the host address is the device address on
+    // every device.
+    if (cudaHostAlloc(&p, sizeof(FaultRecord), cudaHostAllocMapped | cudaHostAllocPortable) ==
+        cudaSuccess) {
+      std::memset(p, 0, sizeof(FaultRecord));
+      g_record.store(static_cast<FaultRecord*>(p), std::memory_order_release);
+    } else {
+      cudaGetLastError();  // not sticky: clear it, or the next launch check would report it
+    }
+    cudaThreadExchangeStreamCaptureMode(&mode);
+  });
+  return g_record.load(std::memory_order_acquire);
+}
+
+bool take_offsets_fault(OffsetsFault* fault) {
+  FaultRecord* r = g_record.load(std::memory_order_acquire);
+  if (r == nullptr || __atomic_load_n(&r->published, __ATOMIC_ACQUIRE) == 0) return false;
+  *fault = r->fault;
+  uint64_t expected = 1;  // claimed by one caller only
+  return __atomic_compare_exchange_n(&r->published, &expected, uint64_t{0}, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE);
+}
+
+void launch_offsets_guard(const OffsetsGuard& g, cudaStream_t stream) {
   // As many blocks as SMs for the fills, fewer for a long list (each block reads all of it, 8
   // bytes an entry), so that the check stays a few microseconds (~16 rounds of loads at most).
-  const int64_t by_list = 65536 / (g.batch + 1);
+  const int64_t by_list = 65536 / (g.batch + 1), sms = sm80::sm_count();
   const int blocks = (int)(by_list < 1 ? 1 : by_list < sms ? by_list : sms);
   offsets_guard_kernel<<<blocks, kThreads, 0, stream>>>(g);
   sm80::check_launch("sinkattn packed offsets guard kernel");

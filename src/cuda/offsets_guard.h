@@ -5,18 +5,31 @@
 // The kernels clamp the offsets, so bad ones never index out of bounds; but a sequence longer
 // than the max length the grid was sized by would leave rows unwritten and decreasing offsets
 // would overlap sequences: a wrong answer. So the guard checks the rules the CPU backend enforces
-// (api.cpp) and, where one is broken, fills every output with NaN. Where they hold, it writes
-// the rows no sequence covers ([0, cu[0]) and [cu[batch], total)): out and the gradients 0,
-// lse -inf, so that callers need not clear whole outputs before each call.
+// (api.cpp) and, where one is broken, fills every output with NaN and keeps the first rule broken
+// (in the CPU's order of checks) for the host: a later call reports it as an argument error
+// (take_offsets_fault in backend.h). Where they hold, it writes the rows no sequence covers
+// ([0, cu[0]) and [cu[batch], total)): out and the gradients 0, lse -inf, so that callers need
+// not clear whole outputs before each call.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "backend.h"
 #include "sinkattn/sinkattn.h"
 
 namespace sinkattn::cuda {
+
+// Where the guards keep a fault for the host: mapped pinned host memory, so that the host reads it
+// without a synchronisation (one per process, allocated by the first packed call). A guard writes
+// it only while `published` is 0, the fault first and `published` after a system fence; the host
+// copies the fault and then claims it by resetting `published`. (Two broken calls whose guards run
+// at the same moment may mix their faults' fields: either is reported.)
+struct FaultRecord {
+  uint64_t published;
+  OffsetsFault fault;
+};
 
 struct OffsetsGuard {
   const int32_t* cu_q = nullptr;  // (batch + 1,) on the device
@@ -39,9 +52,16 @@ struct OffsetsGuard {
   float* lse = nullptr;    // (heads_q, total_q) fp32, or nullptr
   int64_t heads_q = 0;
   float* dsink = nullptr;  // (heads_q,) fp32, or nullptr: NaN where the offsets are broken
+  FaultRecord* fault = nullptr;  // the process's record (device address), or nullptr
+  int32_t device = 0;            // the call's CUDA ordinal, for the fault's message
 };
 
-// Launches the guard in stream: a few microseconds where the offsets hold and cover every row.
-void launch_offsets_guard(const OffsetsGuard& g, int sms, cudaStream_t stream);
+// The process's fault record (device address): allocated on first use, nullptr if that failed
+// (the guard then only fills with NaN).
+FaultRecord* fault_record();
+
+// Launches the guard in stream, on the current device: a few microseconds where the offsets hold
+// and cover every row.
+void launch_offsets_guard(const OffsetsGuard& g, cudaStream_t stream);
 
 }  // namespace sinkattn::cuda

@@ -3,6 +3,9 @@ the caller's stream, CUDA graph capture (no hidden synchronisation), layouts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -53,11 +56,13 @@ def test_varlen_rows_outside_every_sequence():
 
 
 @pytest.mark.parametrize("broken", ["max_q", "max_k", "decreasing", "past_rows"])
-def test_broken_offsets_fill_every_output_with_nan(broken):
+def test_broken_offsets_fill_with_nan_and_raise_later(broken):
     """Passed max lengths are not checked against cu_seqlens on the host (that read would be a
     sync). A call whose offsets break the contract gets every output NaN from the offsets guard
     (src/cuda/offsets_guard.h), where the kernels alone would leave rows unwritten or overlap
-    sequences; the same call with sound offsets is exact, so the guard is what fills."""
+    sequences; the same call with sound offsets is exact, so the guard is what fills. The guard
+    keeps the rule broken: once it has run, the error names the offset, as the CPU's check
+    would, and is reported once."""
     lens_q, lens_k = [5, 0, 130, 1, 64], [7, 3, 130, 0, 200]
     q, k, v, s, (cu_q, cu_k) = make_varlen(lens_q, lens_k, 4, 2, 64, BF16, pad=(0, 1),
                                            device="cuda")
@@ -65,19 +70,41 @@ def test_broken_offsets_fill_every_output_with_nan(broken):
     max_q, max_k = 130, 201
     if broken == "max_q":
         max_q = 129  # sequence 2 has 130 rows: its last row would be left unwritten
+        error = r"cu_seqlens_q\[3\] .*got a sequence of length 130, expected at most .* 129 "
     elif broken == "max_k":
         max_k = 199  # sequence 4 has 200 keys
+        error = r"cu_seqlens_k\[5\] .*got a sequence of length 200, expected at most .* 199 "
     elif broken == "decreasing":
         cu_q = cu_q.clone()
         cu_q[2] = cu_q[1] - 1  # sequences 1 and 2 would overlap
+        error = r"cu_seqlens_q\[2\] .*got 4 after 5, expected non-decreasing"
     else:
         cu_k, max_k = cu_k.clone(), 202
         cu_k[-1] += 2  # past k's 341 rows (the kernels would clamp it to 201 keys)
+        error = r"cu_seqlens_k\[5\] .*got 342, expected at most the row count 341 "
     out, lse = sinkattn.varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k, s, return_lse=True)
     assert out.isnan().all() and lse.isnan().all()
+    with pytest.raises(ValueError, match=r"^sinkattn_deferred_error: problem\." + error):
+        sinkattn.check_deferred_error()
+    sinkattn.check_deferred_error()  # reported once
     grads = torch.autograd.grad(out, (q, k, v, s), torch.randn_like(out))
     for name, g in zip(("dq", "dk", "dv", "dsink"), grads):
         assert g.isnan().all(), name
+    with pytest.raises(ValueError, match=error):  # the backward's own guard
+        sinkattn.check_deferred_error()
+
+
+def test_broken_offsets_fail_the_next_cuda_call():
+    """The kept fault fails the next call on CUDA (any shape, before it writes anything), then
+    calls run again."""
+    q, k, v, s, (cu_q, cu_k) = make_varlen([5, 9], [5, 9], 4, 2, 64, BF16, device="cuda")
+    sinkattn.varlen_attention(q, k, v, cu_q, cu_k, 8, 9, s)  # sequence 1 has 9 > 8 queries
+    torch.cuda.synchronize()
+    x = torch.randn(1, 16, 4, 64, device="cuda", dtype=BF16)
+    with pytest.raises(ValueError, match=r"^sinkattn_fwd: problem\.cu_seqlens_q\[2\] of a packed "
+                       r"call enqueued earlier on CUDA device \d+ .*length 9, expected at most .* 8 "):
+        sinkattn.attention(x, x, x)
+    assert sinkattn.attention(x, x, x).isfinite().all()
 
 
 def test_broken_zigzag_lengths_fill_with_nan():
@@ -91,6 +118,15 @@ def test_broken_zigzag_lengths_fill_with_nan():
     out, lse = sinkattn.ops.fwd(q[:9], k, v, s, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
                                 max_seqlen_q=6, max_seqlen_k=12, zigzag=(0, 2))
     assert out.isnan().all() and lse.isnan().all()
+    with pytest.raises(ValueError, match=r"cu_seqlens_q\[2\] .*got a query length of 5 "
+                       r"\(sequence 1\) with zigzag_world 2, expected an even length"):
+        sinkattn.check_deferred_error()
+    _, _, _, _, (cu_q, cu_k) = make_varlen([4, 6], [8, 10], 4, 2, 64, BF16, device="cuda")
+    sinkattn.ops.fwd(q, k[:18], v[:18], s, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=6,
+                     max_seqlen_k=12, zigzag=(0, 2))
+    with pytest.raises(ValueError, match=r"cu_seqlens_k\[2\] .*got a key length of 10 "
+                       r"\(sequence 1\), expected zigzag_world x query length = 2 x 6 = 12"):
+        sinkattn.check_deferred_error()
 
 
 @pytest.mark.parametrize("case", [(2, 1, 3000, 8, 1, 64, None), (1, 2, 600, 16, 2, 128, 100),
@@ -189,6 +225,41 @@ def test_cuda_graph_capture_forward_and_backward():
     torch.cuda.synchronize()
     for a, b in zip(captured, eager):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+_FIRST_PACKED_CALL_CAPTURED = """
+import torch, sinkattn
+torch.manual_seed(0)
+q, k, v = (torch.randn(300, 4, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+s = torch.randn(4, device="cuda")
+cu = torch.tensor([0, 100, 300], device="cuda", dtype=torch.int32)
+sinkattn.attention(q[None], k[None], v[None], s)  # kernels loaded; no packed call yet
+graphs = [torch.cuda.CUDAGraph() for _ in range(2)]
+with torch.cuda.graph(graphs[0]):  # the process's first packed call: its fault record is made
+    out = sinkattn.varlen_attention(q, k, v, cu, cu, 200, 200, s)
+with torch.cuda.graph(graphs[1]):  # sequence 1 has 200 > 199 rows
+    broken = sinkattn.varlen_attention(q, k, v, cu, cu, 199, 200, s)
+for g in graphs:
+    g.replay()
+torch.cuda.synchronize()
+try:  # first: a pending fault fails the next call
+    sinkattn.check_deferred_error()
+except ValueError as e:
+    print("raised:", e)
+assert torch.equal(out, sinkattn.varlen_attention(q, k, v, cu, cu, 200, 200, s))
+assert broken.isnan().all()
+"""
+
+
+def test_first_packed_call_under_graph_capture():
+    """The fault record is allocated by a process's first packed call, which may be captured
+    (torch.cuda.graph's global capture mode forbids allocations): the capture and its replay
+    work, and a replayed broken call's fault is reported. In a fresh process."""
+    run = subprocess.run([sys.executable, "-c", _FIRST_PACKED_CALL_CAPTURED], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "raised: sinkattn_deferred_error: problem.cu_seqlens_q[2] of a packed call" in run.stdout
+    assert "got a sequence of length 200, expected at most the max length 199" in run.stdout
 
 
 def test_opcheck_and_compile_on_cuda():

@@ -26,6 +26,16 @@ def test_max_seqlen_too_small_refused_by_library():
         sinkattn.varlen_attention(q, k, v, cu, cu, 2, 4)
 
 
+def test_no_deferred_error_without_a_broken_cuda_call():
+    """The deferred error is a CUDA packed call's (tests/python/test_cuda.py raises it); refused
+    CPU calls keep none, so there is nothing to report after them."""
+    cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+    with pytest.raises(ValueError, match="max length"):
+        sinkattn.varlen_attention(*(torch.randn(7, 2, 64) for _ in range(3)), cu, cu, 2, 4)
+    assert sinkattn.check_deferred_error() is None
+    assert _lib.deferred_error() == _lib.OK
+
+
 def test_cuda_request_without_cuda_backend_is_not_implemented():
     """A build without CUDA refuses CUDA problems with NOT_SUPPORTED -> NotImplementedError (a
     RuntimeError). Driven through the raw ABI so that it runs without a GPU."""

@@ -1,0 +1,59 @@
+// The deferred error of a packed CUDA call with broken cu_seqlens: its device-side check fills the
+// outputs with NaN and keeps the rule broken, and the next CUDA call (or sinkattn_deferred_error)
+// fails with it, once. Without a fault, and in a build without CUDA, there is nothing to report.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "attention_case.h"
+#include "buffers.h"
+#include "sinkattn/sinkattn.h"
+
+namespace sinkattn_test {
+namespace {
+
+TEST(DeferredError, NoneWithoutABrokenCall) {
+  EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_OK) << sinkattn_last_error();
+}
+
+bool all_nan(const Tensor& t) {
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t h = 0; h < t.heads; ++h)
+      for (int64_t c = 0; c < t.dim; ++c)
+        if (!std::isnan(t.get(0, r, h, c))) return false;
+  return true;
+}
+
+TEST(DeferredError, CudaBrokenOffsetsFailTheNextCallOnce) {
+  SINKATTN_SKIP_WITHOUT_DEVICE(Device::kCuda);
+  Attention a(Case::varlen(SINKATTN_BFLOAT16, {{5, 7}, {0, 3}, {130, 200}}, 4, 2, 64).with_causal(),
+              Device::kCuda, test_seed());
+  a.c.sq = 129;  // sequence 2 has 130 queries: understated, so the guard keeps a fault
+  ASSERT_EQ(a.forward(), SINKATTN_OK) << sinkattn_last_error();  // waits for the guard
+  EXPECT_TRUE(all_nan(a.out));
+
+  a.c.sq = 130;  // a sound call: refused for the earlier one's fault, nothing written
+  ASSERT_EQ(a.forward(), SINKATTN_ERROR_INVALID_ARGUMENT);
+  const std::string msg = sinkattn_last_error();
+  EXPECT_EQ(msg.rfind("sinkattn_fwd: problem.cu_seqlens_q[3] of a packed call enqueued earlier on "
+                      "CUDA device 0 ", 0), 0u) << msg;
+  EXPECT_NE(msg.find("got a sequence of length 130, expected at most the max length 129"),
+            std::string::npos) << msg;
+  EXPECT_TRUE(all_nan(a.out));
+
+  EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_OK) << sinkattn_last_error();  // reported once
+  ASSERT_EQ(a.forward(), SINKATTN_OK) << sinkattn_last_error();
+  EXPECT_FALSE(all_nan(a.out));
+
+  a.c.sk = 199;  // the backward's guard keeps its own: cu_seqlens_k's sequence 2
+  ASSERT_EQ(a.backward(), SINKATTN_OK) << sinkattn_last_error();
+  ASSERT_EQ(sinkattn_deferred_error(), SINKATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(sinkattn_last_error())
+                .rfind("sinkattn_deferred_error: problem.cu_seqlens_k[3] of a packed call", 0),
+            0u) << sinkattn_last_error();
+  EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_OK) << sinkattn_last_error();
+}
+
+}  // namespace
+}  // namespace sinkattn_test
