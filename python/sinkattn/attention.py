@@ -56,11 +56,11 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     offsets on the device after the call's kernels: where a sequence is longer than its max,
     the offsets decrease or run past q's / k's rows, every output (out, lse, and the backward's
     gradients) is NaN, and the next sinkattn call on CUDA raises the ValueError naming the
-    offset (:func:`check_deferred_error` asks for it without a call). On the CPU the offsets are
-    checked before the call. Rows of q beyond
-    cu_seqlens_q[-1] get out = 0, lse = -inf and no gradient. Any number of sequences: on CUDA
-    more than 65,535 (a launch's grid limit) run as one library call per 65,535. Other arguments
-    as in :func:`attention`; lse is (Hq, Tq).
+    offset (:func:`check_deferred_error` asks for it without a call; a CUDA graph's replays make
+    no call, so ask after them). On the CPU the offsets are checked before the call. Rows of q
+    beyond cu_seqlens_q[-1] get out = 0, lse = -inf and no gradient. Any number of sequences: on
+    CUDA more than 65,535 (a launch's grid limit) run as one library call per 65,535. Other
+    arguments as in :func:`attention`; lse is (Hq, Tq).
     """
     sinks, max_q, max_k, scale, left, right = ops.resolve(q, sinks, causal, window, scale,
                                                           deterministic, max_seqlen_q, max_seqlen_k)

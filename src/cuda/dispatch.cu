@@ -422,14 +422,8 @@ void launch_bwd_kernels(const sinkattn_bwd_params& b) {
 // The packed call's guard (offsets_guard.h), without its outputs.
 OffsetsGuard offsets_guard(const sinkattn_problem& p) {
   OffsetsGuard g;
-  g.cu_q = p.cu_seqlens_q;
-  g.cu_k = p.cu_seqlens_k;
-  g.batch = p.batch;
-  g.max_q = p.seqlen_q;
-  g.max_k = p.seqlen_k;
-  g.total_q = p.total_q;
-  g.total_k = p.total_k;
-  g.zigzag_world = p.zigzag_world;
+  g.lists = {p.cu_seqlens_q, p.cu_seqlens_k, p.batch,   p.seqlen_q, p.seqlen_k, p.total_q,
+             p.total_k,      p.zigzag_world};
   g.head_dim = p.head_dim;
   g.nan = p.dtype == SINKATTN_BFLOAT16 ? 0x7fc0 : 0x7e00;
   g.heads_q = p.heads_q;

@@ -12,70 +12,6 @@ namespace {
 
 constexpr int kThreads = 1024;  // a long list (65,535 sequences) in 16 rounds of 4 entries a thread
 
-constexpr unsigned long long kNoFault = ~0ull;
-
-// The rank of the first rule entry b of the offsets breaks, in the CPU's order of checks (api.cpp:
-// cu_seqlens_q's first offset, its sequences' lengths in order, its last offset; the same for
-// cu_seqlens_k; then the zigzag lengths), or kNoFault. decode() turns the lowest rank back into
-// the fault.
-__device__ unsigned long long fault_rank(const OffsetsGuard& g, int64_t b) {
-  const unsigned long long span = g.batch + 2;  // a list's ranks: 0, 1..batch, batch + 1
-  for (int keys = 0; keys < 2; ++keys) {
-    const int32_t* cu = keys ? g.cu_k : g.cu_q;
-    const int64_t at = cu[b];
-    if (b == 0 && at < 0) return keys * span;
-    if (b == g.batch) {
-      if (at > (keys ? g.total_k : g.total_q)) return keys * span + b + 1;
-      continue;
-    }
-    const int64_t len = int64_t{cu[b + 1]} - at;
-    if (len < 0 || len > (keys ? g.max_k : g.max_q)) return keys * span + b + 1;
-  }
-  if (g.zigzag_world > 0 && b < g.batch) {
-    const int64_t len_q = int64_t{g.cu_q[b + 1]} - g.cu_q[b];
-    const int64_t len_k = int64_t{g.cu_k[b + 1]} - g.cu_k[b];
-    if (len_q % 2 != 0 || len_k != g.zigzag_world * len_q) return 2 * span + b;
-  }
-  return kNoFault;
-}
-
-// The fault of a rank fault_rank gave, re-read from the offsets.
-__device__ OffsetsFault decode(const OffsetsGuard& g, unsigned long long rank) {
-  OffsetsFault f;
-  f.device = g.device;
-  f.world = g.zigzag_world;
-  const int64_t span = g.batch + 2, list = rank / span, pos = rank % span;
-  if (list < 2) {
-    const int32_t* cu = list ? g.cu_k : g.cu_q;
-    f.keys = (int32_t)list;
-    f.entry = pos == span - 1 ? g.batch : pos;
-    if (pos == 0) {
-      f.rule = OffsetsRule::kNegativeStart;
-      f.got = cu[0];
-    } else if (pos == span - 1) {
-      f.rule = OffsetsRule::kPastRows;
-      f.got = cu[g.batch];
-      f.bound = list ? g.total_k : g.total_q;
-    } else if (cu[pos] < cu[pos - 1]) {
-      f.rule = OffsetsRule::kDecreasing;
-      f.got = cu[pos];
-      f.bound = cu[pos - 1];
-    } else {
-      f.rule = OffsetsRule::kTooLong;
-      f.got = int64_t{cu[pos]} - cu[pos - 1];
-      f.bound = list ? g.max_k : g.max_q;
-    }
-    return f;
-  }
-  const int64_t len_q = int64_t{g.cu_q[pos + 1]} - g.cu_q[pos];
-  f.entry = pos + 1;
-  f.rule = len_q % 2 != 0 ? OffsetsRule::kOddQueryLength : OffsetsRule::kZigzagKeys;
-  f.keys = len_q % 2 != 0 ? 0 : 1;
-  f.got = len_q % 2 != 0 ? len_q : int64_t{g.cu_k[pos + 1]} - g.cu_k[pos];
-  f.bound = len_q;
-  return f;
-}
-
 // Keeps a fault for the host unless one is already kept (FaultRecord).
 __device__ void publish(FaultRecord* record, const OffsetsFault& f) {
   volatile uint64_t* published = &record->published;
@@ -93,23 +29,27 @@ struct Outside {
 };
 
 __global__ void __launch_bounds__(kThreads) offsets_guard_kernel(const OffsetsGuard g) {
-  __shared__ unsigned long long lowest;
-  if (threadIdx.x == 0) lowest = kNoFault;
+  const OffsetsLists& l = g.lists;
+  __shared__ unsigned long long lowest;  // the block's lowest fault rank
+  if (threadIdx.x == 0) lowest = kNoOffsetsFault;
   __syncthreads();
-  unsigned long long mine = kNoFault;  // every block reads the whole list; no early exit, so the
-#pragma unroll 4                       // loads overlap
-  for (int64_t b = threadIdx.x; b <= g.batch; b += kThreads) {
-    const unsigned long long rank = fault_rank(g, b);
+  unsigned long long mine = kNoOffsetsFault;  // every block reads the whole list; no early exit,
+#pragma unroll 4                              // so the loads overlap
+  for (int64_t b = threadIdx.x; b <= l.batch; b += kThreads) {
+    const unsigned long long rank = offsets_fault_rank(l, b);
     mine = rank < mine ? rank : mine;
   }
-  if (mine != kNoFault) atomicMin(&lowest, mine);
-  const bool bad = __syncthreads_or(mine != kNoFault);
-  if (bad && blockIdx.x == 0 && threadIdx.x == 0 && g.fault != nullptr)
-    publish(g.fault, decode(g, lowest));
+  if (mine != kNoOffsetsFault) atomicMin(&lowest, mine);
+  const bool bad = __syncthreads_or(mine != kNoOffsetsFault);
+  if (bad && blockIdx.x == 0 && threadIdx.x == 0 && g.fault != nullptr) {
+    OffsetsFault f = offsets_fault(l, lowest);
+    f.device = g.device;
+    publish(g.fault, f);
+  }
 
   // Broken: everything, NaN (a cold path). Else the rows outside the sequences: 0, lse -inf.
-  const Outside q = bad ? Outside{0, 0, g.total_q} : Outside{g.cu_q[0], g.cu_q[g.batch], g.total_q};
-  const Outside k = bad ? Outside{0, 0, g.total_k} : Outside{g.cu_k[0], g.cu_k[g.batch], g.total_k};
+  const Outside q = bad ? Outside{0, 0, l.total_q} : Outside{l.cu_q[0], l.cu_q[l.batch], l.total_q};
+  const Outside k = bad ? Outside{0, 0, l.total_k} : Outside{l.cu_k[0], l.cu_k[l.batch], l.total_k};
   const int64_t first = int64_t{blockIdx.x} * kThreads + threadIdx.x;
   const int64_t stride = int64_t{gridDim.x} * kThreads;
   const uint32_t pair = bad ? uint32_t{g.nan} * 0x10001u : 0u;
@@ -128,7 +68,7 @@ __global__ void __launch_bounds__(kThreads) offsets_guard_kernel(const OffsetsGu
   const float lse = bad ? __int_as_float(0x7fc00000) : -INFINITY;
   if (g.lse != nullptr)
     for (int64_t i = first; i < q.count() * g.heads_q; i += stride)
-      g.lse[i / q.count() * g.total_q + q.row(i % q.count())] = lse;
+      g.lse[i / q.count() * l.total_q + q.row(i % q.count())] = lse;
   if (bad && g.dsink != nullptr)
     for (int64_t i = first; i < g.heads_q; i += stride) g.dsink[i] = __int_as_float(0x7fc00000);
 }
@@ -170,7 +110,7 @@ bool take_offsets_fault(OffsetsFault* fault) {
 void launch_offsets_guard(const OffsetsGuard& g, cudaStream_t stream) {
   // As many blocks as SMs for the fills, fewer for a long list (each block reads all of it, 8
   // bytes an entry), so that the check stays a few microseconds (~16 rounds of loads at most).
-  const int64_t by_list = 65536 / (g.batch + 1), sms = sm80::sm_count();
+  const int64_t by_list = 65536 / (g.lists.batch + 1), sms = sm80::sm_count();
   const int blocks = (int)(by_list < 1 ? 1 : by_list < sms ? by_list : sms);
   offsets_guard_kernel<<<blocks, kThreads, 0, stream>>>(g);
   sm80::check_launch("sinkattn packed offsets guard kernel");

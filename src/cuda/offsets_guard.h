@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "backend.h"
+#include "cuda/common/offsets_rule.h"
 #include "sinkattn/sinkattn.h"
 
 namespace sinkattn::cuda {
@@ -32,12 +33,7 @@ struct FaultRecord {
 };
 
 struct OffsetsGuard {
-  const int32_t* cu_q = nullptr;  // (batch + 1,) on the device
-  const int32_t* cu_k = nullptr;
-  int64_t batch = 0;
-  int64_t max_q = 0, max_k = 0;      // the lengths the call was sized by (problem.seqlen_q / _k)
-  int64_t total_q = 0, total_k = 0;  // rows of q and of k / v
-  int32_t zigzag_world = 0;          // > 0: each len_q even, len_k = zigzag_world * len_q
+  OffsetsLists lists;  // on the device; the bounds from the problem
 
   // Outputs with a row per q row (keys == false) or k row: (total, heads, head_dim) tensors of
   // 2-byte elements (head_dim contiguous, 16-byte aligned rows, as api.cpp requires on CUDA).

@@ -60,6 +60,10 @@ CPP = [
     Mutant('outside_keys', 'src/cpu/bwd.cpp',
            'write_outside_rows(p, bp.dv, hkv, /*keys=*/true);',
            'write_outside_rows(p, bp.dv, hkv, /*keys=*/false);'),
+    Mutant('offsets_max', 'src/cuda/common/offsets_rule.h',
+           'len > (keys ? l.max_k : l.max_q)', 'len >= (keys ? l.max_k : l.max_q)'),
+    Mutant('offsets_rank_start', 'src/cuda/common/offsets_rule.h',
+           'if (b == 0 && at < 0) return keys * span;', 'if (b == 0 && at < 0) return keys * span + 1;'),
     Mutant('zz_shift_b', 'src/cpu/common.h',
            '(2 * int64_t{p.zigzag_world} - 2 - p.zigzag_rank) * c',
            '(2 * int64_t{p.zigzag_world} - 1 - p.zigzag_rank) * c'),
@@ -589,11 +593,6 @@ CPP += [
 # CUDA kernels: built here (tests/mutation/gpu.sh build) and checked on the GPU machine
 # (tests/mutation/gpu.sh check) with check_cuda.py on the path and grid cases named last.
 GPU = [
-    Mutant('g_guard_max_q', 'src/cuda/offsets_guard.cu',
-           'len_q > g.max_q ||', 'len_q > g.max_q + 1 ||',
-           skip='out of gpu.sh\'s reach: the guard is checked by tests/python/test_cuda.py '
-                '(test_broken_offsets_fill_every_output_with_nan, max_q), which check_cuda.py '
-                'does not run'),
     Mutant('g_pack2_rz', 'src/cuda/common/ptx.h',
            '    __nv_bfloat162 v = __floats2bfloat162_rn(x, y);',
            '    __nv_bfloat162 v = __halves2bfloat162(__float2bfloat16_rz(x), __float2bfloat16_rz(y));',
