@@ -349,12 +349,13 @@ void report_offsets_fault(const Checker& c) {
   cuda::OffsetsFault f;
   if (!cuda::take_offsets_fault(&f)) return;
   const char* list = f.keys ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q";
-  const std::string arg = cat(Entry{list, f.entry}, " of a packed call enqueued earlier on CUDA device ",
-                              f.device, " (checked on the device after that call, whose outputs "
-                              "are NaN)");
+  const std::string arg =
+      cat(Entry{list, f.entry}, " of a packed call enqueued earlier on CUDA device ", f.device,
+          " (checked on the device after that call, whose outputs are NaN)");
   using R = cuda::OffsetsRule;
   switch (f.rule) {
-    case R::kNegativeStart: c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, ", expected >= 0");
+    case R::kNegativeStart:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, ", expected >= 0");
     case R::kDecreasing:
       c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, " after ", f.bound,
              ", expected non-decreasing offsets");
@@ -362,8 +363,8 @@ void report_offsets_fault(const Checker& c) {
       c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a sequence of length ", f.got,
              ", expected at most the max length ", f.bound, " (problem.seqlen_q / seqlen_k)");
     case R::kPastRows:
-      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, ", expected at most the row count ",
-             f.bound, " (problem.total_q / total_k)");
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got,
+             ", expected at most the row count ", f.bound, " (problem.total_q / total_k)");
     case R::kOddQueryLength:
       c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a query length of ", f.got,
              InSequence{f.entry - 1}, " with zigzag_world ", f.world,

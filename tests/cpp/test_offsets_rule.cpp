@@ -93,7 +93,8 @@ TEST(OffsetsRule, LowestRankIsTheCpuRefusal) {
     l.cu_q = cu_q.data(), l.cu_k = cu_k.data();
 
     unsigned long long lowest = sinkattn::cuda::kNoOffsetsFault;
-    for (int64_t b = 0; b <= batch; ++b) lowest = std::min(lowest, sinkattn::cuda::offsets_fault_rank(l, b));
+    for (int64_t b = 0; b <= batch; ++b)
+      lowest = std::min(lowest, sinkattn::cuda::offsets_fault_rank(l, b));
     const std::string cpu = cpu_refusal(l);
     SCOPED_TRACE("trial " + std::to_string(trial) + "; " + replay_hint());
     if (lowest == sinkattn::cuda::kNoOffsetsFault) {
