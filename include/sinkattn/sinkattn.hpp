@@ -84,4 +84,8 @@ inline std::string why_not(const sinkattn_bwd_params& params) {
 inline void forward(const sinkattn_fwd_params& params) { check(sinkattn_fwd(&params)); }
 inline void backward(const sinkattn_bwd_params& params) { check(sinkattn_bwd(&params)); }
 
+// Throws the error of a packed CUDA call whose cu_seqlens its device-side check found broken
+// (sinkattn_deferred_error): synchronise the calls' streams first to cover them all.
+inline void check_deferred_error() { check(sinkattn_deferred_error()); }
+
 }  // namespace sinkattn

@@ -9,12 +9,14 @@
 #include "attention_case.h"
 #include "buffers.h"
 #include "sinkattn/sinkattn.h"
+#include "sinkattn/sinkattn.hpp"
 
 namespace sinkattn_test {
 namespace {
 
 TEST(DeferredError, NoneWithoutABrokenCall) {
   EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_OK) << sinkattn_last_error();
+  EXPECT_NO_THROW(sinkattn::check_deferred_error());
 }
 
 bool all_nan(const Tensor& t) {
@@ -48,10 +50,15 @@ TEST(DeferredError, CudaBrokenOffsetsFailTheNextCallOnce) {
 
   a.c.sk = 199;  // the backward's guard keeps its own: cu_seqlens_k's sequence 2
   ASSERT_EQ(a.backward(), SINKATTN_OK) << sinkattn_last_error();
-  ASSERT_EQ(sinkattn_deferred_error(), SINKATTN_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(std::string(sinkattn_last_error())
-                .rfind("sinkattn_deferred_error: problem.cu_seqlens_k[3] of a packed call", 0),
-            0u) << sinkattn_last_error();
+  try {
+    sinkattn::check_deferred_error();
+    ADD_FAILURE() << "no deferred error after the backward's broken offsets";
+  } catch (const sinkattn::Exception& e) {
+    EXPECT_EQ(e.status(), SINKATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(std::string(e.what()).rfind(
+                  "sinkattn_deferred_error: problem.cu_seqlens_k[3] of a packed call", 0),
+              0u) << e.what();
+  }
   EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_OK) << sinkattn_last_error();
 }
 
