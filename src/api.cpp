@@ -162,16 +162,50 @@ void check_array(const Checker& c, const char* name, const void* ptr, int64_t co
   c.require(aligned(ptr, 4), name, "got address ", ptr, ", expected 4-byte alignment");
 }
 
+// The refusal of a broken rule of sequence offsets or lengths (backend.h's OffsetsRule), worded
+// once for the CPU's checks below and for the report of a CUDA call's fault. arg names the offset
+// (or seqlen_q / seqlen_k); got and bound as OffsetsRule says; seq: the packed sequence of a
+// zigzag rule, or -1 (InSequence); world: zigzag_world.
+template <class Arg>
+[[noreturn]] void fail_offsets(const Checker& c, const Arg& arg, cuda::OffsetsRule rule,
+                               int64_t got, int64_t bound = 0, int64_t seq = -1,
+                               int64_t world = 0) {
+  using R = cuda::OffsetsRule;
+  switch (rule) {
+    case R::kNegativeStart:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", got, ", expected >= 0");
+    case R::kDecreasing:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", got, " after ", bound,
+             ", expected non-decreasing offsets");
+    case R::kTooLong:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a sequence of length ", got,
+             ", expected at most the max length ", bound, " (problem.seqlen_q / seqlen_k)");
+    case R::kPastRows:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", got,
+             ", expected at most the row count ", bound, " (problem.total_q / total_k)");
+    case R::kOddQueryLength:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a query length of ", got,
+             InSequence{seq}, " with zigzag_world ", world,
+             ", expected an even length (two zigzag chunks)");
+    case R::kZigzagKeys:
+      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a key length of ", got, InSequence{seq},
+             ", expected zigzag_world x query length = ", world, " x ", bound, " = ",
+             world * bound, " (the gathered sequence)");
+    case R::kNone: break;
+  }
+  c.fail(SINKATTN_ERROR_INTERNAL, arg, "an offsets fault of unknown rule ", int(rule));
+}
+
 // Fused zigzag CP: the query rows of a sequence are two equal chunks and its keys are all 2W
 // chunks (see sinkattn_problem). seq: the packed sequence whose lengths these are, or -1 for
 // seqlen_q / seqlen_k (Length).
 void check_zigzag_lengths(const Checker& c, const sinkattn_problem& p, int64_t len_q,
                           int64_t len_k, int64_t seq) {
-  c.require(len_q % 2 == 0, Length{"q", seq}, "got a query length of ", len_q, InSequence{seq},
-            " with zigzag_world ", p.zigzag_world, ", expected an even length (two zigzag chunks)");
-  c.require(len_k == int64_t{p.zigzag_world} * len_q, Length{"k", seq}, "got a key length of ",
-            len_k, InSequence{seq}, ", expected zigzag_world x query length = ", p.zigzag_world,
-            " x ", len_q, " = ", int64_t{p.zigzag_world} * len_q, " (the gathered sequence)");
+  using R = cuda::OffsetsRule;
+  if (len_q % 2 != 0)
+    fail_offsets(c, Length{"q", seq}, R::kOddQueryLength, len_q, 0, seq, p.zigzag_world);
+  if (len_k != int64_t{p.zigzag_world} * len_q)
+    fail_offsets(c, Length{"k", seq}, R::kZigzagKeys, len_k, len_q, seq, p.zigzag_world);
 }
 
 void check_zigzag(const Checker& c, const sinkattn_problem& p) {
@@ -254,18 +288,16 @@ void check_problem(const Checker& c, const sinkattn_problem& p, bool read_offset
         int64_t total, max_len;
       } lists[2] = {{"problem.cu_seqlens_q", p.cu_seqlens_q, p.total_q, p.seqlen_q},
                     {"problem.cu_seqlens_k", p.cu_seqlens_k, p.total_k, p.seqlen_k}};
+      using R = cuda::OffsetsRule;
       for (const auto& l : lists) {
-        c.require(l.cu[0] >= 0, Entry{l.name, 0}, "got ", l.cu[0], ", expected >= 0");
+        if (l.cu[0] < 0) fail_offsets(c, Entry{l.name, 0}, R::kNegativeStart, l.cu[0]);
         for (int64_t b = 0; b < p.batch; ++b) {
           const int64_t len = int64_t(l.cu[b + 1]) - l.cu[b];
-          c.require(len >= 0, Entry{l.name, b + 1}, "got ", l.cu[b + 1], " after ", l.cu[b],
-                    ", expected non-decreasing offsets");
-          c.require(len <= l.max_len, Entry{l.name, b + 1}, "got a sequence of length ", len,
-                    ", expected at most the max length ", l.max_len,
-                    " (problem.seqlen_q / seqlen_k)");
+          if (len < 0) fail_offsets(c, Entry{l.name, b + 1}, R::kDecreasing, l.cu[b + 1], l.cu[b]);
+          if (len > l.max_len) fail_offsets(c, Entry{l.name, b + 1}, R::kTooLong, len, l.max_len);
         }
-        c.require(l.cu[p.batch] <= l.total, Entry{l.name, p.batch}, "got ", l.cu[p.batch],
-                  ", expected at most the row count ", l.total, " (problem.total_q / total_k)");
+        if (l.cu[p.batch] > l.total)
+          fail_offsets(c, Entry{l.name, p.batch}, R::kPastRows, l.cu[p.batch], l.total);
       }
       if (p.zigzag_world > 0)
         for (int64_t b = 0; b < p.batch; ++b)
@@ -344,38 +376,15 @@ void check_bwd(const Checker& c, const sinkattn_bwd_params* params) {
 
 // A packed CUDA call's broken offsets, found by its offsets guard on the device after the call
 // had returned (backend.h): the next CUDA call on any thread, or sinkattn_deferred_error, fails
-// with it, worded as the CPU's check of the same rule.
+// with it, worded as the CPU's check of the same rule (fail_offsets).
 void report_offsets_fault(const Checker& c) {
   cuda::OffsetsFault f;
   if (!cuda::take_offsets_fault(&f)) return;
   const char* list = f.keys ? "problem.cu_seqlens_k" : "problem.cu_seqlens_q";
-  const std::string arg =
-      cat(Entry{list, f.entry}, " of a packed call enqueued earlier on CUDA device ", f.device,
-          " (checked on the device after that call, whose outputs are NaN)");
-  using R = cuda::OffsetsRule;
-  switch (f.rule) {
-    case R::kNegativeStart:
-      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, ", expected >= 0");
-    case R::kDecreasing:
-      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got, " after ", f.bound,
-             ", expected non-decreasing offsets");
-    case R::kTooLong:
-      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a sequence of length ", f.got,
-             ", expected at most the max length ", f.bound, " (problem.seqlen_q / seqlen_k)");
-    case R::kPastRows:
-      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got ", f.got,
-             ", expected at most the row count ", f.bound, " (problem.total_q / total_k)");
-    case R::kOddQueryLength:
-      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a query length of ", f.got,
-             InSequence{f.entry - 1}, " with zigzag_world ", f.world,
-             ", expected an even length (two zigzag chunks)");
-    case R::kZigzagKeys:
-      c.fail(SINKATTN_ERROR_INVALID_ARGUMENT, arg, "got a key length of ", f.got,
-             InSequence{f.entry - 1}, ", expected zigzag_world x query length = ", f.world, " x ",
-             f.bound, " = ", f.world * f.bound, " (the gathered sequence)");
-    case R::kNone: break;
-  }
-  c.fail(SINKATTN_ERROR_INTERNAL, arg, "an offsets fault of unknown rule ", int(f.rule));
+  fail_offsets(c,
+               cat(Entry{list, f.entry}, " of a packed call enqueued earlier on CUDA device ",
+                   f.device, " (checked on the device after that call, whose outputs are NaN)"),
+               f.rule, f.got, f.bound, f.entry - 1, f.world);
 }
 
 template <class F>
