@@ -202,14 +202,27 @@ sinkattn_bwd_params Attention::bwd_params(bool deterministic) {
 }
 
 namespace {
-// Poisoned workspace of the size the library asks for; `bytes` stays 0 when it needs none.
+// Bytes of poison after the workspace the library asked for (workspace_slack_intact).
+constexpr size_t kWorkspaceSlack = 64 * 1024;
+
+// Poisoned workspace of the size the library asks for and a poisoned slack after it; `bytes`
+// stays 0 when it needs none.
 void size_workspace(Blob& ws, size_t bytes, Device dev) {
-  if (ws.size() < bytes) ws = Blob(bytes, dev);
+  if (bytes && ws.size() < bytes + kWorkspaceSlack) ws = Blob(bytes + kWorkspaceSlack, dev);
   if (!ws.size()) return;
   std::memset(ws.host(), 0xff, ws.size());
   ws.upload();
 }
 }  // namespace
+
+bool Attention::workspace_slack_intact() {
+  if (ws_bytes_ == 0) return true;
+  ws_.download();
+  const uint8_t* b = ws_.host();
+  for (size_t i = ws_bytes_; i < ws_.size(); ++i)
+    if (b[i] != 0xff) return false;
+  return true;
+}
 
 sinkattn_status Attention::forward(bool want_lse) {
   out.poison(), lse.poison();
@@ -220,6 +233,7 @@ sinkattn_status Attention::forward(bool want_lse) {
   sinkattn_status st = sinkattn_fwd_workspace_size(&p, &bytes);
   if (st != SINKATTN_OK) return st;
   size_workspace(ws_, bytes, dev);
+  ws_bytes_ = bytes;
   p.workspace = bytes ? ws_.data() : nullptr, p.workspace_size = bytes;
   st = sinkattn_fwd(&p);
   if (dev == Device::kCuda) cuda_synchronize();
@@ -237,6 +251,7 @@ sinkattn_status Attention::backward(bool deterministic, bool want_dsink) {
   sinkattn_status st = sinkattn_bwd_workspace_size(&p, &bytes);
   if (st != SINKATTN_OK) return st;
   size_workspace(ws_, bytes, dev);
+  ws_bytes_ = bytes;
   p.workspace = bytes ? ws_.data() : nullptr, p.workspace_size = bytes;
   st = sinkattn_bwd(&p);
   if (dev == Device::kCuda) cuda_synchronize();

@@ -85,6 +85,9 @@ class Attention {
   // after backward) or wrote into the gaps of a strided output.
   bool inputs_intact();
   bool output_gaps_intact() const;
+  // True when the last call wrote nothing past the workspace it asked for (64 KB of poison
+  // follow it).
+  bool workspace_slack_intact();
 
   const std::vector<Seq>& seqs() const { return seqs_; }
   int64_t rows_q() const { return rows_q_; }  // dense query rows: B*Sq or Tq
@@ -103,6 +106,7 @@ class Attention {
   std::vector<Seq> seqs_;
   int64_t rows_q_ = 0, rows_k_ = 0;
   Blob cu_q_, cu_k_, ws_;
+  size_t ws_bytes_ = 0;  // the workspace the last call asked for
   std::vector<std::vector<uint8_t>> input_snapshots_;
   std::vector<uint8_t> fwd_out_snapshot_, fwd_lse_snapshot_;
 };

@@ -107,6 +107,8 @@ bool run_both(Attention& a) {
       return skip(std::string("CUDA backend refuses: ") + sinkattn_last_error()), false;
     EXPECT_EQ(st, SINKATTN_OK) << (pass ? "backward: " : "forward: ") << sinkattn_last_error();
     if (st != SINKATTN_OK) return false;
+    EXPECT_TRUE(a.workspace_slack_intact())
+        << (pass ? "backward" : "forward") << " wrote past the workspace it asked for";
   }
   return true;
 }

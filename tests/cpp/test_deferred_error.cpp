@@ -62,5 +62,39 @@ TEST(DeferredError, CudaBrokenOffsetsFailTheNextCallOnce) {
   EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_OK) << sinkattn_last_error();
 }
 
+// A sequence far longer than the declared max (its rule broken) must not make a kernel index
+// the arrays sized by that max (per 64 rows of a sequence: the dq handoff's counters, the dsink
+// partials; the packed-group forward's partials) past the workspace, nor hang: the call
+// completes, fills its outputs with NaN and leaves the 64 KB of poison after the workspace.
+// Paths: the narrow-window backward's dq handoff (query group 1), the band dq kernel (group 8),
+// the causal backward's dq reductions, and the packed-group forward (one query declared).
+TEST(DeferredError, CudaBrokenOffsetsStayInsideTheWorkspace) {
+  SINKATTN_SKIP_WITHOUT_DEVICE(Device::kCuda);
+  struct Broken {
+    Case c;
+    int64_t declared_sq;
+  };
+  const Broken cases[] = {
+      {Case::varlen(SINKATTN_BFLOAT16, {{40, 40}, {8000, 8000}}, 4, 4, 64).with_causal().with_window(63, 0), 64},
+      {Case::varlen(SINKATTN_BFLOAT16, {{40, 40}, {8000, 8000}}, 8, 1, 64).with_causal().with_window(127, 0), 64},
+      {Case::varlen(SINKATTN_BFLOAT16, {{40, 40}, {8000, 8000}}, 4, 2, 128).with_causal(), 64},
+      {Case::varlen(SINKATTN_BFLOAT16, {{1, 500}, {40, 500}}, 8, 1, 64).with_causal(), 1},
+  };
+  for (const Broken& b : cases) {
+    SCOPED_TRACE(b.c.name());
+    Attention a(b.c, Device::kCuda, test_seed());
+    a.c.sq = b.declared_sq;
+    ASSERT_EQ(a.forward(), SINKATTN_OK) << sinkattn_last_error();  // waits for the kernels
+    EXPECT_TRUE(a.workspace_slack_intact()) << "forward wrote past its workspace";
+    EXPECT_TRUE(all_nan(a.out));
+    EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_ERROR_INVALID_ARGUMENT);  // the forward's fault
+    ASSERT_EQ(a.backward(), SINKATTN_OK) << sinkattn_last_error();
+    EXPECT_TRUE(a.workspace_slack_intact()) << "backward wrote past its workspace";
+    EXPECT_TRUE(all_nan(a.dq));
+    EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_ERROR_INVALID_ARGUMENT);  // the backward's
+    EXPECT_EQ(sinkattn_deferred_error(), SINKATTN_OK) << sinkattn_last_error();
+  }
+}
+
 }  // namespace
 }  // namespace sinkattn_test

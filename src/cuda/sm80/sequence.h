@@ -1,5 +1,9 @@
 // Where one sequence's rows live, for fixed-length and packed (varlen) batches. Everything read
-// from cu_seqlens is clamped to [0, total], so bad prefix sums can never index out of bounds.
+// from cu_seqlens is clamped to [0, total], and a length to its declared max (seqlen_q / _k),
+// so bad prefix sums can never index out of bounds: not the packed rows, nor the arrays sized
+// by the max (per 64 rows of a sequence: the dq handoff's counters, which past their end had
+// the backward count outside its workspace and wait on them forever). Such a call's outputs
+// are NaN and its fault is reported (offsets_guard.h).
 #pragma once
 
 #include <cmath>
@@ -26,8 +30,8 @@ struct Sequence {
       int64_t k1 = min(max(int64_t{p.cu_seqlens_k[b + 1]}, int64_t{k0}), p.total_k);
       row_q = q0;
       row_k = k0;
-      len_q = q1 - q0;
-      len_k = k1 - k0;
+      len_q = min(q1 - q0, p.seqlen_q);
+      len_k = min(k1 - k0, p.seqlen_k);
     } else {
       row_q = b * p.seqlen_q;
       row_k = b * p.seqlen_k;
