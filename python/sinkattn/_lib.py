@@ -209,7 +209,13 @@ for _name, _args, _res in [
     ("sinkattn_fwd_kernel", [_P], ctypes.c_char_p),
     ("sinkattn_bwd_kernel", [_P], ctypes.c_char_p),
 ]:
-    _fn = getattr(LIB, _name)
+    try:
+        _fn = getattr(LIB, _name)
+    except AttributeError:  # a library older than these bindings (the ABI version counts layouts)
+        raise ImportError(
+            f"sinkattn: {LIBRARY_PATH} has no entry point {_name}: it is older than these Python "
+            "bindings; rebuild the library and the package from the same source"
+        ) from None
     _fn.argtypes = _args
     _fn.restype = _res
 

@@ -63,9 +63,10 @@ TEST(DeferredError, CudaBrokenOffsetsFailTheNextCallOnce) {
 }
 
 // A sequence far longer than the declared max (its rule broken) must not make a kernel index
-// the arrays sized by that max (per 64 rows of a sequence: the dq handoff's counters, the dsink
-// partials; the packed-group forward's partials) past the workspace, nor hang: the call
-// completes, fills its outputs with NaN and leaves the 64 KB of poison after the workspace.
+// an array sized by that max (per 64 rows of a sequence: the dq handoff's counters, which main's
+// library before sm80/sequence.h's clamp counted past and hung on) past the workspace, nor
+// hang: the call completes, fills its outputs with NaN and leaves the 64 KB of poison after the
+// workspace untouched.
 // Paths: the narrow-window backward's dq handoff (query group 1), the band dq kernel (group 8),
 // the causal backward's dq reductions, and the packed-group forward (one query declared).
 TEST(DeferredError, CudaBrokenOffsetsStayInsideTheWorkspace) {

@@ -262,6 +262,9 @@ CPP = [
            'const int64_t align = p.device_type == SINKATTN_DEVICE_CUDA ? 8 : elem;'),
 ]
 PYTHON = [
+    Mutant('l_old_library', 'python/sinkattn/_lib.py',
+           '    except AttributeError:  # a library older',
+           '    except KeyError:  # a library older'),
     Mutant('py_clear_chunks', 'python/sinkattn/ops.py',
            '        _clear_outside(varlen, (out,), lse)\n        for cq, ck, iq, ik, il in chunks:',
            '        for cq, ck, iq, ik, il in chunks:'),

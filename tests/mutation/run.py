@@ -20,7 +20,8 @@ import mutants
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PYTHON = os.path.expanduser("~/.cache/sinkattn/venv/bin/python")
 FAST_PY = ["test_plans.py", "test_attention.py", "test_layouts.py", "test_argument_sweep.py",
-           "test_random_cases.py", "test_torch_integration.py", "test_refusals.py"]
+           "test_random_cases.py", "test_torch_integration.py", "test_refusals.py",
+           "test_library_errors.py"]
 SETS = {
     "cpp": (mutants.CPP, "cmake --build build/cpu -j2 --target sinkattn_tests && "
                          "timeout 300 build/cpu/tests/cpp/sinkattn_tests --gtest_brief=1"),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -63,3 +66,16 @@ def test_cuda_tensors_without_cuda_backend_say_so():
 
 def test_abi_version_checked():
     assert _lib.LIB.sinkattn_abi_version() == _lib.ABI_VERSION
+
+
+def test_older_library_named_at_import(tmp_path):
+    """A library without an entry point the bindings bind fails the import with its name."""
+    src = tmp_path / "old.c"
+    src.write_text("int sinkattn_version(void) { return 1; }\n")
+    lib = tmp_path / "libold.so"
+    subprocess.run(["cc", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    env = dict(os.environ, SINKATTN_LIBRARY=str(lib))
+    r = subprocess.run([sys.executable, "-c", "import sinkattn"], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode != 0
+    assert f"sinkattn: {lib} has no entry point sinkattn_abi_version: it is older than" in r.stderr
