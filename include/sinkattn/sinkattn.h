@@ -82,9 +82,10 @@ typedef struct sinkattn_tensor {
  * every sequence (before cu_seqlens[0], from cu_seqlens[batch] on) are written too: out, dq, dk and
  * dv 0, lse -inf, so callers need not clear the outputs first. On the CPU the library checks the
  * offsets; on CUDA it cannot without a device synchronisation, so the kernels clamp them to [0,
- * total_q / total_k] (never reading out of bounds) and a check in the call's stream, after its
- * kernels, fills every output (out and lse; dq, dk, dv and dsink) with NaN where the offsets break
- * a rule the CPU checks: a sequence longer than seqlen_q / seqlen_k, decreasing offsets, offsets
+ * total_q / total_k] and each length to seqlen_q / seqlen_k (never reading or writing out of
+ * bounds, the workspace included), and a check in the call's stream, after its kernels, fills
+ * every output (out and lse; dq, dk, dv and dsink) with NaN where the offsets break a rule the
+ * CPU checks: a sequence longer than seqlen_q / seqlen_k, decreasing offsets, offsets
  * past total_q / total_k, or the zigzag lengths below. That check also keeps the first rule broken
  * (in host memory the device writes): the next sinkattn_fwd / sinkattn_bwd on CUDA, on any thread,
  * fails with it (SINKATTN_ERROR_INVALID_ARGUMENT, naming the offset), as does
