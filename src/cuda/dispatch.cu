@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -84,6 +85,13 @@ int32_t dsink_blocks(const sinkattn_problem& p) {
   return static_cast<int32_t>(n > 0 ? n : 1);
 }
 
+// Slots per query head of the arrays kept per row group (Sequence::group0): packed, a
+// sequence's groups end at b + (row_q + len_q - 1) / kPrepRows < batch + total_q / kPrepRows.
+int64_t row_groups(const sinkattn_problem& p) {
+  constexpr int n = sm80::kPrepRows;
+  return is_varlen(p) ? p.batch + p.total_q / n : p.batch * ((p.seqlen_q + n - 1) / n);
+}
+
 bool dq_handoff(const sinkattn_bwd_params& b);
 bool band_dq(const sinkattn_bwd_params& b);
 
@@ -102,10 +110,10 @@ struct BwdWorkspace {
       return at;
     };
     delta = region(sizeof(float) * q_rows(p) * p.heads_q);
-    dsink = region(sizeof(float) * p.heads_q * p.batch * dsink_blocks(p));
+    dsink = region(sizeof(float) * p.heads_q * row_groups(p));
     if ((!b.deterministic || handoff) && !band)
       dq_accum = region(sizeof(float) * q_rows(p) * p.heads_q * p.head_dim);
-    if (handoff) dq_flags = region(sizeof(int32_t) * p.batch * p.heads_q * dsink_blocks(p));
+    if (handoff) dq_flags = region(sizeof(int32_t) * p.heads_q * row_groups(p));
   }
 };
 
@@ -223,8 +231,8 @@ int64_t packed_splits(const sinkattn_problem& p) {
 }
 
 // Whether the Hopper backward hands dq from key block to key block (sm90/dq_handoff.h): narrow
-// windows (its narrow kernel) in one band, in either mode. SINKATTN_SM90_DQ_HANDOFF=0 turns it
-// off, for measurements.
+// windows (its narrow kernel) in one band, in either mode, with its counters' slots in 32 bits
+// (DqStep). SINKATTN_SM90_DQ_HANDOFF=0 turns it off, for measurements.
 bool dq_handoff(const sinkattn_bwd_params& b) {
 #ifdef SINKATTN_WITH_SM90
   static const bool on = [] {
@@ -233,7 +241,7 @@ bool dq_handoff(const sinkattn_bwd_params& b) {
   }();
   const MaskBounds m = mask_bounds(b.problem);
   return on && b.problem.zigzag_world == 0 && sm90::fwd_short_rows(m.left, m.right) &&
-         sm90_bwd_refusal(b).empty();
+         row_groups(b.problem) <= INT32_MAX && sm90_bwd_refusal(b).empty();
 #else
   (void)b;
   return false;
@@ -398,6 +406,7 @@ void launch_bwd_kernels(const sinkattn_bwd_params& b) {
   k.delta = reinterpret_cast<float*>(base + ws.delta);
   k.dsink_partial = reinterpret_cast<float*>(base + ws.dsink);
   k.dsink_blocks = dsink_blocks(p);
+  k.row_groups = row_groups(p);
   k.dq_atomic = b.deterministic || ws.band ? 0 : 1;
   k.dq_accum = (b.deterministic && !ws.handoff) || ws.band
                    ? nullptr
@@ -405,6 +414,11 @@ void launch_bwd_kernels(const sinkattn_bwd_params& b) {
   k.band_dq = ws.band ? 1 : 0;
   k.dq_flags = ws.handoff ? reinterpret_cast<int32_t*>(base + ws.dq_flags) : nullptr;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  if (k.dsink != nullptr && is_varlen(p)) {  // the slots between sequences, which no block writes
+    const cudaError_t err =
+        cudaMemsetAsync(k.dsink_partial, 0, sizeof(float) * p.heads_q * k.row_groups, stream);
+    if (err != cudaSuccess) cuda_fail("sinkattn backward: clearing the dsink partials", err);
+  }
 #ifdef SINKATTN_WITH_SM90
   if (sm90_bwd_refusal(b).empty()) {
     dispatch(p, [&](auto type, auto dim) {

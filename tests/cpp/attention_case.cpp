@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -61,7 +62,11 @@ float Case::softmax_scale() const {
 std::string Case::name() const {
   std::ostringstream s;
   s << dtype_name(dtype) << '_';
-  if (is_varlen()) {
+  if (is_varlen() && docs.size() > 8) {  // counts, sums and maxima, not every length
+    int64_t tq = 0, tk = 0, mq = 0, mk = 0;
+    for (auto [a, b] : docs) tq += a, tk += b, mq = std::max<int64_t>(mq, a), mk = std::max<int64_t>(mk, b);
+    s << "varlen" << docs.size() << "docs_" << tq << 'x' << tk << "_max" << mq << 'x' << mk;
+  } else if (is_varlen()) {
     s << "varlen";
     for (auto [a, b] : docs) s << '_' << a << 'x' << b;
   } else {

@@ -11,6 +11,17 @@ constexpr Layout kHeadMajor = Layout::kHeadMajor, kPadded = Layout::kPadded;
 // Documents of different lengths, Sq != Sk per document, and empty ones on either side.
 const std::vector<std::pair<int, int>> kMixedDocs = {{5, 9},   {0, 7},   {13, 13}, {6, 0},
                                                       {0, 0},   {31, 17}, {1, 1}};
+
+// 120 sequences of 0 to 22 query rows (some with 5 more keys) and, at index 60, one of 1500.
+std::vector<std::pair<int, int>> short_docs_and_a_long_one() {
+  std::vector<std::pair<int, int>> docs;
+  for (int i = 0; i < 120; ++i) {
+    const int n = i * 7 % 23;
+    docs.push_back({n, n + (i % 3 == 0 ? 5 : 0)});
+  }
+  docs[60] = {1500, 1500};
+  return docs;
+}
 }  // namespace
 
 std::vector<Case> cpu_grid() {
@@ -144,6 +155,14 @@ std::vector<Case> cuda_grid() {
   add(Case::fixed(BF16, 1, 2, 3000, 8, 1, 64).with_causal());
   add(Case::fixed(F16, 1, 1, 2000, 16, 4, 128).with_causal().with_window(700, -1).with_layout(kHeadMajor, kPadded));
   add(Case::varlen(BF16, {{1, 2500}, {0, 700}, {2, 1}, {1, 0}}, 16, 2, 64).with_causal());
+  // Many short sequences beside a long one: the arrays kept per 64 query rows of a sequence
+  // (dsink partials, dq handoff counters) hold a slot per row group, not per group of the max,
+  // with slots left free between sequences; on the prep, handoff and band dq paths.
+  const std::vector<std::pair<int, int>> docs = short_docs_and_a_long_one();
+  add(Case::varlen(BF16, docs, 8, 2, 64).with_causal());
+  add(Case::varlen(F16, docs, 8, 2, 128).with_causal());
+  add(Case::varlen(BF16, docs, 8, 2, 64).with_causal().with_window(127, -1));
+  add(Case::varlen(F16, docs, 16, 2, 64).with_causal().with_window(127, -1));
   // Mixed layouts (see Case::mixed) on the tiles and paths the large shapes take.
   add(Case::fixed(BF16, 1, 1023, 1024, 64, 8, 64).with_causal().with_mixed_layouts());
   add(Case::fixed(F16, 1, 1000, 1000, 8, 2, 128)

@@ -285,6 +285,11 @@ def run_case(lib, c, results):
     print(f"[{'PASS' if ok else 'FAIL'}] {c.name} [{kernel.split(' (')[0]} / {bkernel.split(' (')[0]}]: " + "; ".join(msgs), flush=True)
 
 
+# 100 sequences of 0 to 22 rows (every third with 5 more keys) and, at index 50, one of 1300.
+SHORT_DOCS = ([1300 if i == 50 else i * 7 % 23 for i in range(100)],
+              [1300 if i == 50 else i * 7 % 23 + (5 if i % 3 == 0 else 0) for i in range(100)])
+
+
 def grid():
     bf, fp = torch.bfloat16, torch.float16
     return [
@@ -367,6 +372,14 @@ def grid():
         Case("band window1 group 8 no sink", sq=130, sk=130, hq=8, hkv=1, d=64, causal=True, left=0),
         Case("band varlen window 127 group 8 empty keys sinks", hq=16, hkv=2, d=64, causal=True, left=127,
              sinks=True, varlen=([300, 50, 0, 700, 17], [300, 0, 20, 1000, 17])),
+        # Many short sequences beside a long one: the dsink partials and the dq handoff counters
+        # keep a slot per 64 rows a sequence has, with free slots between sequences.
+        Case("varlen 100 short docs and a long one sinks", hq=8, hkv=2, d=64, causal=True, sinks=True,
+             varlen=SHORT_DOCS),
+        Case("varlen 100 short docs and a long one window 127 sinks", hq=8, hkv=2, d=64, causal=True,
+             left=127, sinks=True, varlen=SHORT_DOCS),
+        Case("band varlen 100 short docs and a long one group 8 sinks", hq=16, hkv=2, d=64, causal=True,
+             left=127, sinks=True, varlen=SHORT_DOCS),
         # Decode-sized queries: the packed-group forward (group * sq <= 16 rows in one tile).
         Case("decode q1 16/2 d64 sinks", B=3, sq=1, sk=1000, hq=16, hkv=2, d=64, causal=True, sinks=True),
         Case("decode q2 group 8 d128 window 100 sinks", B=2, sq=2, sk=777, hq=8, hkv=1, d=128, causal=True, left=99, sinks=True),
@@ -487,14 +500,15 @@ def kernel_breakdown(what, fns):
                   f" mean {e.device_time_total / e.count / 1000:8.3f} ms")
 
 
-def doc_lengths(total, lo, hi, seed=0):
-    """Document lengths in [lo, hi] summing to total (the last one takes the remainder)."""
+def doc_lengths(total, lo, hi, seed=0, long=0):
+    """Document lengths in [lo, hi] summing to total (the last one takes the remainder); with
+    long > 0, one document of `long` tokens amid them (of the total)."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    while total - sum(out) > hi:
+    while total - long - sum(out) > hi:
         out.append(int(torch.randint(lo, hi + 1, (1,), generator=g)))
-    out.append(total - sum(out))
-    return out
+    out.append(total - long - sum(out))
+    return out[:len(out) // 2] + [long] + out[len(out) // 2:] if long else out
 
 
 def packed_problem(q, k, v, sinks, lens, left=-1):

@@ -23,16 +23,20 @@ from check_cuda import BENCH_SHAPES, doc_lengths, median_ms, packed_problem, pai
 from sinkattn_ctypes import Lib
 
 # check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark),
-# their 32k tokens as one sequence, ~1000 short documents (per-sequence costs) and causal documents
-# of at most 1k tokens (the 128-row persistent forward): (name,
-# seqlen, heads_q, heads_kv, head_dim, learned sinks, window left, packed documents' length range
-# or False).
+# their 32k tokens as one sequence, ~1000 short documents (per-sequence costs), causal documents
+# of at most 1k tokens (the 128-row persistent forward), ~4000 tiny documents beside one of 16k
+# (the arrays kept per 64 rows of a sequence) and a d 128 window of 128 (the narrow-window
+# backward's dq handoff; gptoss's window takes the band kernels): (name, seqlen, heads_q,
+# heads_kv, head_dim, learned sinks, window left, packed documents' length range [+ the long
+# one's] or False).
 SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
     ("gptoss varlen 32k", 32768, 64, 8, 64, True, -1, (256, 8192)),
     ("gptoss 32k causal", 32768, 64, 8, 64, True, -1, False),
     ("llama 32k causal", 32768, 32, 8, 128, False, -1, False),
     ("gptoss 1k docs w128", 32768, 64, 8, 64, True, 127, (16, 48)),
-    ("gptoss short docs 32k", 32768, 64, 8, 64, True, -1, (128, 1024))]
+    ("gptoss short docs 32k", 32768, 64, 8, 64, True, -1, (128, 1024)),
+    ("gptoss tiny docs + 16k", 32768, 64, 8, 64, True, -1, (2, 6, 16384)),
+    ("llama 16k window128", 16384, 32, 8, 128, True, 127, False)]
 # Decode (one query per sequence against a k/v cache, causal, sinks; the packed-group forward):
 # (name, batch, cache length). The "TF/s" columns count its visible pairs as for the others.
 DECODE = [("gptoss decode B64 8k", 64, 8192), ("gptoss decode B16 8k", 16, 8192),
@@ -46,7 +50,7 @@ class Case:
         """s keys (and queries, unless sq = 1: one query per sequence, decode) per sequence; a
         fixed-length batch of `batch` sequences, or packed documents (varlen)."""
         self.det = det  # deterministic backward
-        lens = doc_lengths(s, *varlen) if varlen else [s]
+        lens = doc_lengths(s, *varlen[:2], long=varlen[2] if len(varlen) > 2 else 0) if varlen else [s]
         lead = () if varlen else (batch,)
         sq = sq or s
         self.q, self.dout = rand(lead + (sq, hq, d), torch.bfloat16), rand(lead + (sq, hq, d), torch.bfloat16)

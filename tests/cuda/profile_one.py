@@ -1,6 +1,7 @@
 """One shape's forward and backward, a few calls each, for a profiler (ncu / nsys) to attach to:
     python3 profile_one.py LIB NAME   (NAME: window128, gptoss16k, gptoss4k, llama8k; or
-    packedNxS / batchNxS: N gptoss documents of S tokens, packed or as a fixed-length batch)
+    packedNxS / batchNxS: N gptoss documents of S tokens, packed or as a fixed-length batch; or
+    docsT:LO-HI[+L]: packed gptoss documents of LO..HI tokens, T in all [one of them L])
     --times: then each kernel's mean GPU time over 5 forward + backward calls (torch profiler)
     --det: the deterministic backward
 Run from tests/cuda, like check_cuda.py."""
@@ -8,7 +9,7 @@ import sys
 
 import torch
 
-from check_cuda import kernel_breakdown, packed_problem
+from check_cuda import doc_lengths, kernel_breakdown, packed_problem
 from sinkattn_ctypes import Lib
 
 SHAPES = {  # seq, Hq, Hkv, D, sinks, window left (-1: full causal)
@@ -23,14 +24,22 @@ def main():
     lib = Lib(sys.argv[1])
     name = sys.argv[2]
     r = lambda *shape: torch.randn(shape, device="cuda").to(torch.bfloat16)
-    if name.startswith(("packed", "batch")):
-        n, s = map(int, name.lstrip("packedbatch").split("x"))
+    if name.startswith(("packed", "batch", "docs")):
+        if name.startswith("docs"):
+            t, spec = name[4:].split(":")
+            span, _, long = spec.partition("+")
+            lo, hi = map(int, span.split("-"))
+            lens = doc_lengths(int(t), lo, hi, long=int(long or 0))
+            n, s = 1, int(t)
+        else:
+            n, s = map(int, name.lstrip("packedbatch").split("x"))
+            lens = [s] * n
         hq, hkv, d, sink = 64, 8, 64, True
         sinks = torch.randn(hq, device="cuda")
         q, k, v, dout = r(n, s, hq, d), r(n, s, hkv, d), r(n, s, hkv, d), r(n, s, hq, d)
-        if name.startswith("packed"):
+        if name.startswith(("packed", "docs")):
             q, k, v, dout = (x.view(n * s, *x.shape[2:]) for x in (q, k, v, dout))
-            prob, cu = packed_problem(q, k, v, sinks, [s] * n)  # cu kept alive: prob holds its address
+            prob, cu = packed_problem(q, k, v, sinks, lens)  # cu kept alive: prob holds its address
             lse = torch.empty((hq, n * s), device="cuda")
         else:
             prob = Lib.problem(q, k, v, sinks=sinks, causal=True)

@@ -15,15 +15,16 @@
 
 namespace sinkattn::cuda::sm80 {
 
-constexpr int kPrepRows = 64;    // query rows per block
 constexpr int kPrepWarps = 4;
 
 // Lanes per query row: one 16-byte chunk each, rounded up to a power of two for the shuffles.
 constexpr int prep_lanes(int d) { return d / 8 <= 4 ? 4 : d / 8 <= 8 ? 8 : d / 8 <= 16 ? 16 : 32; }
 
-// The dq handoff's counter of query rows [m0, m0 + kPrepRows) of head `head` of sequence b.
-__device__ __forceinline__ int32_t* dq_flag(const Params& p, int64_t b, int64_t head, int64_t m0) {
-  return p.dq_flags + (b * p.heads_q + head) * p.dsink_blocks + m0 / kPrepRows;
+// Slot of query rows [m0, m0 + kPrepRows) of `head` of sequence seq (m0 < seq.len_q) in the
+// arrays kept per row group: the dsink partials, the dq handoff counters.
+__device__ __forceinline__ int64_t row_group(const Params& p, const Sequence& seq, int64_t head,
+                                             int64_t m0) {
+  return head * p.row_groups + seq.group0(p) + m0 / kPrepRows;
 }
 
 // Query heads per prep block: a row's heads lie next to each other in memory, so the block's
@@ -49,10 +50,12 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
   const bool head_ok = head < p.heads_q;
   const Sequence seq(p, b);
   const int64_t m0 = (int64_t)blockIdx.x * kPrepRows;
+  if (m0 >= seq.len_q) return;  // packed: past this sequence's rows (the whole block)
   const float sink = p.sinks && head_ok ? p.sinks[head] : 0.f;
   float dsink = 0.f;  // this lane's rows (lanes with c == 0 only)
   const Mask mask = Mask::of(p, seq);
-  if (p.dq_flags != nullptr && head_ok && pair < kHeads && c == 0) *dq_flag(p, b, head, m0) = 0;
+  if (p.dq_flags != nullptr && head_ok && pair < kHeads && c == 0)
+    p.dq_flags[row_group(p, seq, head, m0)] = 0;
   for (int r0 = pair / kHeads; r0 < kPrepRows; r0 += kRowsPerPass * kBatch) {
     uint4 ov[kBatch], gv[kBatch];
 #pragma unroll
@@ -108,25 +111,20 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
   if (threadIdx.x < kHeads && h < p.heads_q) {  // the pairs of head h, in a fixed order
     float s = 0.f;
     for (int j = threadIdx.x; j < kPairs; j += kHeads) s += pair_sum[j];
-    p.dsink_partial[(h * p.batch + b) * p.dsink_blocks + blockIdx.x] = s;
+    p.dsink_partial[row_group(p, seq, h, m0)] = s;
   }
 }
 
-// dsink_h = -(sum of the partials of head h), in a fixed order: bit-identical run to run. Only
-// the partials of rows a sequence has are read (the band dq kernel writes no others); the lanes
-// stride over all (sequence, block) entries at once, since a loop over the sequences would pay
-// a load's latency per sequence (packed batches hold hundreds).
+// dsink_h = -(sum of the partials of head h), in a fixed order: bit-identical run to run. Every
+// slot holds a partial or, packed, the zero it was cleared to, so the lanes stride over the
+// head's slots with no per-sequence lookup (packed batches hold hundreds of sequences).
 // (A template only so that every instantiation file may carry a copy.)
 template <typename T>
 __global__ void __launch_bounds__(32) bwd_dsink_kernel(const __grid_constant__ Params p) {
   const int64_t head = blockIdx.x;
-  const int64_t n = p.batch * p.dsink_blocks;
-  const float* part = p.dsink_partial + head * n;
+  const float* part = p.dsink_partial + head * p.row_groups;
   float s = 0.f;
-  for (int64_t i = threadIdx.x; i < n; i += 32) {
-    const int64_t b = i / p.dsink_blocks, rows = (i - b * p.dsink_blocks) * kPrepRows;
-    if (p.cu_seqlens_q == nullptr || rows < Sequence(p, b).len_q) s += part[i];
-  }
+  for (int64_t i = threadIdx.x; i < p.row_groups; i += 32) s += part[i];
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffff, s, o);
   if (threadIdx.x == 0) p.dsink[head] = -s;

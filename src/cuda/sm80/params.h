@@ -8,6 +8,9 @@
 
 namespace sinkattn::cuda::sm80 {
 
+// Query rows per prep block, per dsink partial and per dq handoff counter (a "row group").
+constexpr int kPrepRows = 64;
+
 struct Params {
   // Tensors (strides in elements, head dim contiguous). Varlen ignores batch_stride.
   sinkattn_tensor q, k, v;  // (B, Sq, Hq, D) / (B, Sk, Hkv, D) or packed (T, H, D); read
@@ -37,16 +40,19 @@ struct Params {
 
   // Backward workspace (from the caller; see bwd_workspace_size in dispatch.cu).
   float* delta;          // lse layout: sum_d dout * out per query row (prep or band dq kernel)
-  float* dsink_partial;  // (Hq, B, preprocess blocks per sequence) partial dsink sums; only
-                         // those of rows a sequence has are written and read
+  float* dsink_partial;  // (Hq, row_groups) partial dsink sums, one per row group a sequence
+                         // has (Sequence::group0); packed: zeroed first, for the slots between
+                         // sequences that nothing writes
+  int64_t row_groups;    // slots per query head of the arrays kept per row group: the dsink
+                         // partials and the dq handoff counters (dispatch.cu row_groups)
   int32_t dsink_blocks;  // preprocess blocks per sequence (grid.x of the preprocess kernel)
   int32_t dq_atomic;     // 1: the dk/dv kernel adds dS K into dq_accum with atomics (faster, not
                          // bit-reproducible); 0: bwd_dq_kernel recomputes dq (deterministic)
   float* dq_accum;       // (rows, Hq, D) fp32, rows = B * Sq or Tq; when dq_atomic or dq_flags
   int32_t* dq_flags;     // the narrow-window Hopper backward's dq handoff (sm90/bwd_kernel.h), in
-                         // either mode; nullptr = off. Per (sequence, query head, kPrepRows
-                         // query rows): how many key blocks have passed their dq partial on, in
-                         // dq_accum (the prep zeroes it). dq then needs no conversion.
+                         // either mode; nullptr = off. (Hq, row_groups): per row group, how
+                         // many key blocks have passed their dq partial on, in dq_accum (the
+                         // prep zeroes it). dq then needs no conversion.
   int32_t bwd_kv_group;  // the dK/dV kernels' launch order (grid.h kv_group_grid_pos): the key
                          // blocks of this many kv heads at a time (set by their launchers)
   int32_t band_dq;       // 1: the Hopper band dq kernel (sm90/bwd_band_dq_kernel.h) writes dq,

@@ -1,9 +1,9 @@
 // Where one sequence's rows live, for fixed-length and packed (varlen) batches. Everything read
 // from cu_seqlens is clamped to [0, total], and a length to its declared max (seqlen_q / _k),
-// so bad prefix sums can never index out of bounds: not the packed rows, nor the arrays sized
-// by the max (per 64 rows of a sequence: the dq handoff's counters, which past their end had
-// the backward count outside its workspace and wait on them forever). Such a call's outputs
-// are NaN and its fault is reported (offsets_guard.h).
+// so bad prefix sums can never index out of bounds: not the packed rows, nor the arrays kept
+// per row group (group0; the dq handoff's counters, which past their end had the backward
+// count outside its workspace and wait on them forever). Such a call's outputs are NaN and its
+// fault is reported (offsets_guard.h).
 #pragma once
 
 #include <cmath>
@@ -45,6 +45,15 @@ struct Sequence {
                                             int64_t head) const {
     int64_t base = varlen ? (is_q ? row_q : row_k) * t.row_stride : b * t.batch_stride;
     return base + row * t.row_stride + head * t.head_stride;
+  }
+
+  // This sequence's first slot in a head's arrays kept per row group (kPrepRows query rows: the
+  // dsink partials, the dq handoff counters). Fixed length: b x groups of Sq. Packed:
+  // b + row_q / kPrepRows, which leaves at most one slot free after each sequence and fits
+  // batch + total_q / kPrepRows slots (dispatch.cu row_groups) whatever the lengths; b x the
+  // max's groups was thousands of times that for many short documents beside one long one.
+  __device__ __forceinline__ int64_t group0(const Params& p) const {
+    return varlen ? b + row_q / kPrepRows : b * p.dsink_blocks;
   }
 
   // Index of (head, row) in lse / delta: (B, Hq, Sq) fixed or (Hq, Tq) packed.

@@ -96,9 +96,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     float* const delta0 = p.delta + li0;
     // dsink partials per kPrepRows rows (runs start at multiples of them), as the prep's.
     static_assert(16 * kT.run % sm80::kPrepRows == 0, "a partial's rows lie in one run");
-    float* const dsink0 = p.dsink ? p.dsink_partial + (head * p.batch + seq.b) * p.dsink_blocks +
-                                        r0 / sm80::kPrepRows
-                                  : nullptr;
+    float* const dsink0 = p.dsink ? p.dsink_partial + sm80::row_group(p, seq, head, r0) : nullptr;
     // (Used as loaded: scaled here, its load latency stalled the run's start, 4% of the samples.)
     const float sink = p.dsink ? p.sinks[head] : 0.f;
     float dsink = 0.f;  // this thread's rows of the current partial

@@ -139,6 +139,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   // windows only).
   const bool handoff = kNarrow && !kDkDvOnly && p.dq_flags != nullptr;
   static_assert(BM % sm80::kPrepRows == 0, "a query block has its own handoff counter");
+  const int group0 = (int)seq.group0(p);  // the handoff counters' slot (DqStep)
   // The steps' order (step_walk.h): by diagonals with the handoff, else head by head.
   const cuda::StepWalk walk0 = cuda::StepWalk::first(handoff, mb_count);
   auto advance = [&](cuda::StepWalk& w) { w.advance(handoff, mb_count, p.group); };
@@ -195,7 +196,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
         int64_t head, m0;
         step(w, head, m0);
         const DqStep st =
-            DqStep::of(p, seq, mask, b, head, at.block, BN, BM, mb_first + w.block, D);
+            DqStep::of(p, seq, mask, group0, head, at.block, BN, BM, mb_first + w.block, D);
         if (pwarp == 1 && st.prior > 0) {
           if (n > 0) mbar_wait(part_empty, (n - 1) & 1);  // the last one has been added
           fetch_partial<D>(st, &map_dq, part_full, base + L::dq, L::kDQBytes, (int)head,
@@ -277,7 +278,8 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
         }
       }
       if (handoff && lane == 0)
-        sDqStep[s] = DqStep::of(p, seq, mask, b, head, at.block, BN, BM, mb_first + w.block, D);
+        sDqStep[s] =
+            DqStep::of(p, seq, mask, group0, head, at.block, BN, BM, mb_first + w.block, D);
       // lse in the exp2 domain and delta per query row, all of a lane's rows loaded before any
       // is used; rows past the end (and rows that saw nothing, lse = -inf) get lse2 = +inf, so
       // P = 0 there.

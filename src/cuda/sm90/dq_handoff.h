@@ -40,16 +40,18 @@ struct DqStep {
   int last;          // 1: none after it
   int rows;          // of the step's rows, how many lie inside the sequence
 
-  // Query block mb of `head`, walked by key block nb of sequence b (seq) under `mask`.
+  // Query block mb of `head`, walked by key block nb of sequence seq under `mask`; group0:
+  // seq.group0(p), computed once by the caller, in 32 bits (dispatch.cu dq_handoff; recomputed
+  // per step or kept in 64, ptxas spilled 8 bytes in the d 64 kernel).
   __device__ __forceinline__ static DqStep of(const sm80::Params& p, const sm80::Sequence& seq,
-                                              const cuda::Mask& mask, int64_t b, int64_t head,
+                                              const cuda::Mask& mask, int group0, int64_t head,
                                               int64_t nb, int bn, int bm, int64_t mb, int D) {
     const int64_t m0 = mb * bm;
     const cuda::DqTurn turn = cuda::dq_turn(mask, nb, bn, bm, mb);
     DqStep st;
     st.partial = p.dq_accum + ((seq.row_q + m0) * p.heads_q + head) * D;
     st.out = static_cast<uint16_t*>(p.dq.data) + seq.offset(p.dq, true, m0, head);
-    st.counter = sm80::dq_flag(p, b, head, m0);
+    st.counter = p.dq_flags + head * p.row_groups + group0 + m0 / sm80::kPrepRows;
     st.prior = turn.prior;
     st.last = turn.last;
     st.rows = (int)cuda::imin(int64_t{bm}, seq.len_q - m0);
