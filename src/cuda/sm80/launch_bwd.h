@@ -1,6 +1,8 @@
 // Body of launch_bwd, included by the per-(dtype, head dim) instantiation files.
 #pragma once
 
+#include <algorithm>
+
 #include "cuda/sm80/grid.h"
 #include "cuda/sm80/bwd_dkdv_kernel.h"
 #include "cuda/sm80/bwd_dq_kernel.h"
@@ -22,7 +24,10 @@ void launch_bwd_prep(const Params& p, cudaStream_t stream) {
 
 template <typename T, int D>
 void launch_bwd_dq_convert(const Params& p, cudaStream_t stream) {
-  const dim3 grid((unsigned)p.dsink_blocks, (unsigned)p.heads_q, (unsigned)p.batch);
+  const bool packed = p.cu_seqlens_q != nullptr;  // packed: 64 rows of all sequences per block
+  const int64_t packed_blocks = std::max<int64_t>((p.total_q + kPrepRows - 1) / kPrepRows, 1);
+  const dim3 grid(packed ? (unsigned)packed_blocks : (unsigned)p.dsink_blocks, (unsigned)p.heads_q,
+                  packed ? 1u : (unsigned)p.batch);
   bwd_dq_convert_kernel<T, D><<<grid, kPrepWarps * 32, 0, stream>>>(p);
   check_launch("sinkattn backward dq conversion kernel");
 }

@@ -215,7 +215,10 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
         if (!have_t) t = L::kT.persistent ? sched.next(p.tile_counter) : 1;
         if (L::kT.persistent ? t >= tiles : t > 0) return false;
         const FwdWork tile = work(t);
-        if (tile.empty) continue;
+        if (tile.empty) {
+          if constexpr (L::kT.persistent) sched.skip_rowless(p.tile_counter, t, tile.seq.len_q, BM);
+          continue;
+        }
         // Packed (varlen) tensors are one batch entry; rows are offset by the sequence start.
         const Sequence& seq = tile.seq;
         f.bq = seq.varlen ? 0 : (int)seq.b;
