@@ -178,7 +178,8 @@ SINKATTN_API const char* sinkattn_fwd_kernel(const sinkattn_fwd_params* params);
 SINKATTN_API const char* sinkattn_bwd_kernel(const sinkattn_bwd_params* params);
 
 /* Bytes of workspace the call needs for these params. The problem is checked as fwd/bwd check it
- * (pointers included), except that the contents of cu_seqlens are not read. */
+ * (pointers included), except that the contents of cu_seqlens are not read. Packed, it grows with
+ * the rows (total_q) and the number of sequences, not with batch x the max length. */
 SINKATTN_API sinkattn_status sinkattn_fwd_workspace_size(const sinkattn_fwd_params* params,
                                                          size_t* bytes);
 SINKATTN_API sinkattn_status sinkattn_bwd_workspace_size(const sinkattn_bwd_params* params,
