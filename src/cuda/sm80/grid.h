@@ -92,8 +92,9 @@ __device__ __forceinline__ GridPos kv_group_grid_pos(int64_t blocks, int kv_grou
 // longest's blocks sat nearly all idle for short sequences beside a long one (4,000 tiny
 // documents beside one of 16k: 4.2M blocks, 34k with keys; the kernel took 37.6 ms, the 16k
 // sequence alone 10.5).
+inline int64_t packed_kv_slots(const Params& p, int bn) { return p.batch + p.total_k / bn; }
 inline dim3 make_packed_kv_grid(const Params& p, int bn) {
-  return dim3((unsigned)((p.batch + p.total_k / bn) * p.heads_kv));
+  return dim3((unsigned)(packed_kv_slots(p, bn) * p.heads_kv));
 }
 
 // row_k(b), clamped as Sequence clamps it (32 bits: cu_seqlens are int32).

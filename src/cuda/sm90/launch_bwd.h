@@ -80,8 +80,8 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     // idle: its search costs each block ~1 us (H100, ~1,000 documents of 16..48 tokens that
     // fill their rows: -5.4%), against idle blocks (64..256-token documents beside an 8k one:
     // +2.4%; 4,000 tiny ones beside a 16k one: 1.77x).
-    const int64_t slots = p.batch + p.total_k / t.block_n;
-    kp.bwd_packed_grid = varlen && p.batch * blocks > 2 * slots ? 1 : 0;
+    kp.bwd_packed_grid =
+        varlen && p.batch * blocks > 2 * sm80::packed_kv_slots(p, t.block_n) ? 1 : 0;
     const dim3 grid = kp.bwd_packed_grid ? sm80::make_packed_kv_grid(p, t.block_n)
                                          : sm80::make_kv_group_grid(p, blocks);
     kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(kp, map_q, map_k, map_v, map_dout,
