@@ -11,8 +11,8 @@ constexpr Layout kHeadMajor = Layout::kHeadMajor, kPadded = Layout::kPadded;
 // Documents of different lengths, Sq != Sk per document, and empty ones on either side.
 const std::vector<std::pair<int, int>> kMixedDocs = {{5, 9},   {0, 7},   {13, 13}, {6, 0},
                                                       {0, 0},   {31, 17}, {1, 1}};
+}  // namespace
 
-// 120 sequences of 0 to 22 query rows (some with 5 more keys) and, at index 60, one of 1500.
 std::vector<std::pair<int, int>> short_docs_and_a_long_one() {
   std::vector<std::pair<int, int>> docs;
   for (int i = 0; i < 120; ++i) {
@@ -22,7 +22,6 @@ std::vector<std::pair<int, int>> short_docs_and_a_long_one() {
   docs[60] = {1500, 1500};
   return docs;
 }
-}  // namespace
 
 std::vector<Case> cpu_grid() {
   std::vector<Case> g = {

@@ -3,7 +3,8 @@
 // another kernel computes without the accumulator, on shapes the fp64 grid keeps small: every
 // key block of a non-causal head adding into query block 0 at once; query blocks no key block
 // walks (dq = 0); packed sequences cut inside a 64-row box, whose rows past a sequence's end
-// land in the next sequence's first rows (as exact zeros); narrow windows under zigzag. The
+// land in the next sequence's first rows (as exact zeros); narrow windows under zigzag; many
+// short sequences beside a long one (the prep and the dq kernels on grids over slots). The
 // workspace is poisoned before every call (attention_case.cpp), so rows read from an
 // accumulator that was never zeroed or written show as NaN.
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 
 #include "attention_case.h"
 #include "compare.h"
+#include "grid_cases.h"
 
 namespace sinkattn_test {
 namespace {
@@ -55,6 +57,8 @@ std::vector<Case> cases() {
       Case::varlen(BF16, cut, 8, 2, 128).with_causal(),
       Case::varlen(BF16, cut, 4, 4, 64),
       Case::varlen(BF16, cut, 4, 1, 128).with_window(-1, 20),
+      Case::varlen(BF16, short_docs_and_a_long_one(), 8, 2, 64).with_causal(),
+      Case::varlen(BF16, short_docs_and_a_long_one(), 8, 2, 128).with_causal(),
       // narrow windows under zigzag: the narrow Hopper kernel adds dq too (no handoff there)
       Case::fixed(BF16, 1, 640, 2560, 8, 2, 64).with_causal().with_window(200, -1).with_zigzag(1, 4),
       Case::fixed(BF16, 1, 640, 2560, 8, 2, 128).with_causal().with_window(200, -1).with_zigzag(2, 4),

@@ -378,6 +378,9 @@ def grid():
              varlen=SHORT_DOCS),
         Case("varlen 100 short docs and a long one window 127 sinks", hq=8, hkv=2, d=64, causal=True,
              left=127, sinks=True, varlen=SHORT_DOCS),
+        # and the grids over slots (sm80/grid.h): the d 128 forward (a block per tile), dq kernels
+        Case("varlen 100 short docs and a long one d128 sinks", hq=8, hkv=2, d=128, causal=True,
+             sinks=True, varlen=SHORT_DOCS),
         Case("band varlen 100 short docs and a long one group 8 sinks", hq=16, hkv=2, d=64, causal=True,
              left=127, sinks=True, varlen=SHORT_DOCS),
         # Decode-sized queries: the packed-group forward (group * sq <= 16 rows in one tile).

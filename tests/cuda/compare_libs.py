@@ -25,7 +25,8 @@ from sinkattn_ctypes import Lib
 # check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark),
 # their 32k tokens as one sequence, ~1000 short documents (per-sequence costs), causal documents
 # of at most 1k tokens (the 128-row persistent forward), ~4000 tiny documents or ~150 of 64..256
-# tokens beside one long one (the grids sized by the longest) and a d 128 window of 128 (the
+# tokens beside one long one (the grids sized by the longest; the tiny ones also under a window
+# of 128, the band kernels, and at d 128) and a d 128 window of 128 (the
 # narrow-window backward's dq handoff; gptoss's window takes the band kernels): (name, seqlen,
 # heads_q, heads_kv, head_dim, learned sinks, window left, packed documents' length range [+ the
 # long one's] or False).
@@ -37,6 +38,8 @@ SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
     ("gptoss short docs 32k", 32768, 64, 8, 64, True, -1, (128, 1024)),
     ("gptoss tiny docs + 16k", 32768, 64, 8, 64, True, -1, (2, 6, 16384)),
     ("gptoss docs 64..256 + 8k", 32768, 64, 8, 64, True, -1, (64, 256, 8192)),
+    ("gptoss tiny docs + 16k w128", 32768, 64, 8, 64, True, 127, (2, 6, 16384)),
+    ("llama tiny docs + 16k", 32768, 32, 8, 128, False, -1, (2, 6, 16384)),
     ("llama 16k window128", 16384, 32, 8, 128, True, 127, False)]
 # Decode (one query per sequence against a k/v cache, causal, sinks; the packed-group forward):
 # (name, batch, cache length). The "TF/s" columns count its visible pairs as for the others.

@@ -10,6 +10,7 @@
 
 #include "cuda/common/mask_rule.h"
 #include "cuda/common/ptx.h"
+#include "cuda/sm80/grid.h"
 #include "cuda/sm80/params.h"
 #include "cuda/sm80/sequence.h"
 
@@ -20,11 +21,12 @@ constexpr int kPrepWarps = 4;
 // Lanes per query row: one 16-byte chunk each, rounded up to a power of two for the shuffles.
 constexpr int prep_lanes(int d) { return d / 8 <= 4 ? 4 : d / 8 <= 8 ? 8 : d / 8 <= 16 ? 16 : 32; }
 
-// Slot of query rows [m0, m0 + kPrepRows) of `head` of sequence seq (m0 < seq.len_q) in the
-// arrays kept per row group: the dsink partials, the dq handoff counters.
-__device__ __forceinline__ int64_t row_group(const Params& p, const Sequence& seq, int64_t head,
+// Slot of query rows [m0, m0 + kPrepRows) of `head` of a sequence (m0 < its len_q) in the
+// arrays kept per row group: the dsink partials, the dq handoff counters. group0: the
+// sequence's Sequence::group0 (the dq handoff keeps it in 32 bits: dq_handoff.h).
+__device__ __forceinline__ int64_t row_group(const Params& p, int64_t group0, int64_t head,
                                              int64_t m0) {
-  return head * p.row_groups + seq.group0(p) + m0 / kPrepRows;
+  return head * p.row_groups + group0 + m0 / kPrepRows;
 }
 
 // Query heads per prep block: a row's heads lie next to each other in memory, so the block's
@@ -33,9 +35,11 @@ constexpr int prep_heads(int d) {
   return kPrepWarps * 32 / prep_lanes(d) < 8 ? kPrepWarps * 32 / prep_lanes(d) : 8;
 }
 
-// Block (x, y, z): rows [64 x, 64 x + 64) of heads [prep_heads y, ...) of sequence z. A group of
-// prep_lanes lanes takes one (row, head) pair; the block's pairs run heads fastest, and each
-// thread keeps one head (its dsink partial). Loads of kBatch passes are issued together.
+// Block (x, y, z): rows [64 x, 64 x + 64) of heads [prep_heads y, ...) of sequence z, or where
+// grid.h query_slot_grid (packed, most of a grid row per sequence idle), of row group x (the
+// slot of sequence.h group0), z = 0. A group of prep_lanes lanes takes one (row, head) pair;
+// the block's pairs run heads fastest, and each thread keeps one head (its dsink partial). Loads
+// of kBatch passes are issued together.
 template <typename T, int D>
 __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_constant__ Params p) {
   constexpr int kLanes = prep_lanes(D), kHeads = prep_heads(D);
@@ -46,16 +50,22 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
   __shared__ float pair_sum[kPairs];
   const int lane = threadIdx.x % 32, pair = threadIdx.x / kLanes;
   const int c = lane % kLanes;  // this lane's 16-byte chunk of the row
-  const int64_t head = (int64_t)blockIdx.y * kHeads + pair % kHeads, b = blockIdx.z;
+  const int64_t head = (int64_t)blockIdx.y * kHeads + pair % kHeads;
   const bool head_ok = head < p.heads_q;
+  int64_t b = blockIdx.z, m0 = (int64_t)blockIdx.x * kPrepRows;
+  if (query_slot_grid(p, kPrepRows)) {
+    const PackedRows r = packed_q(p);
+    b = packed_slot_sequence(r, kPrepRows, (int)blockIdx.x);
+    m0 = ((int64_t)blockIdx.x - r.start((int)b, kPrepRows)) * kPrepRows;
+    if (m0 < 0) return;  // before the first sequence's rows
+  }
   const Sequence seq(p, b);
-  const int64_t m0 = (int64_t)blockIdx.x * kPrepRows;
   if (m0 >= seq.len_q) return;  // packed: past this sequence's rows (the whole block)
   const float sink = p.sinks && head_ok ? p.sinks[head] : 0.f;
   float dsink = 0.f;  // this lane's rows (lanes with c == 0 only)
   const Mask mask = Mask::of(p, seq);
   if (p.dq_flags != nullptr && head_ok && pair < kHeads && c == 0)
-    p.dq_flags[row_group(p, seq, head, m0)] = 0;
+    p.dq_flags[row_group(p, seq.group0(p), head, m0)] = 0;
   for (int r0 = pair / kHeads; r0 < kPrepRows; r0 += kRowsPerPass * kBatch) {
     uint4 ov[kBatch], gv[kBatch];
 #pragma unroll
@@ -111,7 +121,7 @@ __global__ void __launch_bounds__(kPrepWarps * 32) bwd_prep_kernel(const __grid_
   if (threadIdx.x < kHeads && h < p.heads_q) {  // the pairs of head h, in a fixed order
     float s = 0.f;
     for (int j = threadIdx.x; j < kPairs; j += kHeads) s += pair_sum[j];
-    p.dsink_partial[row_group(p, seq, h, m0)] = s;
+    p.dsink_partial[row_group(p, seq.group0(p), h, m0)] = s;
   }
 }
 
@@ -145,8 +155,9 @@ __global__ void __launch_bounds__(kPrepWarps * 32)
   const bool packed = p.cu_seqlens_q != nullptr;
   int64_t lo = 0, hi = p.seqlen_q;  // the block's rows to convert: i in [lo, hi)
   if (packed) {  // clamped as Sequence clamps them
-    lo = min(max(int64_t{p.cu_seqlens_q[0]}, int64_t{0}), p.total_q);
-    hi = min(max(int64_t{p.cu_seqlens_q[p.batch]}, lo), p.total_q);
+    const PackedRows r = packed_q(p);
+    lo = r.row(0);
+    hi = max(r.row((int)p.batch), (int)lo);
   }
   const int64_t row0 = packed ? 0 : b * p.seqlen_q;  // the dq_accum row of row i = 0
   const int64_t m0 = (int64_t)blockIdx.x * kPrepRows;

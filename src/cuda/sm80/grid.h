@@ -19,19 +19,24 @@
 namespace sinkattn::cuda::sm80 {
 
 struct GridPos {
-  int64_t block;  // row block, in launch order
+  int64_t block;  // row block, in launch order (-1: none, a slot grid's idle slot)
   int64_t head;   // query head (forward, dq) or kv head (dk/dv)
   int64_t b;      // batch entry or sequence
 };
 
 constexpr int64_t kGridYMax = 65535;
 
-inline dim3 make_grid(const Params& p, int64_t blocks, int64_t heads) {
-  if (blocks <= kGridYMax) return dim3((unsigned)heads, (unsigned)blocks, (unsigned)p.batch);
-  return dim3((unsigned)blocks, (unsigned)heads, (unsigned)p.batch);
+// A grid of `blocks` row blocks x heads x z entries, heads fastest.
+inline dim3 grid_of(int64_t blocks, int64_t heads, int64_t z) {
+  if (blocks <= kGridYMax) return dim3((unsigned)heads, (unsigned)blocks, (unsigned)z);
+  return dim3((unsigned)blocks, (unsigned)heads, (unsigned)z);
 }
 
-// This block's position; `blocks` as given to make_grid.
+inline dim3 make_grid(const Params& p, int64_t blocks, int64_t heads) {
+  return grid_of(blocks, heads, p.batch);
+}
+
+// This block's position; `blocks` as given to grid_of / make_grid.
 __device__ __forceinline__ GridPos grid_pos(int64_t blocks) {
   if (blocks <= kGridYMax) return {blockIdx.y, blockIdx.x, blockIdx.z};
   return {blockIdx.x, blockIdx.y, blockIdx.z};
@@ -85,34 +90,67 @@ __device__ __forceinline__ GridPos kv_group_grid_pos(int64_t blocks, int kv_grou
   return kv_group_pos(blockIdx.x, (uint32_t)blocks, (uint32_t)kv_group, blockIdx.z);
 }
 
-// Packed batches, Hopper backward: the key blocks of every sequence in one grid row, numbered
-// like the row groups (sequence.h group0). Sequence b's run (in kv_group's order, as above)
-// covers slots [start(b), start(b + 1)) x heads_kv, start(b) = b + row_k(b) / bn: its key blocks
-// and at most one idle slot; batch + total_k / bn slots in all. A grid row per sequence of the
-// longest's blocks sat nearly all idle for short sequences beside a long one (4,000 tiny
-// documents beside one of 16k: 4.2M blocks, 34k with keys; the kernel took 37.6 ms, the 16k
-// sequence alone 10.5).
-inline int64_t packed_kv_slots(const Params& p, int bn) { return p.batch + p.total_k / bn; }
-inline dim3 make_packed_kv_grid(const Params& p, int bn) {
-  return dim3((unsigned)(packed_kv_slots(p, bn) * p.heads_kv));
+// Packed batches: grids over slots. A grid of a block per sequence and row block of the longest
+// sat nearly all idle for short sequences beside a long one (4,000 tiny documents beside one of
+// 16k: 4.2M dK/dV blocks, 34k with keys; that kernel took 37.6 ms, the 16k sequence alone 10.5).
+// Slots number the row blocks of `rows` rows like the row groups (sequence.h group0): sequence
+// b's run starts at slot start(b) = b + row(b) / rows, row(b) its first packed row, and holds its
+// blocks and at most one idle slot; batch + total / rows slots in all. A block finds its
+// sequence by a warp-wide search (packed_slot_sequence, ~1 us before its first load), all cost
+// where the rows fill their blocks (H100, dK/dV, ~1,000 documents of 16..48 tokens: -5.4%), so
+// a slot grid runs only where over half of the per-sequence grid would idle (64..256-token
+// documents beside an 8k one: dK/dV +2.4%; the tiny ones: 1.77x).
+
+// One side's prefix sums (q or k), read clamped as Sequence clamps them (32 bits: cu_seqlens
+// are int32 and totals at most INT32_MAX).
+struct PackedRows {
+  const int32_t* cu;
+  int64_t batch;
+  int total;
+  __device__ __forceinline__ int row(int b) const { return min(max(cu[b], 0), total); }
+  __device__ __forceinline__ int start(int b, int rows) const { return b + row(b) / rows; }
+};
+__device__ __forceinline__ PackedRows packed_q(const Params& p) {
+  return {p.cu_seqlens_q, p.batch, (int)p.total_q};
+}
+__device__ __forceinline__ PackedRows packed_k(const Params& p) {
+  return {p.cu_seqlens_k, p.batch, (int)p.total_k};
 }
 
-// row_k(b), clamped as Sequence clamps it (32 bits: cu_seqlens are int32).
-__device__ __forceinline__ int packed_row_k(const Params& p, int b) {
-  return min(max(p.cu_seqlens_k[b], 0), (int)p.total_k);
+// Whether a packed call's kernel of `blocks` row blocks per sequence runs over `slots` slots
+// (`cells` grid blocks per slot; the slots' arithmetic is 32-bit, as the grid's x).
+__host__ __device__ constexpr bool slot_grid_pays(int64_t batch, int64_t blocks, int64_t slots,
+                                                 int64_t cells = 1) {
+  return batch * blocks > 2 * slots && slots * cells <= INT32_MAX;
+}
+__host__ __device__ inline int64_t query_slots(const Params& p, int bm) {
+  return p.batch + p.total_q / bm;
+}
+__host__ __device__ inline int64_t key_slots(const Params& p, int bn) {
+  return p.batch + p.total_k / bn;
+}
+// The query-side kernels' (blocks of bm rows: forwards, dq kernels, prep) and the dK/dV kernels'
+// (bn keys) choice; both the launchers and the kernels ask.
+__host__ __device__ inline bool query_slot_grid(const Params& p, int bm) {
+  return p.cu_seqlens_q != nullptr &&
+         slot_grid_pays(p.batch, (p.seqlen_q + bm - 1) / bm, query_slots(p, bm));
+}
+__host__ __device__ inline bool key_slot_grid(const Params& p, int bn) {
+  return p.cu_seqlens_k != nullptr &&
+         slot_grid_pays(p.batch, (p.seqlen_k + bn - 1) / bn, key_slots(p, bn), p.heads_kv);
 }
 
 // The sequence whose run holds slot s: the last b with start(b) <= s (0 if none). Increasing in
 // b for sound offsets; for others some b, whose clamped rows keep every access in bounds.
-// Warp-wide: each round probes 32 entries, so ceil(log32(batch)) rounds of one load (3 for 4,000
-// sequences, 1 for up to 32).
-__device__ __forceinline__ int packed_slot_sequence(const Params& p, int bn, int s) {
+// Warp-wide (all 32 lanes call it): each round probes 32 entries, so ceil(log32(batch)) rounds
+// of one load (3 for 4,000 sequences, 1 for up to 32).
+__device__ __forceinline__ int packed_slot_sequence(const PackedRows& r, int rows, int s) {
   const int lane = threadIdx.x % 32;
-  int lo = 0, n = (int)p.batch;  // the answer lies in [lo, lo + n)
+  int lo = 0, n = (int)r.batch;  // the answer lies in [lo, lo + n)
   while (n > 1) {
     const int step = (n + 31) / 32, c = lo + lane * step;
     bool le = lane == 0;  // lo qualifies, or is the fallback
-    if (lane > 0 && c < lo + n) le = c + packed_row_k(p, c) / bn <= s;
+    if (lane > 0 && c < lo + n) le = r.start(c, rows) <= s;
     const int k = __popc(__ballot_sync(0xffffffffu, le)) - 1;  // lanes 0..k qualify
     lo += k * step;
     n = min(step, n - k * step);
@@ -120,13 +158,52 @@ __device__ __forceinline__ int packed_slot_sequence(const Params& p, int bn, int
   return lo;
 }
 
-// The block's (key block, kv head, sequence) in the grid of make_packed_kv_grid; slots outside
-// every run (before the first sequence's rows, after the last's) get a block past all keys.
-// Called by all threads of the block at once (the search is warp-wide).
-__device__ __forceinline__ GridPos packed_kv_grid_pos(const Params& p, int bn, int kv_group) {
+// The query-side grid: grid.h's order over the longest sequence's row blocks, or (packed, where
+// query_slot_grid) over slots, z = 1.
+inline dim3 make_query_grid(const Params& p, int bm, int64_t heads) {
+  if (query_slot_grid(p, bm)) return grid_of(query_slots(p, bm), heads, 1);
+  return make_grid(p, (p.seqlen_q + bm - 1) / bm, heads);
+}
+
+// The block's position in make_query_grid's grid, as grid_pos gives it in the per-sequence grid
+// (its row block counted among the longest's `blocks`, heaviest first: a sequence's run starts
+// with its last row block); an idle slot gets block -1 (past every row). Warp-wide. The slot
+// grid's part is a call (query_slot_pos): inlined, ptxas spilled 16 bytes more in the portable
+// forward's large tiles (255 registers). Called, the sm_80 SASS of its small tiles spills 44 /
+// 56 bytes against main's 40 / 52; the other kernels' spill counts did not move.
+static __device__ __noinline__ GridPos query_slot_pos(const Params& p, int bm) {
+  const int64_t blocks = (p.seqlen_q + bm - 1) / bm;
+  const GridPos at = grid_pos(query_slots(p, bm));  // at.block: the slot
+  const PackedRows r = packed_q(p);
+  const int s = (int)at.block, b = packed_slot_sequence(r, bm, s);
+  const int len = (int)min(int64_t{max(r.row(b + 1) - r.row(b), 0)}, p.seqlen_q);
+  const int needed = (len + bm - 1) / bm, local = s - r.start(b, bm);
+  return {local >= 0 && local < needed ? blocks - needed + local : -1, at.head, b};
+}
+__device__ __forceinline__ GridPos query_grid_pos(const Params& p, int bm) {
+  if (query_slot_grid(p, bm)) return query_slot_pos(p, bm);
+  return grid_pos((p.seqlen_q + bm - 1) / bm);
+}
+
+// The Hopper dK/dV kernel's grid: kv_group's order over the longest sequence's key blocks
+// (make_kv_group_grid), or where key_slot_grid, over key-block slots: sequence b's run of slots
+// [start(b), start(b + 1)) x heads_kv in kv_group's order. (The portable dK/dV kernel keeps
+// make_kv_group_grid: with the slot grid ptxas spilled 16 bytes there, and on H100 gptoss 4k
+// lost 5.7% with it inlined, 16k and varlen 32k 2.7-2.9% with it called (the tiny documents
+// beside a 16k one gained 44.4 -> 30.7 ms). Called, the Hopper kernel spilled 484 bytes.)
+inline dim3 make_kv_grid(const Params& p, int bn) {
+  if (key_slot_grid(p, bn)) return dim3((unsigned)(key_slots(p, bn) * p.heads_kv));
+  return make_kv_group_grid(p, (p.seqlen_k + bn - 1) / bn);
+}
+
+// The block's (key block, kv head, sequence) in make_kv_grid's grid; slots outside every run
+// (before the first sequence's rows, after the last's) get a block past all keys. Warp-wide.
+__device__ __forceinline__ GridPos kv_grid_pos(const Params& p, int bn, int kv_group) {
+  if (!key_slot_grid(p, bn)) return kv_group_grid_pos((p.seqlen_k + bn - 1) / bn, kv_group);
   const int heads = (int)p.heads_kv, i = (int)blockIdx.x;
-  const int b = packed_slot_sequence(p, bn, i / heads);
-  const int start = b + packed_row_k(p, b) / bn, end = b + 1 + packed_row_k(p, b + 1) / bn;
+  const PackedRows r = packed_k(p);
+  const int b = packed_slot_sequence(r, bn, i / heads);
+  const int start = r.start(b, bn), end = r.start(b + 1, bn);
   const int local = i - start * heads;
   if (local < 0 || local >= (end - start) * heads) return {p.seqlen_k, 0, b};
   return kv_group_pos((uint32_t)local, (uint32_t)(end - start), (uint32_t)kv_group, b);

@@ -16,8 +16,9 @@ namespace sinkattn::cuda::sm80 {
 template <typename T, int D>
 void launch_bwd_prep(const Params& p, cudaStream_t stream) {
   constexpr int heads = prep_heads(D);
-  const dim3 grid((unsigned)p.dsink_blocks, (unsigned)((p.heads_q + heads - 1) / heads),
-                  (unsigned)p.batch);
+  const bool slots = query_slot_grid(p, kPrepRows);  // packed, most of a grid row per sequence idle
+  const dim3 grid(slots ? (unsigned)query_slots(p, kPrepRows) : (unsigned)p.dsink_blocks,
+                  (unsigned)((p.heads_q + heads - 1) / heads), slots ? 1u : (unsigned)p.batch);
   bwd_prep_kernel<T, D><<<grid, kPrepWarps * 32, 0, stream>>>(p);
   check_launch("sinkattn backward prep kernel");
 }
@@ -59,7 +60,7 @@ void launch_bwd_dkdv(const Params& p, cudaStream_t stream) {
   const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;
   Params kp = p;
   kp.bwd_kv_group = launch_kv_group(p.heads_kv, blocks, (long long)sm_count() * per_sm);
-  kernel<<<make_kv_group_grid(p, blocks), t.warps * 32, smem, stream>>>(kp);
+  kernel<<<make_kv_group_grid(p, blocks), t.warps * 32, smem, stream>>>(kp);  // grid.h make_kv_grid
   check_launch("sinkattn backward dk/dv kernel");
 }
 

@@ -55,8 +55,6 @@ struct Params {
                          // prep zeroes it). dq then needs no conversion.
   int32_t bwd_kv_group;  // the dK/dV kernels' launch order (grid.h kv_group_grid_pos): the key
                          // blocks of this many kv heads at a time (set by their launchers)
-  int32_t bwd_packed_grid;  // 1: the Hopper dK/dV grid is grid.h make_packed_kv_grid's (set by
-                            // its launcher: packed, where most of a grid row per sequence idles)
   int32_t band_dq;       // 1: the Hopper band dq kernel (sm90/bwd_band_dq_kernel.h) writes dq,
                          // delta and the dsink partials, in either mode, before the dk/dv kernel,
                          // which skips dQ (dq_atomic 0, no dq_accum); no prep

@@ -1,7 +1,7 @@
 // The query rows of a portable forward or dq block (and of the Hopper dq kernel's): one query
 // head and sequence, rows [m0, m0 + BM) in grid.h's launch order with the last row blocks first
 // (under a causal mask they see the most keys), and the key blocks [n_first, n_end) those rows
-// see.
+// see. The grid is grid.h make_query_grid's; of() is warp-wide (its slot search).
 #pragma once
 
 #include <cstdint>
@@ -25,7 +25,7 @@ struct QueryBlock {
   template <int BM, int BN, class I = int64_t>
   __device__ __forceinline__ static QueryBlock of(const Params& p) {
     const int64_t blocks = (p.seqlen_q + BM - 1) / BM;
-    const GridPos at = grid_pos(blocks);
+    const GridPos at = query_grid_pos(p, BM);
     const Sequence seq(p, at.b);
     const Mask mask = Mask::of(p, seq);
     const int64_t m0 = (blocks - 1 - at.block) * BM;

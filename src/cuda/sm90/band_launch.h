@@ -3,11 +3,23 @@
 // of the run's key span.
 #pragma once
 
+#include <algorithm>
+
 #include "cuda/sm80/launch.h"
+#include "cuda/sm90/band_run.h"
 #include "cuda/sm90/launch.h"
 #include "cuda/sm90/tensor_map.h"
 
 namespace sinkattn::cuda::sm90 {
+
+// Grid of the band kernels: a block per SM (SINKATTN_SM90_PERSISTENT as for the forward), at
+// most one per work item (BandItems).
+inline unsigned band_grid(const sm80::Params& p, int sms) {
+  const long long items = band_items(p);
+  const long long want = persistent_blocks();
+  const long long blocks = want == 0 ? sms : want > 0 ? want : items;
+  return (unsigned)std::max(1LL, std::min(items, blocks));
+}
 
 // Launches `kernel(p, map_q, map_k, map_v, extra...)` with Smem's shared memory and tile t's
 // threads; `extra` are the maps only the backward takes (dO).

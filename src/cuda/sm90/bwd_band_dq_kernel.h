@@ -58,7 +58,7 @@ struct BandDqSmem {
 };
 
 // Grid: a block per SM (or SINKATTN_SM90_PERSISTENT blocks), each walking runs (BandItems).
-template <typename T>
+template <typename T, bool kSlots>  // kSlots: band_run.h band_slots
 __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     bwd_band_dq_kernel(const __grid_constant__ sm80::Params p,
                        const __grid_constant__ CUtensorMap map_q,
@@ -73,7 +73,7 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
   extern __shared__ char smem_raw[];
   char* base = align1024(smem_raw);
   const BandBars<L> bars(base);
-  const BandItems items(p);
+  const BandItems<kSlots> items(p);
   const int wg = band_start<L>(p, items, base, bars, &map_q, &map_k, &map_v, &map_dout);
   if (wg == 0) return;
 
@@ -81,8 +81,9 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
   const int c = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4;
   const int lr = (int)(p.window_left + p.window_right);
   int runs_done = 0, q_done = 0;  // as the producer counts them
+  int walk = 0;  // BandItems::sequence
   for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
-    const BandRun run(p, item, items);
+    const BandRun run(p, item, items, walk);
     if (run.blocks == 0) continue;
     const sm80::Sequence& seq = run.seq;
     const int64_t r0 = run.r0, head = run.h0 + 4 * c + warp;
@@ -96,7 +97,8 @@ __global__ void __launch_bounds__((band_tile().consumers + 1) * 128, 1)
     float* const delta0 = p.delta + li0;
     // dsink partials per kPrepRows rows (runs start at multiples of them), as the prep's.
     static_assert(16 * kT.run % sm80::kPrepRows == 0, "a partial's rows lie in one run");
-    float* const dsink0 = p.dsink ? p.dsink_partial + sm80::row_group(p, seq, head, r0) : nullptr;
+    float* const dsink0 =
+        p.dsink ? p.dsink_partial + sm80::row_group(p, seq.group0(p), head, r0) : nullptr;
     // (Used as loaded: scaled here, its load latency stalled the run's start, 4% of the samples.)
     const float sink = p.dsink ? p.sinks[head] : 0.f;
     float dsink = 0.f;  // this thread's rows of the current partial

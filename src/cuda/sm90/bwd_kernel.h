@@ -126,10 +126,7 @@ __global__ void __launch_bounds__((bwd_tile(D).consumers + 1) * 128, 1)
   float2* sLD = reinterpret_cast<float2*>(base + L::ld);
   DqStep* sDqStep = reinterpret_cast<DqStep*>(base + L::dq_steps);
 
-  const sm80::GridPos at =
-      p.bwd_packed_grid
-          ? sm80::packed_kv_grid_pos(p, BN, p.bwd_kv_group)
-          : sm80::kv_group_grid_pos((p.seqlen_k + BN - 1) / BN, p.bwd_kv_group);
+  const sm80::GridPos at = sm80::kv_grid_pos(p, BN, p.bwd_kv_group);
   const int64_t head_kv = at.head, b = at.b;
   const Sequence seq(p, b);
   const int64_t n0 = at.block * BN;  // under a causal mask the first key blocks see the most

@@ -51,7 +51,7 @@ struct DqStep {
     DqStep st;
     st.partial = p.dq_accum + ((seq.row_q + m0) * p.heads_q + head) * D;
     st.out = static_cast<uint16_t*>(p.dq.data) + seq.offset(p.dq, true, m0, head);
-    st.counter = p.dq_flags + head * p.row_groups + group0 + m0 / sm80::kPrepRows;
+    st.counter = p.dq_flags + sm80::row_group(p, group0, head, m0);
     st.prior = turn.prior;
     st.last = turn.last;
     st.rows = (int)cuda::imin(int64_t{bm}, seq.len_q - m0);

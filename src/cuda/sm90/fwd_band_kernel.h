@@ -54,7 +54,7 @@ struct BandSmem {
 // is 2 items per position block (its two 4-head quads); consumer c takes the block's items c,
 // c + C, c + 2C, ... counted over all its runs, so the C consumers stay a fraction of an item
 // apart and each q stage is released by the two warpgroups that read its quads.
-template <typename T>
+template <typename T, bool kSlots>  // kSlots: band_run.h band_slots
 __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
     fwd_band_kernel(const __grid_constant__ sm80::Params p,
                     const __grid_constant__ CUtensorMap map_q,
@@ -71,7 +71,7 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
   const BandBars<L> bars(base);
   // Persistent: block b takes runs b, b + gridDim.x, ... (BandItems); the producer loads a
   // run's k / v while the consumers finish the run before.
-  const BandItems items(p);
+  const BandItems<kSlots> items(p);
   const int wg = band_start<L>(p, items, base, bars, &map_q, &map_k, &map_v, nullptr);
   if (wg == 0) return;
 
@@ -81,8 +81,9 @@ __global__ void __launch_bounds__((band_fwd_tile().consumers + 1) * 128, 1)
   const int lr = (int)(p.window_left + p.window_right);
   int runs_done = 0, q_done = 0;  // as the producer counts them
   int items_done = 0;             // the block's items before this run
+  int walk = 0;  // BandItems::sequence
   for (int64_t item = blockIdx.x; item < items.total; item += gridDim.x) {
-    const BandRun run(p, item, items);
+    const BandRun run(p, item, items, walk);
     if (run.blocks == 0) continue;
     const sm80::Sequence& seq = run.seq;
     const int64_t r0 = run.r0;

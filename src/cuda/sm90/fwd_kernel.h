@@ -175,9 +175,11 @@ __global__ void __launch_bounds__((fwd_tile(D, kShort).consumers + 1) * 128, 1)
   // as a block per tile does: their walk then reads no field from shared memory (H200, 7
   // rounds, 192-row tiles on the shared info: 32k -4% against a block per tile).
   constexpr bool kSharedInfo = kT.persistent && BM == BN;
-  // Tile t of a persistent grid, or this block's tile in a grid of sm80/grid.h.
+  // Tile t of a persistent grid, or this block's tile in a grid of sm80/grid.h make_query_grid,
+  // found here by all threads (its slot search is warp-wide; the producer's thread asks alone).
+  const sm80::GridPos at = kT.persistent ? sm80::GridPos{} : sm80::query_grid_pos(p, BM);
   auto work = [&](int64_t t) {
-    return FwdWork(p, sched, kT.persistent ? sched.pos(t) : sm80::grid_pos(sched.blocks), BM, BN);
+    return FwdWork(p, sched, kT.persistent ? sched.pos(t) : at, BM, BN);
   };
 
   // A block per tile leaves before anything else if its tile has no rows.

@@ -55,16 +55,6 @@ inline bool use_band_dq(int d, long long group, long long left, long long right,
   return on && fwd_band(d, group, left, right, zigzag_world) && seqlen_q > 0;
 }
 
-// Grid of the band kernels: a block per SM (SINKATTN_SM90_PERSISTENT as for the forward), at
-// most one per work item (BandItems).
-inline unsigned band_grid(const sm80::Params& p, int sms) {
-  const long long items =
-      p.heads_kv * (p.group / band_tile().heads) * band_runs(p.seqlen_q) * p.batch;
-  const long long want = persistent_blocks();
-  const long long blocks = want == 0 ? sms : want > 0 ? want : items;
-  return (unsigned)std::max(1LL, std::min(items, blocks));
-}
-
 // Head dims with Hopper kernels (forward and backward).
 constexpr bool has_kernels(int d) { return d == 64 || d == 128; }
 

@@ -30,7 +30,7 @@ void launch_bwd_dq(const sm80::Params& p, cudaStream_t stream) {
   const CUtensorMap map_v = make_tile_map(p.v, kv, t.block_n);
   auto kernel = bwd_dq_kernel<T, D>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid = sm80::make_grid(p, (p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q);
+  const dim3 grid = sm80::make_query_grid(p, t.block_m, p.heads_q);
   kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(p, map_q, map_k, map_v, map_dout);
   sm80::check_launch("sinkattn sm90 dq kernel");
 }
@@ -41,9 +41,11 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     sm80::launch_bwd_prep<T, D>(p, stream);
   } else if constexpr (D == 64) {
     // dq, delta and the dsink partials of a narrow band under GQA
-    launch_band<BandDqSmem>(p, stream, band_tile(), bwd_band_dq_kernel<T>,
-                            "sinkattn sm90 band dq kernel",
-                            make_tile_map(p.dout, q_shape(p, 64), 16, band_tile().heads));
+    launch_band<BandDqSmem>(
+        p, stream, band_tile(),
+        band_slots(p) ? bwd_band_dq_kernel<T, true> : bwd_band_dq_kernel<T, false>,
+        "sinkattn sm90 band dq kernel",
+        make_tile_map(p.dout, q_shape(p, 64), 16, band_tile().heads));
   }
   if (p.seqlen_k > 0 && p.seqlen_q > 0) {
     constexpr BwdTile t = bwd_tile(D);
@@ -76,16 +78,8 @@ void launch_bwd(const sm80::Params& p, cudaStream_t stream) {
     const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;  // of the longest sequence
     sm80::Params kp = p;
     kp.bwd_kv_group = sm80::launch_kv_group(p.heads_kv, blocks, sm80::sm_count());  // 1 per SM
-    // Packed, the grid over key-block slots where over half of a grid row per sequence would
-    // idle: its search costs each block ~1 us (H100, ~1,000 documents of 16..48 tokens that
-    // fill their rows: -5.4%), against idle blocks (64..256-token documents beside an 8k one:
-    // +2.4%; 4,000 tiny ones beside a 16k one: 1.77x).
-    kp.bwd_packed_grid =
-        varlen && p.batch * blocks > 2 * sm80::packed_kv_slots(p, t.block_n) ? 1 : 0;
-    const dim3 grid = kp.bwd_packed_grid ? sm80::make_packed_kv_grid(p, t.block_n)
-                                         : sm80::make_kv_group_grid(p, blocks);
-    kernel<<<grid, (t.consumers + 1) * 128, smem, stream>>>(kp, map_q, map_k, map_v, map_dout,
-                                                             map_dq);
+    kernel<<<sm80::make_kv_grid(p, t.block_n), (t.consumers + 1) * 128, smem, stream>>>(
+        kp, map_q, map_k, map_v, map_dout, map_dq);
     sm80::check_launch("sinkattn sm90 backward kernel");
   }
   if (p.dq_flags != nullptr || p.band_dq) {

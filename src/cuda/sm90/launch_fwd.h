@@ -27,12 +27,12 @@ void run_fwd(const sm80::Params& p, cudaStream_t stream) {
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const int per_sm = sm80::blocks_per_sm<kernel>(threads, smem);
   // Persistent kernels: a block per SM (or SINKATTN_SM90_PERSISTENT blocks, or a block per tile
-  // when it is 0); the others: the grid of sm80/grid.h, a block per tile.
+  // when it is 0); the others: sm80/grid.h make_query_grid's, a block per tile.
   const TileSched sched{(p.seqlen_q + t.block_m - 1) / t.block_m, p.heads_q, p.batch};
   const long long want = persistent_blocks();
   const int64_t blocks = want == 0 ? (int64_t)sm80::sm_count() * per_sm : want > 0 ? want : 0x7fffffff;
   const dim3 grid = t.persistent ? dim3((unsigned)std::min(sched.total(), blocks))
-                                 : sm80::make_grid(p, sched.blocks, p.heads_q);
+                                 : sm80::make_query_grid(p, t.block_m, p.heads_q);
   if constexpr (t.persistent) {  // the tile counter (tile_sched.h) starts at 0 every launch
     if (p.tile_counter == nullptr)
       throw Error(SINKATTN_ERROR_INTERNAL, "sinkattn sm90 forward: no tile counter in the workspace");
@@ -46,8 +46,10 @@ template <typename T, int D>
 void launch_fwd(const sm80::Params& p, cudaStream_t stream) {
   if constexpr (D == 64) {
     if (use_band(D, p.group, p.window_left, p.window_right, p.zigzag_world, p.seqlen_q))
-      return launch_band<BandSmem>(p, stream, band_fwd_tile(), fwd_band_kernel<T>,
-                                   "sinkattn sm90 band forward kernel");
+      return launch_band<BandSmem>(
+          p, stream, band_fwd_tile(),
+          band_slots(p) ? fwd_band_kernel<T, true> : fwd_band_kernel<T, false>,
+          "sinkattn sm90 band forward kernel");
   }
   constexpr FwdTile a = fwd_tile(D, false), b = fwd_tile(D, true);
   if constexpr (a.block_m != b.block_m) {  // two shapes for this head dim: pick per problem
