@@ -64,8 +64,8 @@ bool packed_deep(int d, int64_t blocks);
 void check_launch(const char* what);
 
 // Launches kernel (the forward or the dq kernel, K, at head dim D, with the tile set kLarge)
-// over the query row blocks of each of `heads` heads, in grid.h's launch order (make_query_grid),
-// with its shared memory opted in.
+// over the query row blocks of each of `heads` heads, in grid.h's launch order
+// (make_query_grid), with its shared memory opted in.
 template <Kernel K, int D, bool kLarge, typename Fn>
 void launch_tiled(Fn kernel, const Params& p, int64_t heads, cudaStream_t stream,
                   const char* what) {

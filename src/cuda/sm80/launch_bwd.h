@@ -60,7 +60,8 @@ void launch_bwd_dkdv(const Params& p, cudaStream_t stream) {
   const int64_t blocks = (p.seqlen_k + t.block_n - 1) / t.block_n;
   Params kp = p;
   kp.bwd_kv_group = launch_kv_group(p.heads_kv, blocks, (long long)sm_count() * per_sm);
-  kernel<<<make_kv_group_grid(p, blocks), t.warps * 32, smem, stream>>>(kp);  // grid.h make_kv_grid
+  // every sequence its grid row, even packed (grid.h make_kv_grid: the slot grid spilled here)
+  kernel<<<make_kv_group_grid(p, blocks), t.warps * 32, smem, stream>>>(kp);
   check_launch("sinkattn backward dk/dv kernel");
 }
 
