@@ -24,7 +24,8 @@ from sinkattn_ctypes import Lib
 
 # check_cuda.py's timed shapes, then packed documents of 256..8k tokens (its varlen benchmark),
 # their 32k tokens as one sequence, ~1000 short documents (per-sequence costs), causal documents
-# of at most 1k tokens (the 128-row persistent forward), ~4000 tiny documents or ~150 of 64..256
+# of 128..1024 tokens (many sequences' short tiles; the d 64 forward's 192-row kernel since the
+# forty-ninth session, its 128-row one before), ~4000 tiny documents or ~150 of 64..256
 # tokens beside one long one (the grids sized by the longest; the tiny ones also under a window
 # of 128, the band kernels, and at d 128) and a d 128 window of 128 (the
 # narrow-window backward's dq handoff; gptoss's window takes the band kernels): (name, seqlen,

@@ -64,18 +64,22 @@ constexpr bool fwd_short_rows(long long left, long long right) {
 // The d 64 forward's choice: 128-row blocks for narrow windows and for sequences of at most
 // kShortSeq queries and keys (for packed batches the longest), whose tiles walk few key blocks:
 // a 192-row tile leaves consumers idle past each sequence's end, and the tile's start weighs
-// more. H200, gptoss heads, packed documents of one length, 192 -> 128 rows: 256 0.738 -> 0.415
-// ms, 512 0.724 -> 0.562, 1024 1.010 -> 0.874; 2048 1.564 against 1.589, 4096 2.570 against
-// 2.916, 8192 4.63 against 5.23.
-constexpr long long kShortSeq = 1024;
+// more. Tenth session (H200, both kernels a block per tile then), packed documents of one
+// length, 192 -> 128 rows: 256 0.738 -> 0.415 ms, 512 0.724 -> 0.562, 1024 1.010 -> 0.874; 2048
+// 1.564 against 1.589. Since the 192-row kernel is persistent (a short tile's idle consumers
+// take empty turns) the line moved: forty-ninth session, H100, forward ms 192 / 128 rows, packed
+// (fixed): 256 x 128 0.415 / 0.322 (0.385 / 0.324), 128 x 256 0.504 / 0.488 (0.484 / 0.473),
+// 64 x 512 0.540 / 0.583 (0.523 / 0.569), 32 x 1024 0.876 / 0.915 (0.846 / 0.877), documents of
+// 128..1024 0.703 / 0.770.
+constexpr long long kShortSeq = 256;
 constexpr bool fwd_short_tiles(long long seqlen_q, long long seqlen_k, long long left,
                                long long right) {
   return fwd_short_rows(left, right) || (seqlen_q <= kShortSeq && seqlen_k <= kShortSeq);
 }
-// Causal (left -1, right 0): short documents yes, 2k no, a short query block over a long cache
-// no (its tiles walk every key block); a window of 128 at any length yes.
-static_assert(fwd_short_tiles(256, 256, -1, 0) && fwd_short_tiles(1024, 1024, -1, 0) &&
-                  !fwd_short_tiles(2048, 2048, -1, 0) && !fwd_short_tiles(1024, 32768, -1, 0) &&
+// Causal (left -1, right 0): documents of 256 yes, 512 no, a short query block over a long
+// cache no (its tiles walk every key block); a window of 128 at any length yes.
+static_assert(fwd_short_tiles(256, 256, -1, 0) && !fwd_short_tiles(512, 512, -1, 0) &&
+                  !fwd_short_tiles(2048, 2048, -1, 0) && !fwd_short_tiles(256, 32768, -1, 0) &&
                   fwd_short_tiles(16384, 16384, 127, 0),
               "d 64 forward tile choice");
 
