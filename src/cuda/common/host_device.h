@@ -1,6 +1,6 @@
 // Helpers compiled for the kernels and for the host: the CPU tests then check the code the
 // kernels run (tests/cpp/test_exp2_fma.cpp, test_fragment_cols.cpp, test_mask_rule.cpp,
-// test_step_walk.cpp).
+// test_slots.cpp, test_step_walk.cpp).
 #pragma once
 
 #if defined(__CUDACC__)

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "cuda/common/slots.h"
 #include "cuda/sm80/params.h"
 
 namespace sinkattn::cuda::sm80 {
@@ -93,23 +94,15 @@ __device__ __forceinline__ GridPos kv_group_grid_pos(int64_t blocks, int kv_grou
 // Packed batches: grids over slots. A grid of a block per sequence and row block of the longest
 // sat nearly all idle for short sequences beside a long one (4,000 tiny documents beside one of
 // 16k: 4.2M dK/dV blocks, 34k with keys; that kernel took 37.6 ms, the 16k sequence alone 10.5).
-// Slots number the row blocks of `rows` rows like the row groups (sequence.h group0): sequence
-// b's run starts at slot start(b) = b + row(b) / rows, row(b) its first packed row, and holds its
+// Slots number the row blocks of `rows` rows like the row groups (common/slots.h): sequence b's
+// run starts at slot start(b) = b + row(b) / rows, row(b) its first packed row, and holds its
 // blocks and at most one idle slot; batch + total / rows slots in all. A block finds its
 // sequence by a warp-wide search (packed_slot_sequence, ~1 us before its first load), all cost
 // where the rows fill their blocks (H100, dK/dV, ~1,000 documents of 16..48 tokens: -5.4%), so
 // a slot grid runs only where over half of the per-sequence grid would idle (64..256-token
 // documents beside an 8k one: dK/dV +2.4%; the tiny ones: 1.77x).
 
-// One side's prefix sums (q or k), read clamped as Sequence clamps them (32 bits: cu_seqlens
-// are int32 and totals at most INT32_MAX).
-struct PackedRows {
-  const int32_t* cu;
-  int64_t batch;
-  int total;
-  __device__ __forceinline__ int row(int b) const { return min(max(cu[b], 0), total); }
-  __device__ __forceinline__ int start(int b, int rows) const { return b + row(b) / rows; }
-};
+// One side's prefix sums (common/slots.h PackedRows).
 __device__ __forceinline__ PackedRows packed_q(const Params& p) {
   return {p.cu_seqlens_q, p.batch, (int)p.total_q};
 }
@@ -117,17 +110,11 @@ __device__ __forceinline__ PackedRows packed_k(const Params& p) {
   return {p.cu_seqlens_k, p.batch, (int)p.total_k};
 }
 
-// Whether a packed call's kernel of `blocks` row blocks per sequence runs over `slots` slots
-// (`cells` grid blocks per slot; the slots' arithmetic is 32-bit, as the grid's x).
-__host__ __device__ constexpr bool slot_grid_pays(int64_t batch, int64_t blocks, int64_t slots,
-                                                 int64_t cells = 1) {
-  return batch * blocks > 2 * slots && slots * cells <= INT32_MAX;
-}
 __host__ __device__ inline int64_t query_slots(const Params& p, int bm) {
-  return p.batch + p.total_q / bm;
+  return slot_count(p.batch, p.total_q, bm);
 }
 __host__ __device__ inline int64_t key_slots(const Params& p, int bn) {
-  return p.batch + p.total_k / bn;
+  return slot_count(p.batch, p.total_k, bn);
 }
 // The query-side kernels' (blocks of bm rows: forwards, dq kernels, prep) and the dK/dV kernels'
 // (bn keys) choice; both the launchers and the kernels ask.
@@ -178,7 +165,7 @@ static __device__ __noinline__ GridPos query_slot_pos(const Params& p, int bm) {
   const int s = (int)at.block, b = packed_slot_sequence(r, bm, s);
   const int len = (int)min(int64_t{max(r.row(b + 1) - r.row(b), 0)}, p.seqlen_q);
   const int needed = (len + bm - 1) / bm, local = s - r.start(b, bm);
-  return {local >= 0 && local < needed ? blocks - needed + local : -1, at.head, b};
+  return {slot_row_block(blocks, local, needed), at.head, b};
 }
 __device__ __forceinline__ GridPos query_grid_pos(const Params& p, int bm) {
   if (query_slot_grid(p, bm)) return query_slot_pos(p, bm);

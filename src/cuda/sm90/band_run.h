@@ -48,16 +48,15 @@ struct BandItems {
         total(heads8 * (kSlots ? sm80::query_slots(p, kBandRows) : runs * p.batch)) {}
 
   // The sequence of `item`. `walk`: the sequence of the block's item before (0 at first); a
-  // block's items increase, so over slots it scans on from there (at most batch + items loads
-  // per block; the last b with start(b) <= the slot, as sm80::packed_slot_sequence finds it).
+  // block's items increase, so over slots it scans on from there (common/slots.h
+  // slot_owner_from).
   __device__ __forceinline__ int64_t sequence(const sm80::Params& p, int64_t item,
                                               int& walk) const {
     if constexpr (!kSlots) {
       return item / (heads8 * runs);
     } else {
-      const sm80::PackedRows r = sm80::packed_q(p);
-      const int s = (int)(item / heads8);
-      while (walk + 1 < p.batch && r.start(walk + 1, kBandRows) <= s) ++walk;
+      walk = cuda::slot_owner_from(sm80::packed_q(p), p.batch, kBandRows, (int)(item / heads8),
+                                   walk);
       return walk;
     }
   }
