@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "cuda/common/per_device.h"
+#include "cuda/common/slots.h"
 #include "cuda/offsets_guard.h"
 #include "cuda/sm80/bwd_prep.h"
 #include "cuda/sm80/launch.h"
@@ -85,11 +86,11 @@ int32_t dsink_blocks(const sinkattn_problem& p) {
   return static_cast<int32_t>(n > 0 ? n : 1);
 }
 
-// Slots per query head of the arrays kept per row group (Sequence::group0): packed, a
-// sequence's groups end at b + (row_q + len_q - 1) / kPrepRows < batch + total_q / kPrepRows.
+// Slots per query head of the arrays kept per row group (Sequence::group0): packed, the slots
+// of common/slots.h at kPrepRows rows.
 int64_t row_groups(const sinkattn_problem& p) {
   constexpr int n = sm80::kPrepRows;
-  return is_varlen(p) ? p.batch + p.total_q / n : p.batch * ((p.seqlen_q + n - 1) / n);
+  return is_varlen(p) ? slot_count(p.batch, p.total_q, n) : p.batch * ((p.seqlen_q + n - 1) / n);
 }
 
 bool dq_handoff(const sinkattn_bwd_params& b);
