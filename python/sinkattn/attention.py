@@ -76,8 +76,9 @@ def kernels(q, k, v, sinks=None, *, causal=True, window=None, scale=None, determ
             cu_seqlens_q=None, cu_seqlens_k=None):
     """Which kernels :func:`attention` (or, with cu_seqlens, :func:`varlen_attention`) would run
     for these arguments, and why not a faster one: ``{"fwd": ..., "bwd": ...}``, e.g.
-    ``"cuda sm90 (wgmma, TMA)"``, ``"cuda sm90 band (...)"`` (narrow windows over query groups of
-    8k heads, forward; the backward then says ``"... dq by the band kernel ..."``),
+    ``"cuda sm90 (wgmma, TMA)"``, ``"cuda sm90 band (...)"`` (head dim 64, query groups of 8k
+    heads: narrow windows, and causal sequences of up to 129 keys; forward; the backward then
+    says ``"... dq by the band kernel ..."``),
     ``"cuda sm80 (portable; sm90 not used: <reason>)"``, ``"cuda packed group (...)"``
     (decode-sized queries, forward) or ``"cpu"``. Runs nothing; raises as the call itself would
     on arguments it refuses."""

@@ -162,6 +162,13 @@ std::vector<Case> cuda_grid() {
   add(Case::varlen(F16, docs, 8, 2, 128).with_causal());
   add(Case::varlen(BF16, docs, 8, 2, 64).with_causal().with_window(127, -1));
   add(Case::varlen(F16, docs, 16, 2, 64).with_causal().with_window(127, -1));
+  // Causal documents of up to 129 keys under query groups of 8 at d 64: the band kernels, with
+  // the mask's bounds cut to the lengths (dispatch.cu kernel_mask); Sq != Sk both ways, empty
+  // documents, 129 keys; and a full mask over 50 x 60 (both bounds cut).
+  add(Case::varlen(BF16, {{129, 129}, {0, 7}, {64, 100}, {40, 10}, {1, 1}, {100, 129}}, 16, 2, 64)
+          .with_causal());
+  add(Case::fixed(F16, 3, 129, 129, 8, 1, 64).with_causal());
+  add(Case::fixed(BF16, 2, 50, 60, 8, 1, 64));
   // Mixed layouts (see Case::mixed) on the tiles and paths the large shapes take.
   add(Case::fixed(BF16, 1, 1023, 1024, 64, 8, 64).with_causal().with_mixed_layouts());
   add(Case::fixed(F16, 1, 1000, 1000, 8, 2, 128)

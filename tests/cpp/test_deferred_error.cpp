@@ -74,17 +74,21 @@ TEST(DeferredError, CudaBrokenOffsetsStayInsideTheWorkspace) {
   struct Broken {
     Case c;
     int64_t declared_sq;
+    int64_t declared_sk = 0;  // 0: the longest sequence's
   };
   const Broken cases[] = {
       {Case::varlen(SINKATTN_BFLOAT16, {{40, 40}, {8000, 8000}}, 4, 4, 64).with_causal().with_window(63, 0), 64},
       {Case::varlen(SINKATTN_BFLOAT16, {{40, 40}, {8000, 8000}}, 8, 1, 64).with_causal().with_window(127, 0), 64},
       {Case::varlen(SINKATTN_BFLOAT16, {{40, 40}, {8000, 8000}}, 4, 2, 128).with_causal(), 64},
       {Case::varlen(SINKATTN_BFLOAT16, {{1, 500}, {40, 500}}, 8, 1, 64).with_causal(), 1},
+      // causal under 64 declared keys: the band kernels with the mask's bounds cut to them
+      {Case::varlen(SINKATTN_BFLOAT16, {{40, 40}, {8000, 8000}}, 8, 1, 64).with_causal(), 64, 64},
   };
   for (const Broken& b : cases) {
     SCOPED_TRACE(b.c.name());
     Attention a(b.c, Device::kCuda, test_seed());
     a.c.sq = b.declared_sq;
+    if (b.declared_sk > 0) a.c.sk = b.declared_sk;
     ASSERT_EQ(a.forward(), SINKATTN_OK) << sinkattn_last_error();  // waits for the kernels
     EXPECT_TRUE(a.workspace_slack_intact()) << "forward wrote past its workspace";
     EXPECT_TRUE(all_nan(a.out));

@@ -19,6 +19,8 @@ using sinkattn::cuda::KeyRowsMask;
 using sinkattn::cuda::Mask;
 using sinkattn::cuda::RowMask32;
 using sinkattn::cuda::step_halves;
+using sinkattn::cuda::cut_window;
+using sinkattn::cuda::WindowBounds;
 
 struct Case {
   int64_t len_q, len_k, left, right;
@@ -287,6 +289,32 @@ TEST(MaskRule, RowMask32SeesWhatTheMaskSees) {
           }
       }
   }
+}
+
+// cut_window: every sequence up to the maximum lengths sees the same keys under the cut bounds
+// as under the given ones, and a bound that reached past them is cut to them (so causal
+// documents of up to 129 keys become a window of at most 128, the band kernels' width).
+TEST(MaskRule, CutWindowHidesWhatTheWindowHid) {
+  for (int64_t max_q : {1, 2, 5, 9})
+    for (int64_t max_k : {1, 3, 9})
+      for (int64_t left = -1; left <= 12; ++left)
+        for (int64_t right = -1; right <= 12; ++right) {
+          const WindowBounds cut = cut_window(left, right, max_q, max_k);
+          EXPECT_EQ(cut.left, left >= 0 && left < max_k - 1 ? left : max_k - 1);
+          EXPECT_EQ(cut.right, right >= 0 && right < max_q - 1 ? right : max_q - 1);
+          for (int64_t lq = 0; lq <= max_q; ++lq)
+            for (int64_t lk = 0; lk <= max_k; ++lk) {
+              const Case a{lq, lk, left, right, 0, 0}, b{lq, lk, cut.left, cut.right, 0, 0};
+              for (int64_t i = 0; i < lq; ++i)
+                for (int64_t j = -1; j <= lk; ++j)
+                  ASSERT_EQ(sees(b, i, j), sees(a, i, j))
+                      << describe(a) << " cut to " << cut.left << " / " << cut.right << " row "
+                      << i << " key " << j << " of max " << max_q << " / " << max_k;
+            }
+        }
+  // No lengths: nothing to cut to.
+  EXPECT_EQ(cut_window(-1, 0, 0, 5).left, -1);
+  EXPECT_EQ(cut_window(-1, 0, 5, 0).left, -1);
 }
 
 }  // namespace

@@ -383,6 +383,16 @@ def grid():
              sinks=True, varlen=SHORT_DOCS),
         Case("band varlen 100 short docs and a long one group 8 sinks", hq=16, hkv=2, d=64, causal=True,
              left=127, sinks=True, varlen=SHORT_DOCS),
+        # Causal documents of up to 129 keys under query groups of 8: the band kernels, with the
+        # mask's bounds cut to the lengths (dispatch.cu kernel_mask): Sq != Sk both ways, empty
+        # documents, 129 keys; a window wider than every document; a full mask (both cut).
+        Case("band (cut causal) varlen short docs group 8 sinks", hq=16, hkv=2, d=64, causal=True, sinks=True,
+             varlen=([129, 0, 64, 40, 1, 100, 17], [129, 7, 100, 10, 1, 129, 17])),
+        Case("band (cut causal) B3 129 group 8 fp16 sinks", B=3, sq=129, sk=129, hq=8, hkv=1, d=64,
+             causal=True, sinks=True, dtype=fp),
+        Case("band (cut window 300) varlen docs group 8", hq=8, hkv=1, d=64, causal=True, left=300,
+             varlen=([90, 3, 100], [90, 3, 100])),
+        Case("band (cut full) 50x60 B2 group 8 sinks", B=2, sq=50, sk=60, hq=8, hkv=1, d=64, sinks=True),
         # Decode-sized queries: the packed-group forward (group * sq <= 16 rows in one tile).
         Case("decode q1 16/2 d64 sinks", B=3, sq=1, sk=1000, hq=16, hkv=2, d=64, causal=True, sinks=True),
         Case("decode q2 group 8 d128 window 100 sinks", B=2, sq=2, sk=777, hq=8, hkv=1, d=128, causal=True, left=99, sinks=True),

@@ -285,12 +285,21 @@ def test_kernels_names_the_hopper_path_or_the_reason(monkeypatch):
     got = sinkattn.kernels(q, k, v, s)
     assert got == {"fwd": "cuda sm90 (wgmma, TMA)", "bwd": "cuda sm90 (wgmma, TMA)"}
     # GPT-OSS's sliding layers (a group of 8 query heads, window 128): the GQA-packed band forward
-    # and the band dq kernel in the backward.
-    qb, kb, vb, sb = (t.detach() for t in make(1, 64, 64, 8, 1, 64, BF16, device="cuda"))
-    band = sinkattn.kernels(qb, kb, vb, sb, window=128)
-    assert band["fwd"].startswith("cuda sm90 band")
-    assert band["bwd"].startswith("cuda sm90 (wgmma, TMA; dq by the band kernel")
+    # and the band dq kernel in the backward; so do causal sequences of up to 129 keys, where
+    # causal is a window of 128.
+    def is_band(found):
+        return (found["fwd"].startswith("cuda sm90 band")
+                and found["bwd"].startswith("cuda sm90 (wgmma, TMA; dq by the band kernel"))
+    qb, kb, vb, sb = (t.detach() for t in make(1, 200, 200, 8, 1, 64, BF16, device="cuda"))
+    assert is_band(sinkattn.kernels(qb, kb, vb, sb, window=128))
     assert sinkattn.kernels(qb, kb, vb, sb)["fwd"] == "cuda sm90 (wgmma, TMA)"
+    assert is_band(sinkattn.kernels(qb[:, :129], kb[:, :129], vb[:, :129], sb))
+    assert not is_band(sinkattn.kernels(qb[:, :130], kb[:, :130], vb[:, :130], sb))
+    cu = torch.tensor([0, 130, 130, 200], dtype=torch.int32, device="cuda")
+    assert not is_band(sinkattn.kernels(qb[0], kb[0], vb[0], sb, cu_seqlens_q=cu, cu_seqlens_k=cu))
+    cu = torch.tensor([0, 129, 129, 190], dtype=torch.int32, device="cuda")
+    assert is_band(sinkattn.kernels(qb[0, :190], kb[0, :190], vb[0, :190], sb, cu_seqlens_q=cu,
+                                    cu_seqlens_k=cu))
     q32, k32, v32, s32 = (t.detach() for t in make(1, 64, 64, 4, 2, 32, BF16, device="cuda"))
     assert "head_dim 32" in sinkattn.kernels(q32, k32, v32, s32)["fwd"]
     monkeypatch.setenv("SINKATTN_CUDA_PATH", "sm80")

@@ -128,6 +128,22 @@ struct Mask {
   }
 };
 
+// Window bounds cut to the lengths they can reach: a left bound of at least len_k - 1 (no
+// query sits past the last key) or a right bound of at least len_q - 1 (none sits before
+// len_k - len_q) hides nothing, so it and an unbounded one (-1) become those lengths less one;
+// narrower bounds stay. Every sequence of at most max_q queries and max_k keys then sees what it
+// saw, under bottom-right alignment (zigzag moves the positions: not for it). The dispatch takes
+// the cut bounds where they let a narrow-window kernel run (causal short documents).
+struct WindowBounds {
+  int64_t left, right;
+};
+SINKATTN_HOST_DEVICE WindowBounds cut_window(int64_t left, int64_t right, int64_t max_q,
+                                             int64_t max_k) {
+  if (max_q < 1 || max_k < 1) return {left, right};
+  return {left < 0 || left > max_k - 1 ? max_k - 1 : left,
+          right < 0 || right > max_q - 1 ? max_q - 1 : right};
+}
+
 // The key blocks (bn keys each, from key 0) that a block of query rows [m0, m0 + bm) walks:
 // [first, end), every block holding a key one of its rows sees (first == end: none). I: int or
 // int64_t, as the caller indexes its blocks.
