@@ -98,22 +98,36 @@ bool dq_handoff(const sinkattn_bwd_params& b);
 bool band_dq(const sinkattn_bwd_params& b);
 std::string sm90_refusal(const sinkattn_problem& p);
 
-// The mask bounds the kernels run: the problem's, or, where those keep a problem off the Hopper
-// band kernels (GQA-packed, narrow windows) and the same bounds cut to the lengths
-// (common/mask_rule.h cut_window: the same visible keys) let them take it, the cut ones. So
-// causal documents of up to 129 keys under gptoss's GQA take the band kernels (H100, 32k tokens:
-// documents of 16..129 forward 2.4x, backward 1.6x, deterministic 2.1x; 256 sequences of 128
-// 1.3x / 1.9x).
-MaskBounds kernel_mask(const sinkattn_problem& p) {
+// Which pass a Params is made for: each may run its own form of the problem's mask.
+enum class Pass { kForward, kBackward };
+
+// The mask bounds a pass's kernels run: the problem's, or the same bounds cut to the lengths
+// (common/mask_rule.h cut_window: the same visible keys) where the problem's keep it off a faster
+// Hopper kernel and the cut ones let that run:
+// - both passes: the GQA-packed band kernels (d 64, query groups of 8k heads), so causal documents
+//   of up to 129 keys under gptoss's GQA (H100, 32k tokens: documents of 16..129 forward 2.4x,
+//   backward 1.6x, deterministic 2.1x; 256 sequences of 128 1.3x / 1.9x);
+// - the backward: its narrow-window kernel, where that pays (sm90/tile_size.h bwd_cut_narrow:
+//   causal sequences of up to 512 keys; H100, 32k tokens of llama documents of 16..256 1.56x).
+//   Not the forward: its d 64 tiles would shrink to 128 rows, slower past 256 keys (kShortSeq).
+MaskBounds kernel_mask(const sinkattn_problem& p, Pass pass) {
   const MaskBounds m = mask_bounds(p);
 #ifdef SINKATTN_WITH_SM90
+  if (p.zigzag_world != 0) return m;  // zigzag moves the positions: nothing to cut
   const int d = (int)p.head_dim;
   const long long group = p.heads_q / p.heads_kv;
-  if (p.zigzag_world == 0 && !sm90::use_band(d, group, m.left, m.right, 0, p.seqlen_q)) {
-    const WindowBounds cut = cut_window(m.left, m.right, p.seqlen_q, p.seqlen_k);
-    if (sm90::use_band(d, group, cut.left, cut.right, 0, p.seqlen_q) && sm90_refusal(p).empty())
-      return {cut.left, cut.right};
-  }
+  auto band = [&](long long left, long long right) {
+    return pass == Pass::kForward ? sm90::use_band(d, group, left, right, 0, p.seqlen_q)
+                                  : sm90::use_band_dq(d, group, left, right, 0, p.seqlen_q);
+  };
+  const WindowBounds cut = cut_window(m.left, m.right, p.seqlen_q, p.seqlen_k);
+  const bool faster =
+      (band(cut.left, cut.right) && !band(m.left, m.right)) ||
+      (pass == Pass::kBackward && sm90::bwd_cut_narrow(cut.left, cut.right) &&
+       !sm90::fwd_short_rows(m.left, m.right));
+  if (faster && sm90_refusal(p).empty()) return {cut.left, cut.right};
+#else
+  (void)pass;
 #endif
   return m;
 }
@@ -140,7 +154,7 @@ struct BwdWorkspace {
   }
 };
 
-Params make_params(const sinkattn_problem& p) {
+Params make_params(const sinkattn_problem& p, Pass pass) {
   Params k{};
   k.q = p.q;
   k.k = p.k;
@@ -158,7 +172,7 @@ Params make_params(const sinkattn_problem& p) {
   k.group = static_cast<int32_t>(p.heads_q / p.heads_kv);
   k.scale = p.scale;
   k.scale_log2 = p.scale * 1.4426950408889634f;
-  const MaskBounds m = kernel_mask(p);
+  const MaskBounds m = kernel_mask(p, pass);
   k.window_left = m.left;
   k.window_right = m.right;
   k.zigzag_rank = p.zigzag_rank;
@@ -224,7 +238,7 @@ bool packed_group(const sinkattn_problem& p) {
 #ifdef SINKATTN_WITH_SM90
 // Whether the Hopper forward runs its band kernel (narrow windows; sm90/tile_size.h).
 bool sm90_fwd_band(const sinkattn_problem& p) {
-  const MaskBounds m = kernel_mask(p);
+  const MaskBounds m = kernel_mask(p, Pass::kForward);
   return sm90::use_band((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right, p.zigzag_world,
                         p.seqlen_q);
 }
@@ -262,7 +276,7 @@ bool dq_handoff(const sinkattn_bwd_params& b) {
     const char* v = std::getenv("SINKATTN_SM90_DQ_HANDOFF");
     return v == nullptr || std::string(v) != "0";
   }();
-  const MaskBounds m = kernel_mask(b.problem);
+  const MaskBounds m = kernel_mask(b.problem, Pass::kBackward);
   return on && b.problem.zigzag_world == 0 && sm90::fwd_short_rows(m.left, m.right) &&
          row_groups(b.problem) <= INT32_MAX && sm90_bwd_refusal(b).empty();
 #else
@@ -276,7 +290,7 @@ bool dq_handoff(const sinkattn_bwd_params& b) {
 bool band_dq(const sinkattn_bwd_params& b) {
 #ifdef SINKATTN_WITH_SM90
   const sinkattn_problem& p = b.problem;
-  const MaskBounds m = kernel_mask(p);
+  const MaskBounds m = kernel_mask(p, Pass::kBackward);
   return sm90::use_band_dq((int)p.head_dim, p.heads_q / p.heads_kv, m.left, m.right,
                            p.zigzag_world, p.seqlen_q) &&
          sm90_bwd_refusal(b).empty();
@@ -387,7 +401,7 @@ namespace {
 
 void launch_fwd_kernels(const sinkattn_fwd_params& f) {
   const sinkattn_problem& p = f.problem;
-  Params k = make_params(p);
+  Params k = make_params(p, Pass::kForward);
   k.out = f.out;
   k.lse = f.lse;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
@@ -416,7 +430,7 @@ void launch_fwd_kernels(const sinkattn_fwd_params& f) {
 
 void launch_bwd_kernels(const sinkattn_bwd_params& b) {
   const sinkattn_problem& p = b.problem;
-  Params k = make_params(p);
+  Params k = make_params(p, Pass::kBackward);
   k.out = b.out;
   k.dout = b.dout;
   k.dq = b.dq;

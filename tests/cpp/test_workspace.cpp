@@ -6,6 +6,7 @@
 // sequence, they asked 110 times that here, and ~34 GB for 65,535 documents under a 128k max.)
 #include <gtest/gtest.h>
 
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -15,9 +16,9 @@ namespace sinkattn_test {
 namespace {
 #ifdef SINKATTN_TEST_CUDA
 
-size_t bwd_workspace(const Case& c) {
+size_t bwd_workspace(const Case& c, bool deterministic = false) {
   Attention a(c, Device::kCuda, test_seed());
-  sinkattn_bwd_params p = a.bwd_params(false);
+  sinkattn_bwd_params p = a.bwd_params(deterministic);
   size_t bytes = 0;
   EXPECT_EQ(sinkattn_bwd_workspace_size(&p, &bytes), SINKATTN_OK) << sinkattn_last_error();
   return bytes;
@@ -40,6 +41,31 @@ TEST(CudaWorkspace, PackedBackwardGrowsWithTheRowsNotTheLongestSequence) {
         Case::varlen(SINKATTN_BFLOAT16, many, kHeads, heads_kv, 64).with_causal().with_window(left, -1);
     EXPECT_LE(bwd_workspace(packed), bwd_workspace(one) + slack)
         << "window left " << left << ", kv heads " << heads_kv;
+  }
+}
+
+// On Hopper a causal backward of up to 512 keys outside the band kernels runs the narrow-window
+// kernel (dispatch.cu kernel_mask), whose dq is handed from key block to key block through an
+// fp32 buffer; the deterministic mode has no such buffer otherwise. So the buffer is there at 512
+// keys and not at 513, fixed and packed.
+TEST(CudaWorkspace, ShortCausalBackwardHandsDqOn) {
+  SINKATTN_SKIP_WITHOUT_DEVICE(Device::kCuda);
+  for (int keys : {512, 513}) {
+    for (const Case& c : {Case::fixed(SINKATTN_BFLOAT16, 2, keys, keys, 8, 2, 128).with_causal(),
+                          Case::varlen(SINKATTN_BFLOAT16, {{keys, keys}, {100, 100}}, 8, 2, 128)
+                              .with_causal()}) {
+      SCOPED_TRACE(c.name());
+      Attention a(c, Device::kCuda, test_seed());
+      sinkattn_bwd_params p = a.bwd_params(true);
+      if (std::string(sinkattn_bwd_kernel(&p)).rfind("cuda sm90", 0) != 0)
+        GTEST_SKIP() << "not the Hopper path: " << sinkattn_bwd_kernel(&p);
+      const size_t rows = c.is_varlen() ? keys + 100 : 2 * keys;
+      const size_t dq_buffer = sizeof(float) * rows * 8 * 128;
+      if (keys <= 512)
+        EXPECT_GE(bwd_workspace(c, true), dq_buffer);
+      else
+        EXPECT_LT(bwd_workspace(c, true), dq_buffer);
+    }
   }
 }
 

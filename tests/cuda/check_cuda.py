@@ -393,6 +393,13 @@ def grid():
         Case("band (cut window 300) varlen docs group 8", hq=8, hkv=1, d=64, causal=True, left=300,
              varlen=([90, 3, 100], [90, 3, 100])),
         Case("band (cut full) 50x60 B2 group 8 sinks", B=2, sq=50, sk=60, hq=8, hkv=1, d=64, sinks=True),
+        # Sequences of up to 512 keys outside the band kernels: the backward's narrow-window
+        # kernel, with the bounds cut likewise (its dq handed on; causal, Sq != Sk both ways, full).
+        Case("narrow bwd (cut causal) varlen docs d128 sinks", hq=8, hkv=2, d=128, causal=True, sinks=True,
+             varlen=([500, 0, 300, 64, 400], [512, 5, 200, 64, 500])),
+        Case("narrow bwd (cut causal) B2 512 d64 group 4", B=2, sq=512, sk=512, hq=8, hkv=2, d=64, causal=True),
+        Case("narrow bwd (cut full) 200x250 B2 d128 fp16 sinks", B=2, sq=200, sk=250, hq=4, hkv=2, d=128,
+             sinks=True, dtype=fp),
         # Decode-sized queries: the packed-group forward (group * sq <= 16 rows in one tile).
         Case("decode q1 16/2 d64 sinks", B=3, sq=1, sk=1000, hq=16, hkv=2, d=64, causal=True, sinks=True),
         Case("decode q2 group 8 d128 window 100 sinks", B=2, sq=2, sk=777, hq=8, hkv=1, d=128, causal=True, left=99, sinks=True),

@@ -28,7 +28,8 @@ from sinkattn_ctypes import Lib
 # forty-ninth session, its 128-row one before), ~4000 tiny documents or ~150 of 64..256
 # tokens beside one long one (the grids sized by the longest; the tiny ones also under a window
 # of 128, the band kernels, and at d 128), causal documents of 16..129 (the band kernels since
-# the fiftieth session) and a d 128 window of 128 (the
+# the fiftieth session), llama documents of up to 256 and gptoss ones of 130..512 (the narrow
+# backward since then) and a d 128 window of 128 (the
 # narrow-window backward's dq handoff; gptoss's window takes the band kernels): (name, seqlen,
 # heads_q, heads_kv, head_dim, learned sinks, window left, packed documents' length range [+ the
 # long one's] or False).
@@ -41,6 +42,8 @@ SHAPES = [shape + (False,) for shape in BENCH_SHAPES] + [
     ("gptoss tiny docs + 16k", 32768, 64, 8, 64, True, -1, (2, 6, 16384)),
     ("gptoss docs 64..256 + 8k", 32768, 64, 8, 64, True, -1, (64, 256, 8192)),
     ("gptoss docs 16..129", 32768, 64, 8, 64, True, -1, (16, 129)),
+    ("llama docs 16..256", 32768, 32, 8, 128, False, -1, (16, 256)),
+    ("gptoss docs 130..512", 32768, 64, 8, 64, True, -1, (130, 512)),
     ("gptoss tiny docs + 16k w128", 32768, 64, 8, 64, True, 127, (2, 6, 16384)),
     ("llama tiny docs + 16k", 32768, 32, 8, 128, False, -1, (2, 6, 16384)),
     ("llama 16k window128", 16384, 32, 8, 128, True, 127, False)]

@@ -61,6 +61,16 @@ constexpr bool fwd_short_rows(long long left, long long right) {
   return left >= 0 && right >= 0 && left + right < 1024;
 }
 
+// Whether the backward takes its narrow-window kernel for a mask whose bounds dispatch.cu's
+// kernel_mask cut to the sequences' lengths (causal: up to 512 keys). Its dq is handed from key
+// block to key block rather than added atomically and converted. Fiftieth session, H100, backward
+// ms causal / cut, 32k tokens: llama heads, documents of 130..256 1.57 / 1.05, 257..512 1.77 /
+// 1.34, 64 of 512 1.80 / 1.40, 32 of 1024 2.15 / 2.26; gptoss heads 130..256 1.58 / 1.30 (not
+// the band kernels' width), 64 of 512 1.74 / 1.69, 32 of 1024 2.41 / 2.60, 128..1024 2.15 / 2.33.
+constexpr bool bwd_cut_narrow(long long left, long long right) {
+  return fwd_short_rows(left, right) && left + right < 512;
+}
+
 // The d 64 forward's choice: 128-row blocks for narrow windows and for sequences of at most
 // kShortSeq queries and keys (for packed batches the longest), whose tiles walk few key blocks:
 // a 192-row tile leaves consumers idle past each sequence's end, and the tile's start weighs
