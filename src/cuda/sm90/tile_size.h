@@ -70,6 +70,9 @@ constexpr bool fwd_short_rows(long long left, long long right) {
 constexpr bool bwd_cut_narrow(long long left, long long right) {
   return fwd_short_rows(left, right) && left + right < 512;
 }
+static_assert(bwd_cut_narrow(511, 0) && bwd_cut_narrow(199, 249) && !bwd_cut_narrow(512, 0) &&
+                  !bwd_cut_narrow(-1, 0),
+              "the backward's cut: causal sequences of up to 512 keys");
 
 // The d 64 forward's choice: 128-row blocks for narrow windows and for sequences of at most
 // kShortSeq queries and keys (for packed batches the longest), whose tiles walk few key blocks:
